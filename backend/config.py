@@ -1,0 +1,183 @@
+"""The one settings object of the product.
+
+Values come, highest priority first, from: command-line overrides passed to
+``configure(...)``, environment variables, the ``.env`` file at the repository
+root, and the defaults below.
+
+Environment variables carry the prefix ``LOBBOT_`` (``LOBBOT_INTERVAL=1.5``).
+A few well-known names are also accepted without the prefix because users and
+tools already spell them that way: ``DATA_DIR``, ``BYBIT_REST_URL``,
+``BYBIT_WS_URL`` and ``MLFLOW_TRACKING_URI``.
+
+Paths never depend on the current directory: ``data_dir`` defaults to
+``<repo>/data`` where ``<repo>`` is the folder holding ``backend/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import threading
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from backend.symbols import validate_symbol
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "LOBBOT_"
+
+
+def _alias(name: str) -> AliasChoices:
+    """Accept both ``LOBBOT_<NAME>`` and the bare ``<NAME>``."""
+    return AliasChoices(f"{ENV_PREFIX}{name}", name)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=str(REPO_ROOT / ".env"),
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    # --- storage -------------------------------------------------------------
+    data_dir: Path = Field(
+        default=REPO_ROOT / "data",
+        validation_alias=_alias("DATA_DIR"),
+        description="Root of all collected data (feature store, legacy batches, spool, MLflow).",
+    )
+
+    # --- bot -------------------------------------------------------------------
+    source: Literal["bybit", "bybit-ws", "sim"] = Field(
+        default="bybit", description="Market source: Bybit REST polling, Bybit WebSocket book, or the simulator."
+    )
+    symbols: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["BTCUSDT", "ETHUSDT"],
+        description="Comma-separated linear perpetual symbols.",
+    )
+    interval: float = Field(default=3.0, gt=0, description="Seconds between ticks.")
+    collection_interval: int = Field(default=10, ge=1, description="Ticks between collected samples.")
+    max_samples_per_file: int = Field(default=2000, ge=1, description="Samples per symbol before a flush.")
+    max_buffer_memory_mb: float = Field(default=200.0, gt=0, description="Memory cap of all sample buffers.")
+    use_legacy_format: bool = Field(default=True, description="Also write the legacy .npy/.json batches.")
+    enable_feature_store: bool = Field(default=True, description="Write the parquet feature store.")
+    feature_store_group: str = Field(default="training_features", description="Feature group for samples.")
+    seed: int | None = Field(default=None, description="Random seed (simulator, training).")
+    stats_interval: int = Field(default=100, ge=1, description="Ticks between statistics lines.")
+    max_iterations: int | None = Field(default=None, ge=0, description="Stop after N ticks (0: recover and exit).")
+    book_depth: int = Field(default=50, ge=1, le=500, description="Levels kept per side of every book.")
+    max_book_age_s: float = Field(default=15.0, gt=0, description="A book older than this is stale.")
+    max_clock_skew_s: float = Field(default=5.0, gt=0, description="A book this far in the future is rejected.")
+    spool_fsync: bool = Field(default=True, description="fsync the write-ahead spool (group commit per tick).")
+
+    # --- simulator ---------------------------------------------------------------
+    fast: bool = Field(default=False, description="Simulator: run on a virtual clock, no sleeping.")
+    duration: str | None = Field(default=None, description="Simulator: simulated time to run, e.g. 24h, 90m.")
+    sim_start: str | None = Field(default=None, description="Simulator: ISO start time (UTC), default now.")
+
+    # --- exchange ----------------------------------------------------------------
+    bybit_rest_url: str = Field(
+        default="https://api.bybit.com", validation_alias=_alias("BYBIT_REST_URL"), description="Bybit v5 REST base URL."
+    )
+    bybit_ws_url: str = Field(
+        default="wss://stream.bybit.com/v5/public/linear",
+        validation_alias=_alias("BYBIT_WS_URL"),
+        description="Bybit v5 public linear WebSocket URL.",
+    )
+    http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one REST request.")
+    http_max_retries: int = Field(default=5, ge=0, description="Retries on 429/5xx/rate-limit retCodes.")
+    ws_ping_interval_s: float = Field(default=20.0, gt=0, description="WebSocket application ping period.")
+
+    # --- training / tracking -------------------------------------------------------
+    mlflow_tracking_uri: str | None = Field(
+        default=None, validation_alias=_alias("MLFLOW_TRACKING_URI"), description="MLflow tracking URI."
+    )
+
+    log_level: str = Field(default="INFO", description="Logging level.")
+
+    @field_validator("symbols", mode="before")
+    @classmethod
+    def _split_symbols(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            value = [part for part in value.replace(" ", "").split(",") if part]
+        return value
+
+    @field_validator("symbols")
+    @classmethod
+    def _check_symbols(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one symbol is required")
+        checked = [validate_symbol(s) for s in value]
+        if len(set(checked)) != len(checked):
+            raise ValueError(f"duplicate symbols in {checked}")
+        return checked
+
+    @field_validator("data_dir", mode="after")
+    @classmethod
+    def _absolute_data_dir(cls, value: Path) -> Path:
+        # A relative DATA_DIR is taken relative to the repository, not the cwd.
+        value = value.expanduser()
+        return value if value.is_absolute() else (REPO_ROOT / value).resolve()
+
+    # --- derived paths -------------------------------------------------------------
+    @property
+    def feature_store_root(self) -> Path:
+        return self.data_dir / "feature_store" / "offline"
+
+    @property
+    def legacy_root(self) -> Path:
+        return self.data_dir / "ml_training"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"
+
+    @property
+    def mlflow_dir(self) -> Path:
+        return self.data_dir / "mlflow"
+
+
+_lock = threading.Lock()
+_settings: Settings | None = None
+
+
+def get_settings() -> Settings:
+    """The process-wide settings (built from the environment on first use)."""
+    global _settings
+    with _lock:
+        if _settings is None:
+            _settings = Settings()
+        return _settings
+
+
+def configure(**overrides: Any) -> Settings:
+    """Rebuild the process-wide settings with CLI overrides on top of the environment.
+
+    ``None`` values are ignored so argparse defaults of ``None`` mean "not given".
+    Resets process-wide singletons that were built from older settings.
+    """
+    global _settings
+    given = {k: v for k, v in overrides.items() if v is not None}
+    with _lock:
+        _settings = Settings(**given)
+    _reset_dependents()
+    return _settings
+
+
+def _reset_dependents() -> None:
+    # Imported lazily: the store imports this module.
+    from backend.ml_engine.feature_store import feature_store
+
+    feature_store.reset_feature_store()
+
+
+def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--data-dir",
+        type=Path,
+        default=None,
+        help="root of all data (default: $DATA_DIR or <repo>/data)",
+    )

@@ -1,0 +1,386 @@
+"""The contract of a training sample: 110 features in canonical order, metadata and labels.
+
+Every feature is scale-free (bps, ratios, z-scores, log-returns, bounded oscillators)
+so BTCUSDT at 90,000 and a coin at 0.004 look alike to a model. Raw prices are
+metadata (``mid_price``), never features.
+
+Notation: ``mid = (bid1 + ask1) / 2``; ``B_k``/``A_k`` are bid/ask sizes at level k
+(1 = best); "bps" = 1e-4 of mid; "bars" are closed 1-minute candles, the last one
+being the most recent bar closed at or before the sample time; indicator names
+follow TA-Lib, which computes them.
+
+Changing a name, order, meaning or dtype is a schema change: bump
+``FEATURE_SCHEMA_VERSION``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable
+
+import numpy as np
+import pyarrow as pa
+
+FEATURE_SCHEMA_VERSION = 1
+FEATURE_COUNT = 110
+HORIZONS_S = (10, 30, 60)
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    name: str
+    group: str  # "orderbook" | "candle" | "indicator"
+    formula: str
+    unit: str
+
+
+def _specs(group: str, rows: Iterable[tuple[str, str, str]]) -> list[FeatureSpec]:
+    return [FeatureSpec(name, group, formula, unit) for name, formula, unit in rows]
+
+
+# fmt: off
+_ORDERBOOK = _specs("orderbook", [
+    ("ob_spread_bps", "(ask1 - bid1) / mid * 1e4", "bps"),
+    ("ob_microprice_dev_bps", "(microprice - mid) / mid * 1e4, microprice = (ask1*B1 + bid1*A1) / (B1 + A1)", "bps"),
+    ("ob_weighted_mid_dev_5_bps", "(size-weighted mean price of 5 levels per side, averaged over sides - mid) / mid * 1e4", "bps"),
+    ("ob_imbalance_1", "(B1 - A1) / (B1 + A1)", "ratio [-1, 1]"),
+    ("ob_imbalance_5", "(sum B1..5 - sum A1..5) / (sum B1..5 + sum A1..5)", "ratio [-1, 1]"),
+    ("ob_imbalance_10", "volume imbalance over 10 levels", "ratio [-1, 1]"),
+    ("ob_imbalance_20", "volume imbalance over 20 levels", "ratio [-1, 1]"),
+    ("ob_imbalance_50", "volume imbalance over all kept levels (<= 50)", "ratio [-1, 1]"),
+    ("ob_ofi_1", "Cont-Kukanov-Stoikov order-flow imbalance at level 1 vs the previous book / mean(B1 + A1) of both books", "ratio"),
+    ("ob_ofi_5", "multi-level OFI summed over levels 1..5 / mean depth of levels 1..5 of both books", "ratio"),
+    ("ob_ofi_10", "multi-level OFI summed over levels 1..10 / mean depth of levels 1..10 of both books", "ratio"),
+    ("ob_depth_bid_10bps", "bid size within 10 bps of mid / total kept size (both sides)", "ratio [0, 1]"),
+    ("ob_depth_ask_10bps", "ask size within 10 bps of mid / total kept size (both sides)", "ratio [0, 1]"),
+    ("ob_depth_bid_25bps", "bid size within 25 bps of mid / total kept size", "ratio [0, 1]"),
+    ("ob_depth_ask_25bps", "ask size within 25 bps of mid / total kept size", "ratio [0, 1]"),
+    ("ob_depth_bid_50bps", "bid size within 50 bps of mid / total kept size", "ratio [0, 1]"),
+    ("ob_depth_ask_50bps", "ask size within 50 bps of mid / total kept size", "ratio [0, 1]"),
+    ("ob_depth_imbalance_10bps", "(bid - ask size within 10 bps) / (bid + ask size within 10 bps)", "ratio [-1, 1]"),
+    ("ob_depth_imbalance_25bps", "depth imbalance within 25 bps", "ratio [-1, 1]"),
+    ("ob_depth_imbalance_50bps", "depth imbalance within 50 bps", "ratio [-1, 1]"),
+    ("ob_slope_bid", "book slope: (sum B1..10 / total kept size) / distance of bid10 from mid in bps", "1/bps"),
+    ("ob_slope_ask", "book slope: (sum A1..10 / total kept size) / distance of ask10 from mid in bps", "1/bps"),
+    ("ob_slope_log_ratio", "log(ob_slope_bid / ob_slope_ask)", "log-ratio"),
+    ("ob_bid_dist_5_bps", "(mid - bid5) / mid * 1e4", "bps"),
+    ("ob_ask_dist_5_bps", "(ask5 - mid) / mid * 1e4", "bps"),
+    ("ob_bid_dist_10_bps", "(mid - bid10) / mid * 1e4", "bps"),
+    ("ob_ask_dist_10_bps", "(ask10 - mid) / mid * 1e4", "bps"),
+    ("ob_bid_dist_20_bps", "(mid - bid20) / mid * 1e4", "bps"),
+    ("ob_ask_dist_20_bps", "(ask20 - mid) / mid * 1e4", "bps"),
+    ("ob_bid_conc_1_5", "B1 / sum B1..5", "ratio [0, 1]"),
+    ("ob_ask_conc_1_5", "A1 / sum A1..5", "ratio [0, 1]"),
+    ("ob_bid_conc_5_20", "sum B1..5 / sum B1..20", "ratio [0, 1]"),
+    ("ob_ask_conc_5_20", "sum A1..5 / sum A1..20", "ratio [0, 1]"),
+    ("ob_log_depth_ratio", "log(total kept bid size / total kept ask size)", "log-ratio"),
+    ("ob_bid_size_cv_10", "std / mean of B1..10", "ratio"),
+    ("ob_ask_size_cv_10", "std / mean of A1..10", "ratio"),
+    ("ob_bid_levels_filled", "number of bid levels / book depth", "ratio [0, 1]"),
+    ("ob_ask_levels_filled", "number of ask levels / book depth", "ratio [0, 1]"),
+    ("ob_mid_ret_1_bps", "log(mid / mid one tick earlier) * 1e4", "bps"),
+    ("ob_mid_ret_10_bps", "log(mid / mid ten ticks earlier) * 1e4", "bps"),
+    ("ob_spread_z_100", "z-score of ob_spread_bps over the last 100 ticks", "z-score"),
+    ("ob_imbalance_1_ema_10", "EMA (span 10 ticks) of ob_imbalance_1", "ratio [-1, 1]"),
+    ("ob_ofi_1_sum_10", "sum of ob_ofi_1 over the last 10 ticks", "ratio"),
+    ("ob_microprice_dev_ema_10", "EMA (span 10 ticks) of ob_microprice_dev_bps", "bps"),
+    ("ob_tick_volatility_20_bps", "std of tick log-returns of mid over the last 20 ticks * 1e4", "bps"),
+    ("ob_trade_imbalance", "(buy size - sell size) / total size of trades in the last 60 s", "ratio [-1, 1]"),
+    ("ob_trade_intensity_log", "log1p(number of trades in the last 60 s)", "log-count"),
+    ("ob_trade_vwap_dev_bps", "(VWAP of trades in the last 60 s - mid) / mid * 1e4", "bps"),
+    ("ob_trade_last_side", "+1 if the last trade was a buy, -1 a sell, 0 none in the last 60 s", "sign"),
+    ("ob_best_price_changed", "(bid1 changed) + (ask1 changed) vs the previous book", "count {0, 1, 2}"),
+])
+
+_CANDLE = _specs("candle", [
+    ("candle_ret_1m", "log(close / close 1 bar earlier)", "log-return"),
+    ("candle_ret_5m", "log(close / close 5 bars earlier)", "log-return"),
+    ("candle_ret_15m", "log(close / close 15 bars earlier)", "log-return"),
+    ("candle_ret_30m", "log(close / close 30 bars earlier)", "log-return"),
+    ("candle_ret_60m", "log(close / close 60 bars earlier)", "log-return"),
+    ("candle_rvol_15m", "realized volatility: sqrt(sum of squared 1-bar log-returns over 15 bars)", "log-return"),
+    ("candle_rvol_60m", "realized volatility over 60 bars", "log-return"),
+    ("candle_parkinson_vol_15m", "sqrt(mean(log(high/low)^2) / (4 ln 2)) over 15 bars", "log-return"),
+    ("candle_garman_klass_vol_15m", "sqrt(mean(0.5 log(h/l)^2 - (2 ln2 - 1) log(c/o)^2)) over 15 bars", "log-return"),
+    ("candle_body_ratio", "(close - open) / (high - low) of the last bar, 0 if high == low", "ratio [-1, 1]"),
+    ("candle_upper_wick_ratio", "(high - max(open, close)) / (high - low) of the last bar", "ratio [0, 1]"),
+    ("candle_lower_wick_ratio", "(min(open, close) - low) / (high - low) of the last bar", "ratio [0, 1]"),
+    ("candle_range_bps", "(high - low) / close * 1e4 of the last bar", "bps"),
+    ("candle_range_mean_15m_bps", "mean of (high - low) / close * 1e4 over 15 bars", "bps"),
+    ("candle_close_pos_15m", "(close - min low) / (max high - min low) over 15 bars, 0.5 if flat", "ratio [0, 1]"),
+    ("candle_volume_z_60m", "z-score of the last bar's volume over 60 bars", "z-score"),
+    ("candle_volume_ratio_5_60", "mean volume of 5 bars / mean volume of 60 bars", "ratio"),
+    ("candle_log_volume_change", "log((volume + 1) / (previous volume + 1))", "log-ratio"),
+    ("candle_ret_skew_60m", "skewness of 1-bar log-returns over 60 bars", "unitless"),
+    ("candle_ret_kurt_60m", "excess kurtosis of 1-bar log-returns over 60 bars", "unitless"),
+    ("candle_up_bar_share_15m", "share of the last 15 bars with close > open", "ratio [0, 1]"),
+    ("candle_vwap_dev_15m_bps", "(close - VWAP of 15 bars using typical price) / close * 1e4", "bps"),
+    ("candle_high_dist_60m_bps", "(max high of 60 bars - close) / close * 1e4", "bps"),
+    ("candle_low_dist_60m_bps", "(close - min low of 60 bars) / close * 1e4", "bps"),
+    ("candle_rvol_ratio_15_60", "candle_rvol_15m / (candle_rvol_60m * sqrt(15/60))", "ratio"),
+])
+
+_INDICATOR = _specs("indicator", [
+    ("ind_rsi_14", "TA-Lib RSI(close, 14), Wilder smoothing", "0..100"),
+    ("ind_rsi_6", "TA-Lib RSI(close, 6)", "0..100"),
+    ("ind_macd_bps", "TA-Lib MACD(12, 26, 9) line / close * 1e4", "bps"),
+    ("ind_macd_signal_bps", "TA-Lib MACD(12, 26, 9) signal / close * 1e4", "bps"),
+    ("ind_macd_hist_bps", "TA-Lib MACD(12, 26, 9) histogram / close * 1e4", "bps"),
+    ("ind_bb_pctb_20", "Bollinger %B: (close - lower) / (upper - lower), TA-Lib BBANDS(20, 2, 2)", "ratio"),
+    ("ind_bb_width_20", "Bollinger width: (upper - lower) / middle, BBANDS(20, 2, 2)", "ratio"),
+    ("ind_atr_pct_14", "TA-Lib NATR(14) = ATR(14) / close * 100", "percent"),
+    ("ind_stoch_k", "TA-Lib STOCH(14, 3 SMA, 3 SMA) slow %K", "0..100"),
+    ("ind_stoch_d", "TA-Lib STOCH(14, 3 SMA, 3 SMA) slow %D", "0..100"),
+    ("ind_stochrsi_k", "TA-Lib STOCHRSI(14, 5, 3) fast %K", "0..100"),
+    ("ind_adx_14", "TA-Lib ADX(14)", "0..100"),
+    ("ind_plus_di_14", "TA-Lib PLUS_DI(14)", "0..100"),
+    ("ind_minus_di_14", "TA-Lib MINUS_DI(14)", "0..100"),
+    ("ind_cci_20", "TA-Lib CCI(20)", "unitless"),
+    ("ind_willr_14", "TA-Lib WILLR(14)", "-100..0"),
+    ("ind_mfi_14", "TA-Lib MFI(14)", "0..100"),
+    ("ind_roc_10", "TA-Lib ROC(close, 10)", "percent"),
+    ("ind_mom_10_bps", "TA-Lib MOM(close, 10) / close * 1e4", "bps"),
+    ("ind_ema_dev_9_bps", "(close - EMA(9)) / close * 1e4", "bps"),
+    ("ind_ema_dev_21_bps", "(close - EMA(21)) / close * 1e4", "bps"),
+    ("ind_ema_dev_50_bps", "(close - EMA(50)) / close * 1e4", "bps"),
+    ("ind_sma_dev_20_bps", "(close - SMA(20)) / close * 1e4", "bps"),
+    ("ind_ema_cross_9_21_bps", "(EMA(9) - EMA(21)) / close * 1e4", "bps"),
+    ("ind_aroonosc_25", "TA-Lib AROONOSC(25)", "-100..100"),
+    ("ind_ultosc", "TA-Lib ULTOSC(7, 14, 28)", "0..100"),
+    ("ind_obv_z_20", "z-score of TA-Lib OBV over the last 20 bars", "z-score"),
+    ("ind_bop", "TA-Lib BOP of the last bar", "ratio [-1, 1]"),
+    ("ind_trix_15", "TA-Lib TRIX(15)", "percent"),
+    ("ind_ppo", "TA-Lib PPO(12, 26, EMA)", "percent"),
+    ("ind_cmo_14", "TA-Lib CMO(14)", "-100..100"),
+    ("ind_dx_14", "TA-Lib DX(14)", "0..100"),
+    ("ind_linreg_slope_14_bps", "TA-Lib LINEARREG_SLOPE(close, 14) / close * 1e4", "bps per bar"),
+    ("ind_kama_dev_bps", "(close - TA-Lib KAMA(30)) / close * 1e4", "bps"),
+    ("ind_sar_dev_bps", "(close - TA-Lib SAR(0.02, 0.2)) / close * 1e4", "bps"),
+])
+# fmt: on
+
+FEATURE_SPECS: tuple[FeatureSpec, ...] = tuple(_ORDERBOOK + _CANDLE + _INDICATOR)
+FEATURE_NAMES: tuple[str, ...] = tuple(s.name for s in FEATURE_SPECS)
+ORDERBOOK_FEATURES = tuple(s.name for s in _ORDERBOOK)
+CANDLE_FEATURES = tuple(s.name for s in _CANDLE)
+INDICATOR_FEATURES = tuple(s.name for s in _INDICATOR)
+FEATURE_INDEX = {name: i for i, name in enumerate(FEATURE_NAMES)}
+
+assert len(ORDERBOOK_FEATURES) == 50 and len(CANDLE_FEATURES) == 25 and len(INDICATOR_FEATURES) == 35
+assert len(FEATURE_NAMES) == FEATURE_COUNT == len(set(FEATURE_NAMES))
+
+# --- columns --------------------------------------------------------------------------
+TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
+
+METADATA_FIELDS: tuple[pa.Field, ...] = (
+    pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # event time of the book
+    pa.field("symbol", pa.string(), nullable=False),
+    pa.field("mid_price", pa.float64(), nullable=False),
+    pa.field("source", pa.string(), nullable=False),
+    pa.field("feature_version", pa.int16(), nullable=False),
+    pa.field("collected_at", TIMESTAMP_TYPE, nullable=False),  # wall-clock time of collection
+)
+METADATA_COLUMNS = tuple(f.name for f in METADATA_FIELDS)
+
+DIRECTION_COLUMNS = tuple(f"future_direction_{h}s" for h in HORIZONS_S)
+MOVEMENT_COLUMNS = tuple(f"future_movement_{h}s" for h in HORIZONS_S)
+LABEL_FIELDS: tuple[pa.Field, ...] = tuple(
+    [pa.field(c, pa.int8(), nullable=True) for c in DIRECTION_COLUMNS]
+    + [pa.field(c, pa.float64(), nullable=True) for c in MOVEMENT_COLUMNS]
+)
+LABEL_COLUMNS = tuple(f.name for f in LABEL_FIELDS)
+DIRECTION_DOWN, DIRECTION_NEUTRAL, DIRECTION_UP = 0, 1, 2
+
+FEATURE_FIELDS: tuple[pa.Field, ...] = tuple(pa.field(n, pa.float32(), nullable=False) for n in FEATURE_NAMES)
+
+TRAINING_SCHEMA = pa.schema(
+    list(METADATA_FIELDS) + list(FEATURE_FIELDS) + list(LABEL_FIELDS),
+    metadata={b"feature_schema_version": str(FEATURE_SCHEMA_VERSION).encode()},
+)
+
+PRICE_TAPE_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("mid_price", pa.float64(), nullable=False),
+        pa.field("best_bid", pa.float64(), nullable=False),
+        pa.field("best_ask", pa.float64(), nullable=False),
+    ]
+)
+
+CANDLE_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # bar open time; the bar closes 60 s later
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("open", pa.float64(), nullable=False),
+        pa.field("high", pa.float64(), nullable=False),
+        pa.field("low", pa.float64(), nullable=False),
+        pa.field("close", pa.float64(), nullable=False),
+        pa.field("volume", pa.float64(), nullable=False),
+        pa.field("turnover", pa.float64(), nullable=False),
+    ]
+)
+
+GROUP_SCHEMAS: dict[str, pa.Schema] = {
+    "training_features": TRAINING_SCHEMA,
+    "price_tape": PRICE_TAPE_SCHEMA,
+    "candles": CANDLE_SCHEMA,
+}
+
+
+def schema_for_group(group: str) -> pa.Schema:
+    """Feature groups other than the two auxiliary ones hold training samples."""
+    return GROUP_SCHEMAS.get(group, TRAINING_SCHEMA)
+
+
+def describe_features() -> str:
+    """A plain-text table of every feature, for docs and ``--help`` epilogs."""
+    lines = [f"{'#':>3}  {'name':<30} {'group':<10} {'unit':<14} formula"]
+    for i, s in enumerate(FEATURE_SPECS):
+        lines.append(f"{i:>3}  {s.name:<30} {s.group:<10} {s.unit:<14} {s.formula}")
+    return "\n".join(lines)
+
+
+# --- validation -------------------------------------------------------------------------
+@dataclass
+class ValidationReport:
+    missing_columns: list[str]
+    extra_columns: list[str]
+    wrong_dtypes: list[str]  # "column: expected X, got Y"
+    non_finite: dict[str, int]  # feature -> count of NaN/inf values
+    feature_count: int
+    null_metadata: dict[str, int]
+    rows: int
+
+    @property
+    def ok(self) -> bool:
+        return not (
+            self.missing_columns
+            or self.extra_columns
+            or self.wrong_dtypes
+            or self.non_finite
+            or self.null_metadata
+            or self.feature_count != FEATURE_COUNT
+        )
+
+    def problems(self) -> list[str]:
+        out: list[str] = []
+        if self.feature_count != FEATURE_COUNT:
+            out.append(f"wrong feature count: {self.feature_count}, expected {FEATURE_COUNT}")
+        if self.missing_columns:
+            out.append(f"missing columns ({len(self.missing_columns)}): {_short(self.missing_columns)}")
+        if self.extra_columns:
+            out.append(f"unexpected columns ({len(self.extra_columns)}): {_short(self.extra_columns)}")
+        if self.wrong_dtypes:
+            out.append(f"wrong dtypes ({len(self.wrong_dtypes)}): {_short(self.wrong_dtypes)}")
+        if self.non_finite:
+            items = [f"{k} ({v} rows)" for k, v in self.non_finite.items()]
+            out.append(f"non-finite feature values in {len(items)} columns: {_short(items)}")
+        if self.null_metadata:
+            items = [f"{k} ({v} rows)" for k, v in self.null_metadata.items()]
+            out.append(f"null metadata values: {_short(items)}")
+        return out
+
+    def __str__(self) -> str:
+        if self.ok:
+            return f"Schema validation passed: {self.rows} rows, {FEATURE_COUNT} features, version {FEATURE_SCHEMA_VERSION}"
+        return "Schema validation failed:\n" + "\n".join(f"  - {p}" for p in self.problems())
+
+
+class SchemaValidationError(ValueError):
+    def __init__(self, report: ValidationReport, where: str = ""):
+        self.report = report
+        prefix = f"{where}: " if where else ""
+        super().__init__(prefix + str(report))
+
+
+def _short(items: list[str], limit: int = 8) -> str:
+    shown = ", ".join(items[:limit])
+    return shown + (f", ... (+{len(items) - limit} more)" if len(items) > limit else "")
+
+
+def _arrow_type_of_pandas(series) -> pa.DataType | None:
+    try:
+        return pa.array(series.iloc[:0]).type if len(series) == 0 else pa.Array.from_pandas(series.iloc[:1]).type
+    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return None
+
+
+def _compatible(expected: pa.DataType, got: pa.DataType) -> bool:
+    if expected.equals(got):
+        return True
+    if pa.types.is_timestamp(expected) and pa.types.is_timestamp(got):
+        return got.tz is not None and got.tz.upper() in ("UTC", "+00:00", "ETC/UTC")
+    if pa.types.is_string(expected) and (pa.types.is_large_string(got) or pa.types.is_string_view(got)):
+        return True
+    if pa.types.is_dictionary(got):
+        return _compatible(expected, got.value_type)
+    # nullable integer labels may arrive as float with NaN from pandas
+    if pa.types.is_int8(expected) and (pa.types.is_integer(got) or pa.types.is_floating(got) or pa.types.is_null(got)):
+        return True
+    if pa.types.is_floating(expected) and pa.types.is_null(got):
+        return True
+    if pa.types.is_int16(expected) and pa.types.is_integer(got):
+        return True
+    return False
+
+
+def validate(df, schema: pa.Schema = TRAINING_SCHEMA) -> ValidationReport:
+    """Check a pandas DataFrame or pyarrow Table against ``schema``.
+
+    Reports missing/extra columns, wrong dtypes, NaN/inf features, nulls in
+    metadata and the feature count. Never raises for bad data.
+    """
+    if isinstance(df, pa.Table):
+        columns = list(df.column_names)
+        types = {name: df.schema.field(name).type for name in columns}
+    else:
+        columns = [str(c) for c in df.columns]
+        types = {str(c): _arrow_type_of_pandas(df[c]) for c in df.columns}
+    expected = {f.name: f for f in schema}
+    missing = [n for n in schema.names if n not in types]
+    extra = [c for c in columns if c not in expected and c != "date"]
+    wrong: list[str] = []
+    for name, got in types.items():
+        field = expected.get(name)
+        if field is None:
+            continue
+        if got is None or not _compatible(field.type, got):
+            wrong.append(f"{name}: expected {field.type}, got {got}")
+    feature_cols = [c for c in columns if c in FEATURE_INDEX] if schema is TRAINING_SCHEMA else []
+    if schema is TRAINING_SCHEMA:
+        # Unknown columns that look like features count toward the feature total.
+        feature_count = len(feature_cols) + sum(1 for c in extra if c.startswith(("ob_", "candle_", "ind_")))
+    else:
+        feature_count = FEATURE_COUNT
+    non_finite: dict[str, int] = {}
+    for name in feature_cols:
+        values = _to_numpy(df, name)
+        if values is None or values.dtype.kind not in "fiu":
+            continue
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            non_finite[name] = bad
+    null_meta: dict[str, int] = {}
+    for field in schema:
+        if field.nullable or field.name not in types:
+            continue
+        n = _null_count(df, field.name)
+        if n:
+            null_meta[field.name] = n
+    return ValidationReport(missing, extra, wrong, non_finite, feature_count, null_meta, len(df))
+
+
+def _to_numpy(df, name: str) -> np.ndarray | None:
+    try:
+        if isinstance(df, pa.Table):
+            return df.column(name).to_numpy(zero_copy_only=False)
+        return df[name].to_numpy()
+    except (TypeError, ValueError, pa.ArrowInvalid):
+        return None
+
+
+def _null_count(df, name: str) -> int:
+    if isinstance(df, pa.Table):
+        return df.column(name).null_count
+    return int(df[name].isna().sum())

@@ -1,0 +1,317 @@
+"""The offline feature store: hive-partitioned parquet under ``data/feature_store/offline``.
+
+Layout (DESIGN §3.2)::
+
+    <root>/<group>/date=YYYY-MM-DD/features_HHMMSS_<unique>.parquet
+
+* The partition value lives only in the folder name; files carry no ``date`` column.
+* Every file of a group has exactly the group's Arrow schema (see ``feature_schema``),
+  so pandas, DuckDB, polars, Spark and Feast read the store without conversion.
+* Rows are split at midnight UTC by their own ``timestamp``.
+* Writes are atomic and never replace a file (``atomic.write_new``); temp files start
+  with ``.`` so no reader sees them.
+* Float columns are written without dictionary encoding: it makes float feature files
+  larger and about twice as slow to write.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+
+from backend.ml_engine.feature_store import atomic
+from backend.ml_engine.feature_store.feature_schema import (
+    GROUP_SCHEMAS,
+    SchemaValidationError,
+    schema_for_group,
+    validate,
+)
+
+FILE_PREFIX = "features_"
+DAY_MS = 86_400_000
+_GROUP_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+_FILE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_STRING_COLUMNS = ("symbol", "source")
+
+DateLike = str | dt.date | dt.datetime | pd.Timestamp | None
+
+
+class FeatureStoreError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class WrittenFile:
+    path: Path
+    rows: int
+    created: bool  # False when an identical file_id had already been written
+
+
+def _check_group(group: str) -> str:
+    if not isinstance(group, str) or not _GROUP_RE.match(group):
+        raise FeatureStoreError(f"invalid feature group {group!r}: use lower-case letters, digits and _")
+    return group
+
+
+def _to_date(value: DateLike, what: str) -> dt.date | None:
+    if value is None:
+        return None
+    if isinstance(value, pd.Timestamp):
+        return value.date()
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value)[:10])
+    except ValueError:
+        raise FeatureStoreError(f"invalid {what} {value!r}: expected YYYY-MM-DD") from None
+
+
+def partition_dir_date(name: str) -> dt.date | None:
+    if not name.startswith("date="):
+        return None
+    try:
+        return dt.date.fromisoformat(name[5:])
+    except ValueError:
+        return None
+
+
+def parquet_write_options() -> dict:
+    return dict(
+        compression="snappy",
+        use_dictionary=list(_STRING_COLUMNS),
+        write_statistics=True,
+        # Spark and older readers want ms/us timestamps, never ns.
+        coerce_timestamps="ms",
+        allow_truncated_timestamps=True,
+    )
+
+
+def to_group_table(group: str, data: pd.DataFrame | pa.Table) -> pa.Table:
+    """Normalise ``data`` to the group's exact schema (column order, dtypes, null labels).
+
+    Raises ``SchemaValidationError`` with a readable report when the data does not fit.
+    """
+    schema = schema_for_group(group)
+    report = validate(data, schema)
+    # Label columns may be absent on write: they are filled with nulls.
+    missing_required = [c for c in report.missing_columns if not schema.field(c).nullable]
+    if missing_required or report.extra_columns or report.wrong_dtypes or report.non_finite or report.null_metadata or (
+        schema is GROUP_SCHEMAS["training_features"] and report.feature_count != 110
+    ):
+        report.missing_columns = missing_required
+        raise SchemaValidationError(report, where=f"feature group {group!r}")
+    n = len(data)
+    arrays = []
+    for field in schema:
+        if field.name not in report_columns(data):
+            arrays.append(pa.nulls(n, type=field.type))
+            continue
+        arrays.append(_column_as(data, field))
+    return pa.Table.from_arrays(arrays, schema=schema)
+
+
+def report_columns(data) -> set[str]:
+    return set(data.column_names) if isinstance(data, pa.Table) else {str(c) for c in data.columns}
+
+
+def _column_as(data, field: pa.Field) -> pa.Array:
+    if isinstance(data, pa.Table):
+        col = data.column(field.name)
+        arr = col.combine_chunks() if isinstance(col, pa.ChunkedArray) else col
+    else:
+        series = data[field.name]
+        if pa.types.is_timestamp(field.type):
+            values = pd.to_datetime(series, utc=True)
+            # int64 ms since epoch avoids a pandas unit round trip
+            ms = values.astype("datetime64[ms, UTC]").to_numpy(dtype="datetime64[ms]").astype(np.int64)
+            return pa.array(ms, type=pa.int64()).cast(field.type)
+        if pa.types.is_floating(field.type) and series.dtype.kind == "f":
+            return pa.array(series.to_numpy(dtype=field.type.to_pandas_dtype(), copy=False))
+        arr = pa.array(series, from_pandas=True)
+    if pa.types.is_dictionary(arr.type):
+        arr = arr.dictionary_decode()
+    if arr.type.equals(field.type):
+        return arr
+    if pa.types.is_timestamp(field.type):
+        return pc.cast(arr, field.type, safe=False)
+    if pa.types.is_int8(field.type) and pa.types.is_floating(arr.type):
+        # nullable direction labels arriving as float with NaN
+        arr = pc.if_else(pc.is_nan(arr), pa.scalar(None, arr.type), arr)
+    return pc.cast(arr, field.type)
+
+
+class FeatureStore:
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    # --- paths ---------------------------------------------------------------------
+    def group_dir(self, group: str) -> Path:
+        return self.root / _check_group(group)
+
+    def partition_dirs(self, group: str, start_date: DateLike = None, end_date: DateLike = None) -> list[Path]:
+        """Existing ``date=`` folders of ``group`` within [start_date, end_date], oldest first."""
+        lo, hi = _to_date(start_date, "start_date"), _to_date(end_date, "end_date")
+        base = self.group_dir(group)
+        if not base.is_dir():
+            return []
+        out = []
+        for entry in base.iterdir():
+            day = partition_dir_date(entry.name)
+            if day is None or not entry.is_dir():
+                continue
+            if (lo and day < lo) or (hi and day > hi):
+                continue
+            out.append((day, entry))
+        return [p for _, p in sorted(out)]
+
+    def list_files(self, group: str, start_date: DateLike = None, end_date: DateLike = None) -> list[Path]:
+        """Complete parquet files (temp files excluded), ordered by date then name."""
+        files: list[Path] = []
+        for part in self.partition_dirs(group, start_date, end_date):
+            files.extend(sorted(p for p in part.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_"))))
+        return files
+
+    # --- writing ---------------------------------------------------------------------
+    def write_offline_features(
+        self, group: str, df: pd.DataFrame | pa.Table, *, file_id: str | None = None, fsync: bool = True
+    ) -> list[WrittenFile]:
+        """Write ``df`` to ``group``, one new file per UTC date it spans.
+
+        ``file_id`` makes the file names deterministic: writing the same batch again
+        with the same id writes nothing (used by crash recovery to stay exactly-once).
+        """
+        if file_id is not None and not _FILE_ID_RE.match(file_id):
+            raise FeatureStoreError(f"invalid file_id {file_id!r}")
+        table = to_group_table(group, df)
+        if table.num_rows == 0:
+            return []
+        unique = file_id or uuid.uuid4().hex[:16]
+        out = []
+        for day_ms, part in split_by_utc_day(table):
+            first_ms = int(part.column("timestamp").cast(pa.int64())[0].as_py())
+            hhmmss = dt.datetime.fromtimestamp(first_ms / 1000, dt.timezone.utc).strftime("%H%M%S")
+            day = dt.date(1970, 1, 1) + dt.timedelta(days=day_ms)
+            path = self.group_dir(group) / f"date={day.isoformat()}" / f"{FILE_PREFIX}{hhmmss}_{unique}.parquet"
+            created = atomic.write_new(path, lambda fh, t=part: pq.write_table(t, fh, **parquet_write_options()), fsync=fsync)
+            out.append(WrittenFile(path, part.num_rows, created))
+        return out
+
+    def rewrite_file(self, path: Path, table: pa.Table, expected_stat: tuple[int, int] | None, group: str) -> None:
+        """Atomically replace one file of ``group`` (e.g. with labels filled in).
+
+        ``expected_stat`` comes from ``atomic.file_stat`` taken when the file was read.
+        """
+        table = to_group_table(group, table)
+        atomic.replace_existing(
+            Path(path), lambda fh: pq.write_table(table, fh, **parquet_write_options()), expected_stat=expected_stat
+        )
+
+    # --- reading ---------------------------------------------------------------------
+    def read_file(self, path: Path, group: str, columns: Sequence[str] | None = None) -> pa.Table:
+        return pq.read_table(path, columns=list(columns) if columns else None, schema=schema_for_group(group))
+
+    def dataset(self, group: str) -> ds.Dataset:
+        """The whole group as a ``pyarrow.dataset`` with a typed ``date`` partition column."""
+        return ds.dataset(
+            self.group_dir(group),
+            format="parquet",
+            partitioning=ds.partitioning(pa.schema([("date", pa.date32())]), flavor="hive"),
+            schema=schema_for_group(group).append(pa.field("date", pa.date32())),
+        )
+
+    def read_offline_table(
+        self,
+        group: str,
+        start_date: DateLike = None,
+        end_date: DateLike = None,
+        symbols: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
+        filter: ds.Expression | None = None,
+    ) -> pa.Table:
+        """Rows of ``group`` between two UTC dates (inclusive) as an Arrow table.
+
+        Date folders outside the range are never opened (partition pruning); the
+        symbol filter is pushed down to parquet row-group statistics.
+        """
+        schema = schema_for_group(group)
+        if columns is not None:
+            unknown = [c for c in columns if c not in schema.names]
+            if unknown:
+                raise FeatureStoreError(f"unknown columns for group {group!r}: {unknown}")
+        files = self.list_files(group, start_date, end_date)
+        if not files:
+            return schema.empty_table() if columns is None else schema.empty_table().select(list(columns))
+        dataset = ds.dataset([str(f) for f in files], schema=schema, format="parquet")
+        expr = filter
+        if symbols is not None:
+            sym_expr = ds.field("symbol").isin(list(symbols))
+            expr = sym_expr if expr is None else (expr & sym_expr)
+        return dataset.to_table(columns=list(columns) if columns else None, filter=expr)
+
+    def read_offline_features(
+        self,
+        group: str,
+        start_date: DateLike = None,
+        end_date: DateLike = None,
+        symbols: Iterable[str] | None = None,
+        columns: Sequence[str] | None = None,
+    ) -> pd.DataFrame:
+        """Like ``read_offline_table`` but as pandas; nullable labels become ``Int8``."""
+        table = self.read_offline_table(group, start_date, end_date, symbols, columns)
+        return table_to_pandas(table)
+
+
+def table_to_pandas(table: pa.Table) -> pd.DataFrame:
+    mapping = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.string(): pd.StringDtype()}
+    return table.to_pandas(types_mapper=mapping.get, self_destruct=False)
+
+
+def split_by_utc_day(table: pa.Table) -> list[tuple[int, pa.Table]]:
+    """Split rows by the UTC day of ``timestamp`` (days since epoch), keeping row order."""
+    ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+    days = ts // DAY_MS
+    if days.size == 0:
+        return []
+    first, last = days.min(), days.max()
+    if first == last:
+        return [(int(first), table)]
+    out = []
+    for day in np.unique(days):
+        idx = np.flatnonzero(days == day)
+        out.append((int(day), table.take(pa.array(idx))))
+    return out
+
+
+_store_lock = threading.Lock()
+_store: FeatureStore | None = None
+
+
+def get_feature_store() -> FeatureStore:
+    """The process-wide store rooted at ``<DATA_DIR>/feature_store/offline``."""
+    global _store
+    with _store_lock:
+        if _store is None:
+            from backend.config import get_settings
+
+            _store = FeatureStore(get_settings().feature_store_root)
+        return _store
+
+
+def reset_feature_store() -> None:
+    global _store
+    with _store_lock:
+        _store = None
