@@ -1,0 +1,53 @@
+"""Plain market records shared by the sources, the feature pipeline and the stores.
+
+Times are integer milliseconds since the Unix epoch, UTC.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from backend.market_data.orderbook import OrderBook
+
+CANDLE_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class Trade:
+    ts_ms: int
+    price: float
+    size: float
+    side: int  # +1 taker buy, -1 taker sell
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """A closed 1-minute bar. It starts at ``start_ms`` and closes at ``start_ms + 60 s``."""
+
+    start_ms: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+    turnover: float = 0.0
+
+    @property
+    def close_ms(self) -> int:
+        return self.start_ms + CANDLE_MS
+
+
+@dataclass(slots=True)
+class MarketSnapshot:
+    """What one symbol's source produced for one tick.
+
+    ``book`` is None when nothing usable arrived (``error`` says why). ``trades``
+    are those new since the previous tick; ``candles`` are bars newly closed since
+    the previous tick, oldest first, each bar delivered once.
+    """
+
+    symbol: str
+    book: OrderBook | None
+    trades: list[Trade] = field(default_factory=list)
+    candles: list[Candle] = field(default_factory=list)
+    error: str | None = None
