@@ -300,9 +300,31 @@ def _short(items: list[str], limit: int = 8) -> str:
 
 
 def _arrow_type_of_pandas(series) -> pa.DataType | None:
+    """The Arrow type a pandas column maps to, read from its dtype (no data conversion)."""
+    import pandas as pd
+
+    dtype = series.dtype
+    if isinstance(dtype, pd.DatetimeTZDtype):
+        return pa.timestamp(dtype.unit, tz=str(dtype.tz))
+    if isinstance(dtype, pd.CategoricalDtype):
+        return _arrow_type_of_pandas(pd.Series(dtype.categories))
+    if isinstance(dtype, pd.StringDtype):
+        return pa.string()
+    if isinstance(dtype, pd.ArrowDtype):
+        return dtype.pyarrow_dtype
+    if hasattr(dtype, "numpy_dtype") and not isinstance(dtype, np.dtype):  # Int8, Float64, boolean
+        return pa.from_numpy_dtype(dtype.numpy_dtype)
+    if dtype == object:
+        sample = series.dropna()
+        if len(sample) == 0:
+            return pa.null()
+        try:
+            return pa.array(sample.iloc[:16].tolist()).type
+        except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+            return None
     try:
-        return pa.array(series.iloc[:0]).type if len(series) == 0 else pa.Array.from_pandas(series.iloc[:1]).type
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError):
+        return pa.from_numpy_dtype(dtype)
+    except (NotImplementedError, TypeError, pa.ArrowNotImplementedError):
         return None
 
 
