@@ -1,0 +1,207 @@
+"""Command lines of the two labelling scripts (thin: parse, configure, run, print)."""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+
+from backend.config import add_data_dir_argument, configure
+from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
+from backend.ml_engine.feature_store.feature_store import get_feature_store
+from backend.ml_engine.feature_store.legacy_format import list_symbols
+from backend.ml_engine.labelling import console as c
+from backend.ml_engine.labelling import labels as core
+from backend.ml_engine.labelling.summary import RunSummary, print_symbol_sections, print_totals
+from backend.symbols import InvalidSymbolError, validate_symbol
+
+EPILOG = f"""\
+How labels are computed: for a sample at time t and horizon h, the future price is the
+mid-price of the first price-tape row (or, where there is no tape, sample) of the same
+symbol with timestamp in [t+h, t+h+tolerance]. future_movement_<h>s = (p_future / mid_price_t
+- 1) * 100 (percent); future_direction_<h>s = 2 (UP) if movement > threshold, 0 (DOWN) if
+< -threshold, else 1 (NEUTRAL). No price is found -> the label stays null and a later run
+fills it once the data exists. Re-running with the same settings changes nothing.
+
+Defaults: tolerance {core.DEFAULT_TOLERANCE_S:g} s (one 3 s tape interval plus jitter, below the
+smallest horizon); threshold {core.DEFAULT_THRESHOLD_PCT:g}% (about 0.67 sigma of a 10 s move and
+0.3 sigma of a 60 s move of a liquid perpetual, so no class is degenerate; the class balance
+it gives on your data is printed at the end).
+"""
+
+
+def _date(value: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid date {value!r}: expected YYYY-MM-DD") from None
+
+
+def _horizons(value: str) -> tuple[int, ...]:
+    try:
+        out = tuple(int(v) for v in value.split(",") if v.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"invalid horizons {value!r}: expected e.g. 10,30,60") from None
+    bad = [h for h in out if h not in HORIZONS_S]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(
+            f"horizons must be among the schema's label columns {', '.join(map(str, HORIZONS_S))}, got {value!r}"
+        )
+    return tuple(sorted(set(out)))
+
+
+def _symbols(value: str) -> list[str]:
+    try:
+        return [validate_symbol(s) for s in value.replace(" ", "").split(",") if s]
+    except InvalidSymbolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--start-date", type=_date, help="first UTC date to label, YYYY-MM-DD (default: all data)")
+    parser.add_argument(
+        "--end-date",
+        type=_date,
+        help="last UTC date to label, YYYY-MM-DD (default: all data); the next day is still read as look-ahead",
+    )
+    add_data_dir_argument(parser)
+    parser.add_argument(
+        "--horizons",
+        type=_horizons,
+        default=core.DEFAULT_HORIZONS_S,
+        help="comma-separated horizons in seconds, a subset of 10,30,60 (default: 10,30,60)",
+    )
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=core.DEFAULT_THRESHOLD_PCT,
+        help=f"direction threshold in percent: UP above +T, DOWN below -T (default: {core.DEFAULT_THRESHOLD_PCT:g})",
+    )
+    parser.add_argument(
+        "--tolerance",
+        type=float,
+        default=core.DEFAULT_TOLERANCE_S,
+        help=f"seconds after t+h in which a price must be found; below the smallest horizon "
+        f"(default: {core.DEFAULT_TOLERANCE_S:g})",
+    )
+    parser.add_argument("--dry-run", action="store_true", help="compute and report, write nothing")
+    parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+
+def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> core.LabelConfig:
+    if args.start_date and args.end_date and args.start_date > args.end_date:
+        parser.error(f"--start-date {args.start_date} is after --end-date {args.end_date}")
+    try:
+        return core.LabelConfig(args.horizons, args.tolerance, args.threshold)
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits
+
+
+def _describe(args: argparse.Namespace, cfg: core.LabelConfig) -> None:
+    lo = args.start_date.isoformat() if args.start_date else "first"
+    hi = args.end_date.isoformat() if args.end_date else "last"
+    c.out(f"Date range: {lo} .. {hi} (plus look-ahead of {cfg.reach_ms / 1000:g} s beyond the end)")
+    c.out(
+        f"Horizons: {', '.join(f'{h}s' for h in cfg.horizons_s)}; threshold ±{cfg.threshold_pct:g}%; "
+        f"tolerance {cfg.tolerance_s:g} s" + ("; DRY RUN (nothing is written)" if args.dry_run else "")
+    )
+
+
+def _exit_code(summary: RunSummary) -> int:
+    if summary.files_failed:
+        c.out(f"{c.FAIL} {len(summary.files_failed)} file(s) not labelled; fix them (or re-run if they changed) and run again")
+        return 1
+    return 0
+
+
+def main_parquet(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="preprocessing_add_future_labels_parquet.py",
+        description="Fill the six future-label columns of a feature-store group in place (atomic rewrites, "
+        "only files whose labels change).",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--feature-group", default=None, help="feature group to label (default: the configured one, training_features)"
+    )
+    _common(parser)
+    args = parser.parse_args(argv)
+    cfg = _config(parser, args)
+    settings = configure(data_dir=args.data_dir)
+    group = args.feature_group or settings.feature_store_group
+    if group in ("price_tape", "candles"):
+        parser.error(f"--feature-group {group!r} holds no samples to label")
+    from backend.ml_engine.feature_store.feature_store import FeatureStoreError
+    from backend.ml_engine.labelling.store_labelling import StoreLabeller, run
+
+    store = get_feature_store()
+    c.header("PREPROCESSING: Adding Future Labels (Parquet)")
+    c.out(f"Feature group: {group} ({store.root / group})")
+    _describe(args, cfg)
+    try:
+        rows, symbols = StoreLabeller(store, group, cfg).count(args.start_date, args.end_date)
+    except FeatureStoreError as exc:
+        parser.error(str(exc))
+    if rows == 0:
+        c.out(f"No samples found in {store.root / group} for this date range; nothing to label.")
+        c.footer()
+        return 0
+    c.out(f"{c.OK} Loaded {rows:,} samples")
+    c.out(f"  Symbols: {symbols}")
+    summary = run(
+        store, group, cfg, args.start_date, args.end_date, dry_run=args.dry_run, progress=not args.no_progress
+    )
+    print_symbol_sections(summary)
+    print_totals(summary, "PREPROCESSING SUMMARY", dry_run=args.dry_run, unit="files")
+    return _exit_code(summary)
+
+
+def main_legacy(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="preprocessing_add_future_labels.py",
+        description="Fill the six future-label keys of the legacy labels JSON files (data/ml_training/<SYMBOL>/labels/), "
+        "using the feature store's price tape and the legacy samples; identical to the parquet script's labels.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--symbols", type=_symbols, help="comma-separated symbols to label (default: every symbol folder)")
+    _common(parser)
+    args = parser.parse_args(argv)
+    cfg = _config(parser, args)
+    settings = configure(data_dir=args.data_dir)
+    from backend.ml_engine.labelling.legacy_labelling import label_symbol
+
+    store = get_feature_store()
+    root = settings.legacy_root
+    c.header("PREPROCESSING: Adding Future Labels (legacy .npy/.json)")
+    c.out(f"Legacy data: {root}")
+    c.out(f"Price tape: {store.root / 'price_tape'}")
+    _describe(args, cfg)
+    found, ignored = list_symbols(root)
+    for name in ignored:
+        c.out(f"  note: ignored folder {name!r} (not a valid symbol)")
+    symbols = found if args.symbols is None else [s for s in args.symbols if s in found]
+    missing = [] if args.symbols is None else [s for s in args.symbols if s not in found]
+    for s in missing:
+        c.out(f"  note: no legacy data for {s}")
+    if not symbols:
+        c.out(f"No legacy batches found under {root}; nothing to label.")
+        c.footer()
+        return 0
+    c.out(f"Symbols: {symbols}")
+    summary = RunSummary(cfg)
+    for symbol in symbols:
+        label_symbol(
+            root, store, symbol, cfg, summary, args.start_date, args.end_date,
+            dry_run=args.dry_run, progress=not args.no_progress,
+        )
+    c.out(f"{c.OK} Loaded {summary.total:,} samples")
+    print_symbol_sections(summary)
+    print_totals(summary, "PREPROCESSING SUMMARY", dry_run=args.dry_run, unit="label files")
+    return _exit_code(summary)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main_parquet())

@@ -1,0 +1,1 @@
+"""Migration of legacy .npy/.json batches into the parquet feature store."""

@@ -1,0 +1,93 @@
+"""Command line of ``migrate_legacy_to_parquet.py`` (the guide's step 2)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from backend.config import add_data_dir_argument, configure
+from backend.ml_engine.feature_store.feature_store import get_feature_store
+from backend.ml_engine.feature_store.legacy_format import list_symbols
+from backend.ml_engine.labelling import console as c
+from backend.ml_engine.migration.legacy_to_parquet import MigrationTotals, Migrator
+from backend.symbols import InvalidSymbolError, validate_symbol
+
+
+def _symbols(value: str) -> list[str]:
+    try:
+        return [validate_symbol(s) for s in value.replace(" ", "").split(",") if s]
+    except InvalidSymbolError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="migrate_legacy_to_parquet.py",
+        description="Copy legacy batches (data/ml_training/<SYMBOL>/{features,labels,metadata}) into the parquet "
+        "feature store, labels included. Safe to re-run: migrated batches and rows the store already holds are "
+        "not written again. Source files are never modified or deleted.",
+        epilog="Exit status: 0 when every batch was migrated or already present, 1 when any batch failed "
+        "(each failure is printed with its file and reason), 2 on bad arguments.",
+    )
+    add_data_dir_argument(parser)
+    parser.add_argument("--symbols", type=_symbols, help="comma-separated symbols to migrate (default: all found)")
+    parser.add_argument(
+        "--feature-group", default=None, help="target feature group (default: the configured one, training_features)"
+    )
+    parser.add_argument("--dry-run", action="store_true", help="read and check every batch, write nothing")
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    args = parser.parse_args(argv)
+    settings = configure(data_dir=args.data_dir)
+    group = args.feature_group or settings.feature_store_group
+    if group in ("price_tape", "candles"):
+        parser.error(f"--feature-group {group!r} does not hold training samples")
+    store = get_feature_store()
+    root = settings.legacy_root
+
+    c.header("MIGRATION: Legacy -> Feature Store (Parquet)" + (" [DRY RUN: nothing is written]" if args.dry_run else ""))
+    c.out(f"Source: {root}")
+    c.out(f"Target: {store.root / group}")
+    found, ignored = list_symbols(root)
+    for name in ignored:
+        c.out(f"  note: ignored folder {name!r} (not a valid symbol)")
+    symbols = found if args.symbols is None else [s for s in args.symbols if s in found]
+    for s in [] if args.symbols is None else [s for s in args.symbols if s not in found]:
+        c.out(f"  note: no legacy data for {s}")
+    c.out(f"Symbols found: {len(symbols)}")
+    c.out(f"Symbols: {', '.join(symbols) if symbols else '-'}")
+
+    migrator = Migrator(root, store, group, dry_run=args.dry_run)
+    plan = {s: migrator.batches(s) for s in symbols}
+    totals = MigrationTotals()
+    bar = c.progress(range(sum(len(v) for v in plan.values())), desc="migrating", unit="batch", enabled=not args.no_progress)
+    with bar:
+        for symbol in symbols:
+            c.section(f"Migrating {symbol}")
+            c.out(f"  Batches found: {len(plan[symbol])}")
+            for ref in plan[symbol]:
+                o = migrator.migrate_batch(ref)
+                totals.outcomes.append(o)
+                name = ref.features_path.name
+                if o.status == "migrated":
+                    c.out(f"  {c.OK} {name}: {o.samples:,} samples" + (" (would be written)" if args.dry_run else ""))
+                elif o.status == "present":
+                    c.out(f"  {c.SKIP} {name}: already in the feature store ({o.samples:,} samples), skipped")
+                else:
+                    c.out(f"  {c.FAIL} {name}: {o.error}")
+                bar.update(1)
+
+    c.out()
+    c.header("MIGRATION SUMMARY")
+    c.out(f"{c.OK} Batches processed: {totals.count('migrated'):,}")
+    c.out(f"{c.OK} Samples migrated: {totals.samples('migrated'):,}" + (" (dry run: not written)" if args.dry_run else ""))
+    if totals.count("present"):
+        c.out(f"  Already migrated (skipped): {totals.count('present'):,} batches, {totals.samples('present'):,} samples")
+    failed = totals.count("failed")
+    if failed:
+        c.out(f"{c.FAIL} Batches failed: {failed:,} (listed above; sources left untouched)")
+    c.footer()
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

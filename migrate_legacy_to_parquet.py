@@ -1,0 +1,14 @@
+#!/usr/bin/env python
+"""Migrate legacy .npy/.json training batches into the parquet feature store.
+
+Usage: python migrate_legacy_to_parquet.py [--data-dir DIR] [--symbols S1,S2] [--dry-run]
+"""
+
+from __future__ import annotations
+
+import sys
+
+from backend.ml_engine.migration.cli import main
+
+if __name__ == "__main__":
+    sys.exit(main())
