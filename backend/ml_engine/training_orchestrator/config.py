@@ -1,0 +1,113 @@
+"""Configuration of one training run: what data to use (``DataConfig``) and how to train (``TrainConfig``)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
+
+
+def _labeller_default(name: str, fallback: float) -> float:
+    # The persistence baseline must classify moves with the labeller's threshold;
+    # importing it keeps the two defaults from drifting apart.
+    try:
+        from backend.ml_engine import labelling  # type: ignore[attr-defined]
+    except ImportError:
+        return fallback
+    return float(getattr(labelling, name, fallback))
+
+
+#: Percent move that separates UP/DOWN from NEUTRAL (same meaning as the labeller's ``--threshold``).
+DEFAULT_THRESHOLD_PCT = _labeller_default("DEFAULT_THRESHOLD_PCT", 0.02)
+#: Seconds a price may lie beyond the exact horizon point (the labeller's ``--tolerance``).
+DEFAULT_TOLERANCE_S = _labeller_default("DEFAULT_TOLERANCE_S", 5.0)
+
+DEFAULT_MIN_SAMPLES = 600
+DEFAULT_MIN_LABEL_COVERAGE = 0.80
+DEFAULT_SEQUENCE_LENGTH = 30
+
+
+@dataclass
+class DataConfig:
+    feature_group: str = "training_features"
+    start_date: str | None = None
+    end_date: str | None = None
+    symbols: list[str] | None = None
+    horizon_s: int = 60
+    sequence_length: int = DEFAULT_SEQUENCE_LENGTH
+    threshold_pct: float = DEFAULT_THRESHOLD_PCT
+    tolerance_s: float = DEFAULT_TOLERANCE_S
+    min_samples: int = DEFAULT_MIN_SAMPLES
+    min_label_coverage: float = DEFAULT_MIN_LABEL_COVERAGE
+    # Each split needs enough sequences for its metric to mean something.
+    min_split_sequences: int = 30
+    val_fraction: float = 0.15
+    test_fraction: float = 0.15
+    # A hole in the sampling wider than this many sampling intervals ends a segment.
+    gap_factor: float = 2.0
+    # Normalised features are clipped so a single outlier cannot dominate a batch.
+    clip: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.horizon_s not in HORIZONS_S:
+            raise ValueError(f"horizon must be one of {HORIZONS_S} seconds, got {self.horizon_s}")
+        if self.sequence_length < 1:
+            raise ValueError(f"sequence_length must be >= 1, got {self.sequence_length}")
+        if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 0.9):
+            raise ValueError("val_fraction and test_fraction must be in (0, 1) and leave >= 10% for training")
+        if self.threshold_pct < 0:
+            raise ValueError(f"threshold must be >= 0 percent, got {self.threshold_pct}")
+        if not 0 <= self.min_label_coverage <= 1:
+            raise ValueError(f"min_label_coverage must be in [0, 1], got {self.min_label_coverage}")
+
+    @property
+    def direction_column(self) -> str:
+        return f"future_direction_{self.horizon_s}s"
+
+    @property
+    def movement_column(self) -> str:
+        return f"future_movement_{self.horizon_s}s"
+
+    def as_params(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["symbols"] = ",".join(self.symbols) if self.symbols else "all"
+        return out
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 50
+    batch_size: int = 256
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    patience: int = 8
+    seed: int = 42
+    device: str = "auto"  # auto | cpu | cuda
+    conv_channels: int = 32
+    hidden_size: int = 48
+    dropout: float = 0.2
+    # Logistic-regression baseline: at most this many training rows (it is a sanity bar, not a contender).
+    logreg_max_rows: int = 200_000
+    num_threads: int | None = None
+    show_progress: bool = True
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {self.epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.lr <= 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+        if self.patience < 1:
+            raise ValueError(f"patience must be >= 1, got {self.patience}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
+
+    def as_params(self) -> dict[str, Any]:
+        out = asdict(self)
+        out.pop("extra")
+        out.pop("show_progress")
+        out.update(self.extra)
+        return out

@@ -1,0 +1,225 @@
+"""Load the labelled samples of one feature group and check them with the guide's messages.
+
+Only the columns the run needs are read. The result is one contiguous float32
+feature matrix sorted by (symbol, timestamp) plus the per-row metadata; windows
+are built over it later without copying (see ``sequences``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from backend.ml_engine.feature_store.feature_schema import (
+    FEATURE_NAMES,
+    FEATURE_SCHEMA_VERSION,
+    TRAINING_SCHEMA,
+    validate,
+)
+from backend.ml_engine.feature_store.feature_store import FeatureStore, FeatureStoreError
+from backend.ml_engine.training_orchestrator.config import DataConfig
+from backend.ml_engine.training_orchestrator.errors import TrainingDataError
+from backend.symbols import validate_symbol
+
+LABELLER_SCRIPT = "preprocessing_add_future_labels_parquet.py"
+
+
+@dataclass
+class LoadedData:
+    """Samples sorted by (symbol, timestamp); row i of every array is the same sample."""
+
+    features: np.ndarray  # (n, 110) float32, C-contiguous
+    timestamps_ms: np.ndarray  # (n,) int64
+    symbol_codes: np.ndarray  # (n,) int32 index into ``symbols``
+    symbols: list[str]
+    mid_price: np.ndarray  # (n,) float64
+    labels: np.ndarray  # (n,) int8, -1 where unlabelled
+    movement: np.ndarray  # (n,) float64, NaN where unlabelled
+    total_rows: int
+    duplicates_dropped: int = 0
+    facts: dict = field(default_factory=dict)
+
+    @property
+    def n(self) -> int:
+        return int(self.timestamps_ms.shape[0])
+
+    @property
+    def labelled(self) -> np.ndarray:
+        return self.labels >= 0
+
+    def content_hash(self) -> str:
+        """sha256 of exactly what the model sees: times, symbols, features and labels."""
+        h = hashlib.sha256()
+        h.update(",".join(self.symbols).encode())
+        for arr in (self.timestamps_ms, self.symbol_codes, self.features, self.labels):
+            h.update(np.ascontiguousarray(arr).data)
+        return h.hexdigest()
+
+
+def needed_columns(cfg: DataConfig) -> list[str]:
+    return ["timestamp", "symbol", "mid_price", "feature_version", *FEATURE_NAMES, cfg.direction_column, cfg.movement_column]
+
+
+def _schema_problems_per_file(store: FeatureStore, cfg: DataConfig, columns: list[str]) -> list[str]:
+    """Footer-only check of each file: a wrong dtype is named with its file, before any data is read."""
+    expected = {f.name: f.type for f in TRAINING_SCHEMA}
+    problems: list[str] = []
+    for path in store.list_files(cfg.feature_group, cfg.start_date, cfg.end_date):
+        try:
+            schema = pq.read_schema(path)
+        except (OSError, pa.ArrowException) as exc:
+            problems.append(f"{path}: unreadable parquet file ({exc})")
+            continue
+        missing = [c for c in columns if c not in schema.names and not TRAINING_SCHEMA.field(c).nullable]
+        wrong = []
+        for name in columns:
+            if name not in schema.names:
+                continue
+            got = schema.field(name).type
+            want = expected[name]
+            if pa.types.is_dictionary(got):
+                got = got.value_type
+            same_kind = (
+                got.equals(want)
+                or (pa.types.is_timestamp(want) and pa.types.is_timestamp(got))
+                or (pa.types.is_string(want) and pa.types.is_large_string(got))
+                or (pa.types.is_integer(want) and pa.types.is_integer(got))
+            )
+            if not same_kind:
+                wrong.append(f"{name}: expected {want}, got {got}")
+        if missing:
+            problems.append(f"{path}: missing columns {missing[:8]}{' ...' if len(missing) > 8 else ''}")
+        if wrong:
+            problems.append(f"{path}: wrong dtypes {wrong[:8]}{' ...' if len(wrong) > 8 else ''}")
+    return problems
+
+
+def _schema_failed(lines: list[str]) -> TrainingDataError:
+    body = "\n".join(f"  - {line}" for line in lines)
+    return TrainingDataError(
+        "Schema validation failed:\n"
+        + body
+        + "\nEvery sample needs the 110 features of backend/ml_engine/feature_store/feature_schema.py "
+        "(float32, finite) plus timestamp, symbol and mid_price."
+    )
+
+
+def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
+    """Read, validate and sort the samples of ``cfg``; raises ``TrainingDataError`` with the guide's messages."""
+    symbols = [validate_symbol(s) for s in cfg.symbols] if cfg.symbols else None
+    columns = needed_columns(cfg)
+    where = f"feature group {cfg.feature_group!r} under {store.group_dir(cfg.feature_group)}"
+    if cfg.start_date or cfg.end_date:
+        where += f" between {cfg.start_date or 'the beginning'} and {cfg.end_date or 'the end'}"
+    if symbols:
+        where += f" for {', '.join(symbols)}"
+    try:
+        files = store.list_files(cfg.feature_group, cfg.start_date, cfg.end_date)
+    except FeatureStoreError as exc:
+        raise TrainingDataError(str(exc)) from None
+    if not files:
+        raise TrainingDataError(
+            f"No training data available: no parquet files in {where}.\n"
+            "Start the bot to collect samples: python -m backend.main"
+        )
+    problems = _schema_problems_per_file(store, cfg, columns)
+    if problems:
+        raise _schema_failed(problems)
+    try:
+        table = store.read_offline_table(cfg.feature_group, cfg.start_date, cfg.end_date, symbols, columns)
+    except (pa.ArrowException, OSError) as exc:
+        raise _schema_failed([f"reading {where}: {exc}"]) from None
+    if table.num_rows == 0:
+        raise TrainingDataError(
+            f"No training data available: {len(files)} files in {where} but no rows match.\n"
+            "Check --symbols, --start-date and --end-date, or collect data: python -m backend.main"
+        )
+
+    report = validate(table, TRAINING_SCHEMA)
+    # Only the columns we asked for matter here; the rest were not read on purpose.
+    report.missing_columns = [c for c in report.missing_columns if c in columns]
+    if not report.ok:
+        raise _schema_failed(report.problems())
+    versions = np.unique(table.column("feature_version").to_numpy())
+    if versions.size != 1 or int(versions[0]) != FEATURE_SCHEMA_VERSION:
+        raise _schema_failed(
+            [f"feature_version values {versions.tolist()} in the data, this code expects {FEATURE_SCHEMA_VERSION}"]
+        )
+
+    total = table.num_rows
+    if total < cfg.min_samples:
+        raise TrainingDataError(
+            f"Insufficient data: {total} samples, need at least {cfg.min_samples} (in {where}).\n"
+            "Let the bot collect longer (python -m backend.main) or widen --start-date/--end-date."
+        )
+    labels_col = table.column(cfg.direction_column)
+    labelled = total - labels_col.null_count
+    coverage = labelled / total
+    if coverage < cfg.min_label_coverage:
+        raise TrainingDataError(
+            f"Label coverage too low: only {labelled} of {total} samples ({coverage:.1%}) have "
+            f"{cfg.direction_column}; need at least {cfg.min_label_coverage:.0%} "
+            f"(Future labels = None for {total - labelled} samples).\n"
+            f"Add the future labels first: python {LABELLER_SCRIPT}"
+            + (f" --feature-group {cfg.feature_group}" if cfg.feature_group != "training_features" else "")
+        )
+    if labelled < cfg.min_samples:
+        raise TrainingDataError(
+            f"Insufficient data: {labelled} samples, need at least {cfg.min_samples} labelled samples (in {where}).\n"
+            "Let the bot collect longer or run the labeller once the horizon is covered."
+        )
+    data = _to_arrays(table, cfg)
+    data.facts = {
+        "rows_read": total,
+        "label_coverage": round(coverage, 6),
+        "files": len(files),
+        "feature_schema_version": FEATURE_SCHEMA_VERSION,
+    }
+    return data
+
+
+def _to_arrays(table: pa.Table, cfg: DataConfig) -> LoadedData:
+    ts = table.column("timestamp").cast(pa.int64()).to_numpy()
+    sym_dict = table.column("symbol").combine_chunks().dictionary_encode()
+    symbols = [str(s) for s in sym_dict.dictionary.to_pylist()]
+    # Symbols in sorted order so codes (and the content hash) do not depend on file order.
+    order_of = np.argsort(np.array(symbols, dtype=object)).astype(np.int32)
+    rank = np.empty_like(order_of)
+    rank[order_of] = np.arange(len(symbols), dtype=np.int32)
+    codes = rank[sym_dict.indices.to_numpy(zero_copy_only=False)].astype(np.int32)
+    symbols = sorted(symbols)
+
+    order = np.lexsort((ts, codes))
+    ts, codes = ts[order], codes[order]
+    # The same sample read twice (e.g. a re-run migration) would bias training and leak across splits.
+    dup = np.zeros(ts.shape[0], dtype=bool)
+    dup[1:] = (ts[1:] == ts[:-1]) & (codes[1:] == codes[:-1])
+    keep = order[~dup]
+    n = keep.shape[0]
+
+    features = np.empty((n, len(FEATURE_NAMES)), dtype=np.float32)
+    for j, name in enumerate(FEATURE_NAMES):
+        features[:, j] = table.column(name).to_numpy()[keep]
+    labels_arr = table.column(cfg.direction_column).combine_chunks()
+    labels = labels_arr.fill_null(-1).to_numpy().astype(np.int8)[keep]
+    bad = (labels < -1) | (labels > 2)
+    if bad.any():
+        raise _schema_failed([f"{cfg.direction_column} has values outside 0/1/2 in {int(bad.sum())} rows"])
+    movement = table.column(cfg.movement_column).combine_chunks().to_numpy(zero_copy_only=False).astype(np.float64)[keep]
+    mid = table.column("mid_price").to_numpy()[keep]
+    return LoadedData(
+        features=features,
+        timestamps_ms=ts[~dup],
+        symbol_codes=codes[~dup],
+        symbols=symbols,
+        mid_price=np.ascontiguousarray(mid, dtype=np.float64),
+        labels=labels,
+        movement=movement,
+        total_rows=table.num_rows,
+        duplicates_dropped=int(dup.sum()),
+    )
+

@@ -1,0 +1,147 @@
+"""MLflow tracking: where runs go, how URIs are fixed up, and how failures are explained.
+
+Two traps with MLflow 3.x / SQLAlchemy 2.x (DESIGN §5):
+* ``postgresql://`` now selects the psycopg 3 driver, which is not installed; we
+  rewrite it to ``postgresql+psycopg2://`` (psycopg2-binary is a dependency).
+* With a database backend the default artifact root is ``./mlruns`` in whatever
+  directory the command ran from; every experiment we create gets an explicit
+  artifact location instead (default ``<data_dir>/mlflow/artifacts``).
+Passwords are masked in everything printed or raised.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+from backend.ml_engine.training_orchestrator.errors import TrackingError
+
+DEFAULT_EXPERIMENT = "lob_direction"
+_PG_PREFIXES = ("postgresql://", "postgres://")
+
+
+def default_tracking_uri(data_dir: Path) -> str:
+    return f"sqlite:///{(Path(data_dir) / 'mlflow' / 'mlflow.db').resolve().as_posix()}"
+
+
+def default_artifact_location(data_dir: Path) -> str:
+    return (Path(data_dir) / "mlflow" / "artifacts").resolve().as_uri()
+
+
+def normalize_tracking_uri(uri: str) -> str:
+    """Make the plain PostgreSQL URI users type work with psycopg2; leave everything else alone."""
+    for prefix in _PG_PREFIXES:
+        if uri.startswith(prefix):
+            return "postgresql+psycopg2://" + uri[len(prefix) :]
+    return uri
+
+
+def _password(uri: str) -> str | None:
+    try:
+        return urlsplit(uri).password
+    except ValueError:
+        return None
+
+
+def mask_uri(uri: str) -> str:
+    """The URI with its password (if any) replaced by ***; safe to print and log."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", uri)
+    if parts.password is None:
+        return uri
+    netloc = parts.netloc.rsplit("@", 1)
+    user = parts.username or ""
+    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+
+
+def scrub(text: str, uri: str) -> str:
+    """Remove the password of ``uri`` from any text (driver errors like to quote the DSN)."""
+    pw = _password(uri)
+    text = text.replace(uri, mask_uri(uri))
+    if pw:
+        text = text.replace(pw, "***")
+    return re.sub(r"(password=)\S+", r"\1***", text)
+
+
+@dataclass
+class TrackingTarget:
+    uri: str  # normalised, may hold a password: never print it, print ``shown``
+    artifact_location: str
+    source: str  # where the URI came from: --tracking-uri, MLFLOW_TRACKING_URI, default
+
+    @property
+    def shown(self) -> str:
+        return mask_uri(self.uri)
+
+    @property
+    def is_database(self) -> bool:
+        return not self.uri.startswith(("file:", "http:", "https:", "databricks")) and "://" in self.uri
+
+
+def resolve_tracking(cli_uri: str | None, env_uri: str | None, data_dir: Path, artifact_location: str | None = None) -> TrackingTarget:
+    if cli_uri:
+        uri, source = cli_uri, "--tracking-uri"
+    elif env_uri:
+        uri, source = env_uri, "MLFLOW_TRACKING_URI"
+    else:
+        uri, source = default_tracking_uri(data_dir), "default"
+    if uri.startswith("sqlite:///"):
+        Path(uri[len("sqlite:///") :]).parent.mkdir(parents=True, exist_ok=True)
+    location = artifact_location or default_artifact_location(data_dir)
+    if "://" not in location:
+        location = Path(location).resolve().as_uri()
+    return TrackingTarget(normalize_tracking_uri(uri), location, source)
+
+
+def _explain(exc: BaseException, target: TrackingTarget) -> TrackingError:
+    text = scrub(f"{type(exc).__name__}: {exc}", target.uri)
+    low = text.lower()
+    where = f"MLflow tracking store {target.shown} (from {target.source})"
+    if "no module named 'psycopg'" in low or "no module named 'psycopg2'" in low:
+        hint = "the PostgreSQL driver is missing: pip install psycopg2-binary, and use postgresql:// or postgresql+psycopg2:// URIs"
+    elif "does not exist" in low and "database" in low:
+        hint = "create the database first: createdb -h HOST -U USER mlflow (see docs/mlflow_postgres.md)"
+    elif "connection refused" in low or "could not connect" in low or "could not translate host" in low or "timeout" in low:
+        hint = "the database server is not reachable: check host, port and that PostgreSQL is running"
+    elif "password authentication failed" in low or "authentication" in low:
+        hint = "the database refused the user or password in the URI"
+    elif "out-of-date database schema" in low or "alembic" in low or "mlflow db upgrade" in low:
+        hint = f"the database schema is older than this MLflow: run `mlflow db upgrade {target.shown}` (back the database up first)"
+    elif "already exists" in low or "duplicate" in low:
+        hint = "the database holds tables of another tool or another MLflow version: give MLflow its own database"
+    else:
+        hint = "see docs/mlflow_postgres.md"
+    return TrackingError(f"Cannot use {where}: {hint}.\n  cause: {text.splitlines()[0][:500]}")
+
+
+def quiet_mlflow_logs() -> None:
+    # The first use of a SQL store prints dozens of alembic migration lines.
+    for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def open_experiment(target: TrackingTarget, name: str) -> str:
+    """Point MLflow at ``target`` and return the id of experiment ``name`` (created with our artifact location)."""
+    quiet_mlflow_logs()
+    import mlflow
+
+    try:
+        mlflow.set_tracking_uri(target.uri)
+        exp = mlflow.get_experiment_by_name(name)
+        if exp is None:
+            return mlflow.create_experiment(name, artifact_location=target.artifact_location)
+        if exp.lifecycle_stage != "active":
+            raise TrackingError(
+                f"Experiment {name!r} in {target.shown} is deleted: restore it (mlflow experiments restore) or pass another --experiment"
+            )
+        target.artifact_location = exp.artifact_location
+        return exp.experiment_id
+    except TrackingError:
+        raise
+    except Exception as exc:  # MLflow, SQLAlchemy and driver errors all land here
+        raise _explain(exc, target) from None
