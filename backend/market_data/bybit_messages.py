@@ -1,0 +1,300 @@
+"""Parsing of Bybit v5 public REST and WebSocket payloads (sans I/O).
+
+Everything here turns already-decoded JSON (dicts and lists) into the
+project's records: ``OrderBook``, ``Trade``, ``Candle`` and ``BookMessage``
+(one order-book snapshot or delta). Malformed payloads raise
+``BybitMessageError`` naming the field and what is wrong, so the caller can
+count and skip them instead of crashing on a ``KeyError``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from backend.market_data.orderbook import OrderBook
+from backend.market_data.types import CANDLE_MS, Candle, Trade
+
+# retCodes that mean "slow down / try again": 10006 per-UID rate limit,
+# 10018 per-IP rate limit, 10016 internal error or service restarting.
+RETRYABLE_RET_CODES = frozenset({10006, 10016, 10018})
+
+
+class BybitMessageError(ValueError):
+    """A payload that does not have the shape Bybit documents."""
+
+
+class BybitApiError(RuntimeError):
+    """Bybit answered with a non-zero ``retCode``."""
+
+    def __init__(self, ret_code: int, ret_msg: str, where: str = ""):
+        self.ret_code = ret_code
+        self.ret_msg = ret_msg
+        self.where = where
+        super().__init__(f"Bybit retCode {ret_code} ({ret_msg!r}){' from ' + where if where else ''}")
+
+    @property
+    def retryable(self) -> bool:
+        return self.ret_code in RETRYABLE_RET_CODES
+
+
+@dataclass(frozen=True, slots=True)
+class BookMessage:
+    """One ``orderbook.<depth>.<symbol>`` push, levels as float64 ``(n, 2)`` arrays."""
+
+    symbol: str
+    kind: str  # "snapshot" | "delta"
+    bids: np.ndarray
+    asks: np.ndarray
+    u: int
+    seq: int | None
+    ts_ms: int
+    cts_ms: int | None
+
+
+def decode_json(text: str | bytes, where: str = "message") -> Any:
+    try:
+        return json.loads(text)
+    except (ValueError, UnicodeDecodeError) as exc:
+        preview = text[:80] if isinstance(text, str) else text[:80].decode("utf-8", "replace")
+        raise BybitMessageError(f"{where}: malformed JSON ({exc}): {preview!r}") from None
+
+
+def _field(obj: Any, key: str, where: str) -> Any:
+    if not isinstance(obj, dict):
+        raise BybitMessageError(f"{where}: expected an object, got {type(obj).__name__}")
+    if key not in obj:
+        raise BybitMessageError(f"{where}: missing field {key!r}")
+    return obj[key]
+
+
+def _int(value: Any, what: str) -> int:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        return int(value)
+    except (TypeError, ValueError):
+        raise BybitMessageError(f"{what}: expected an integer, got {value!r}") from None
+
+
+def _float(value: Any, what: str) -> float:
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        out = float(value)
+    except (TypeError, ValueError):
+        raise BybitMessageError(f"{what}: expected a number, got {value!r}") from None
+    if not np.isfinite(out):
+        raise BybitMessageError(f"{what}: not finite: {value!r}")
+    return out
+
+
+def parse_levels(raw: Any, where: str) -> np.ndarray:
+    """``[["price", "size"], ...]`` -> float64 ``(n, 2)``; rejects junk, NaN and negatives."""
+    if not isinstance(raw, list):
+        raise BybitMessageError(f"{where}: expected a list of [price, size], got {type(raw).__name__}")
+    if not raw:
+        return np.empty((0, 2), dtype=np.float64)
+    try:
+        arr = np.array(raw, dtype=np.float64)
+    except (TypeError, ValueError):
+        for i, level in enumerate(raw):
+            if not isinstance(level, (list, tuple)) or len(level) != 2:
+                raise BybitMessageError(f"{where}[{i}]: expected [price, size], got {level!r}") from None
+            _float(level[0], f"{where}[{i}] price")
+            _float(level[1], f"{where}[{i}] size")
+        raise BybitMessageError(f"{where}: levels are not [price, size] pairs") from None
+    if arr.ndim != 2 or arr.shape[1] != 2:
+        raise BybitMessageError(f"{where}: expected [price, size] pairs, got shape {arr.shape}")
+    bad = ~np.isfinite(arr).all(axis=1) | (arr[:, 0] <= 0) | (arr[:, 1] < 0)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise BybitMessageError(f"{where}[{i}]: invalid level {raw[i]!r} (price must be > 0, size >= 0)")
+    return arr
+
+
+# --- REST ----------------------------------------------------------------------
+
+
+def unwrap_envelope(payload: Any, where: str) -> tuple[Any, int | None]:
+    """Return ``(result, server_time_ms)`` or raise ``BybitApiError`` for ``retCode != 0``."""
+    code = _int(_field(payload, "retCode", where), f"{where} retCode")
+    if code != 0:
+        raise BybitApiError(code, str(payload.get("retMsg", "")), where)
+    result = _field(payload, "result", where)
+    t = payload.get("time")
+    return result, (None if t is None else _int(t, f"{where} time"))
+
+
+def parse_rest_orderbook(result: Any, symbol: str, recv_ms: int, depth: int | None = None) -> OrderBook:
+    where = f"orderbook {symbol}"
+    s = _field(result, "s", where)
+    if s != symbol:
+        raise BybitMessageError(f"{where}: answer is for symbol {s!r}")
+    bids = parse_levels(_field(result, "b", where), f"{where} b")
+    asks = parse_levels(_field(result, "a", where), f"{where} a")
+    if depth is not None:
+        bids, asks = bids[:depth], asks[:depth]
+    cts = result.get("cts")
+    u = result.get("u")
+    return OrderBook(
+        symbol,
+        np.ascontiguousarray(bids[:, 0]),
+        np.ascontiguousarray(bids[:, 1]),
+        np.ascontiguousarray(asks[:, 0]),
+        np.ascontiguousarray(asks[:, 1]),
+        ts_ms=_int(_field(result, "ts", where), f"{where} ts"),
+        recv_ms=int(recv_ms),
+        cts_ms=None if cts is None else _int(cts, f"{where} cts"),
+        update_id=None if u is None else _int(u, f"{where} u"),
+    )
+
+
+def parse_kline_rows(result: Any, symbol: str) -> list[Candle]:
+    """``/v5/market/kline`` rows (newest first on the wire) -> candles oldest first.
+
+    The still-forming bar is included; callers keep only bars that have closed.
+    """
+    where = f"kline {symbol}"
+    rows = _field(result, "list", where)
+    if not isinstance(rows, list):
+        raise BybitMessageError(f"{where}: 'list' is not a list")
+    out = []
+    for i, row in enumerate(rows):
+        if not isinstance(row, list) or len(row) < 6:
+            raise BybitMessageError(f"{where} row {i}: expected [start, open, high, low, close, volume, turnover], got {row!r}")
+        w = f"{where} row {i}"
+        out.append(
+            Candle(
+                start_ms=_int(row[0], f"{w} start"),
+                open=_float(row[1], f"{w} open"),
+                high=_float(row[2], f"{w} high"),
+                low=_float(row[3], f"{w} low"),
+                close=_float(row[4], f"{w} close"),
+                volume=_float(row[5], f"{w} volume"),
+                turnover=_float(row[6], f"{w} turnover") if len(row) > 6 else 0.0,
+            )
+        )
+    out.sort(key=lambda c: c.start_ms)
+    return out
+
+
+def _side(value: Any, what: str) -> int:
+    if value == "Buy":
+        return 1
+    if value == "Sell":
+        return -1
+    raise BybitMessageError(f"{what}: side must be 'Buy' or 'Sell', got {value!r}")
+
+
+def parse_rest_trades(result: Any, symbol: str) -> list[tuple[str, Trade]]:
+    """``/v5/market/recent-trade`` -> ``[(execId, Trade)]`` oldest first."""
+    where = f"recent-trade {symbol}"
+    rows = _field(result, "list", where)
+    if not isinstance(rows, list):
+        raise BybitMessageError(f"{where}: 'list' is not a list")
+    out = []
+    for i, row in enumerate(rows):
+        w = f"{where} row {i}"
+        out.append(
+            (
+                str(_field(row, "execId", w)),
+                Trade(
+                    ts_ms=_int(_field(row, "time", w), f"{w} time"),
+                    price=_float(_field(row, "price", w), f"{w} price"),
+                    size=_float(_field(row, "size", w), f"{w} size"),
+                    side=_side(_field(row, "side", w), f"{w} side"),
+                ),
+            )
+        )
+    out.sort(key=lambda it: it[1].ts_ms)
+    return out
+
+
+# --- WebSocket -------------------------------------------------------------------
+
+
+def topic_kind(msg: dict) -> tuple[str, str] | None:
+    """``("orderbook"|"publicTrade"|"kline", symbol)`` for a data push, else None."""
+    topic = msg.get("topic")
+    if not isinstance(topic, str):
+        return None
+    parts = topic.split(".")
+    if len(parts) < 2:
+        return None
+    return parts[0], parts[-1]
+
+
+def parse_ws_book(msg: dict) -> BookMessage:
+    topic = msg.get("topic", "?")
+    where = f"{topic}"
+    kind = _field(msg, "type", where)
+    if kind not in ("snapshot", "delta"):
+        raise BybitMessageError(f"{where}: type must be snapshot or delta, got {kind!r}")
+    data = _field(msg, "data", where)
+    cts = msg.get("cts")
+    seq = data.get("seq") if isinstance(data, dict) else None
+    return BookMessage(
+        symbol=str(_field(data, "s", f"{where} data")),
+        kind=kind,
+        bids=parse_levels(_field(data, "b", f"{where} data"), f"{where} b"),
+        asks=parse_levels(_field(data, "a", f"{where} data"), f"{where} a"),
+        u=_int(_field(data, "u", f"{where} data"), f"{where} u"),
+        seq=None if seq is None else _int(seq, f"{where} seq"),
+        ts_ms=_int(_field(msg, "ts", where), f"{where} ts"),
+        cts_ms=None if cts is None else _int(cts, f"{where} cts"),
+    )
+
+
+def parse_ws_trades(msg: dict) -> list[tuple[str, Trade]]:
+    where = str(msg.get("topic", "publicTrade"))
+    rows = _field(msg, "data", where)
+    if not isinstance(rows, list):
+        raise BybitMessageError(f"{where}: data is not a list")
+    out = []
+    for i, row in enumerate(rows):
+        w = f"{where} data[{i}]"
+        out.append(
+            (
+                str(_field(row, "i", w)),
+                Trade(
+                    ts_ms=_int(_field(row, "T", w), f"{w} T"),
+                    price=_float(_field(row, "p", w), f"{w} p"),
+                    size=_float(_field(row, "v", w), f"{w} v"),
+                    side=_side(_field(row, "S", w), f"{w} S"),
+                ),
+            )
+        )
+    return out
+
+
+def parse_ws_klines(msg: dict, confirmed_only: bool = True) -> list[Candle]:
+    """``kline.1.<SYM>`` push -> closed candles (``confirm: true``) only, by default."""
+    where = str(msg.get("topic", "kline"))
+    rows = _field(msg, "data", where)
+    if not isinstance(rows, list):
+        raise BybitMessageError(f"{where}: data is not a list")
+    out = []
+    for i, row in enumerate(rows):
+        w = f"{where} data[{i}]"
+        if confirmed_only and _field(row, "confirm", w) is not True:
+            continue
+        start = _int(_field(row, "start", w), f"{w} start")
+        end = row.get("end")
+        if end is not None and _int(end, f"{w} end") - start + 1 != CANDLE_MS and _int(end, f"{w} end") - start != CANDLE_MS:
+            raise BybitMessageError(f"{w}: not a 1-minute bar (start={start}, end={end})")
+        out.append(
+            Candle(
+                start_ms=start,
+                open=_float(_field(row, "open", w), f"{w} open"),
+                high=_float(_field(row, "high", w), f"{w} high"),
+                low=_float(_field(row, "low", w), f"{w} low"),
+                close=_float(_field(row, "close", w), f"{w} close"),
+                volume=_float(_field(row, "volume", w), f"{w} volume"),
+                turnover=_float(row.get("turnover", 0.0), f"{w} turnover"),
+            )
+        )
+    return out

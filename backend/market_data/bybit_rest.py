@@ -1,0 +1,229 @@
+"""Bybit v5 public REST client (linear market data) on one aiohttp session.
+
+Endpoints: ``/v5/market/orderbook`` (limit 1..200), ``/v5/market/kline``
+(1-minute bars; Bybit answers newest first and includes the still-forming bar,
+which is dropped here), ``/v5/market/recent-trade``.
+
+Transient failures are retried with exponential backoff and full jitter:
+HTTP 429 and 5xx, the rate-limit/restart ``retCode``s 10006, 10016 and 10018,
+timeouts, dropped connections and unparseable bodies. Any other non-zero
+``retCode`` (bad symbol, bad parameter, ...) raises ``BybitApiError`` at once,
+because asking again cannot fix it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from typing import Any
+
+import aiohttp
+
+from backend.market_data.bybit_messages import (
+    BybitApiError,
+    BybitMessageError,
+    decode_json,
+    parse_kline_rows,
+    parse_rest_orderbook,
+    parse_rest_trades,
+    unwrap_envelope,
+)
+from backend.market_data.orderbook import OrderBook
+from backend.market_data.source import Clock
+from backend.market_data.types import CANDLE_MS, Candle, Trade
+from backend.symbols import validate_symbol
+
+log = logging.getLogger(__name__)
+
+MAX_BOOK_LIMIT = 200
+MAX_KLINE_LIMIT = 1000
+MAX_TRADE_LIMIT = 1000
+
+
+class BybitRequestError(RuntimeError):
+    """A request that still failed after every retry (the last cause is chained)."""
+
+
+class _Transient(Exception):
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.retry_after = retry_after
+
+
+def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
+    """Full jitter: uniform in [0, min(max, base * 2**attempt)], never below a tenth of the cap."""
+    cap = min(max_s, base_s * (2**attempt))
+    return rng.uniform(cap * 0.1, cap)
+
+
+class BybitRestClient:
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 10.0,
+        max_retries: int = 5,
+        backoff_base_s: float = 0.5,
+        backoff_max_s: float = 10.0,
+        category: str = "linear",
+        clock: Clock | None = None,
+        seed: int | None = None,
+    ):
+        self.base_url = base_url.rstrip("/")
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.backoff_base_s = backoff_base_s
+        self.backoff_max_s = backoff_max_s
+        self.category = category
+        self.clock = clock or Clock()
+        self._rng = random.Random(seed)
+        self._session: aiohttp.ClientSession | None = None
+        self.counts: Counter = Counter()  # requests, retries, and retry reasons
+
+    async def __aenter__(self) -> "BybitRestClient":
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+                headers={"Accept": "application/json", "User-Agent": "lob-collector-bot"},
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None and not self._session.closed:
+            await self._session.close()
+        self._session = None
+
+    async def request(self, path: str, params: dict[str, Any]) -> tuple[Any, int | None]:
+        """GET ``path`` and return ``(result, server_time_ms)``, retrying transient failures."""
+        url = self.base_url + path
+        where = f"GET {path} {params.get('symbol', '')}".rstrip()
+        last: Exception | None = None
+        for attempt in range(self.max_retries + 1):
+            if attempt:
+                self.counts["retries"] += 1
+                delay = backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_max_s, self._rng)
+                if isinstance(last, _Transient) and last.retry_after is not None:
+                    delay = max(delay, min(last.retry_after, self.backoff_max_s))
+                await asyncio.sleep(delay)
+            self.counts["requests"] += 1
+            try:
+                return await self._once(url, params, where)
+            except _Transient as exc:
+                self.counts[exc.reason] += 1
+                last = exc
+                log.debug("%s: %s (attempt %d/%d)", where, exc, attempt + 1, self.max_retries + 1)
+            except BybitApiError as exc:
+                if not exc.retryable:
+                    self.counts["api_errors"] += 1
+                    raise
+                self.counts[f"ret_code_{exc.ret_code}"] += 1
+                last = exc
+        self.counts["failures"] += 1
+        raise BybitRequestError(f"{where}: failed after {self.max_retries + 1} attempts: {last}") from last
+
+    async def _once(self, url: str, params: dict[str, Any], where: str) -> tuple[Any, int | None]:
+        session = self._get_session()
+        try:
+            async with session.get(url, params=params) as resp:
+                body = await resp.read()
+                if resp.status == 429:
+                    ra = resp.headers.get("Retry-After")
+                    raise _Transient("http_429", float(ra) if ra and ra.replace(".", "", 1).isdigit() else None)
+                if resp.status >= 500:
+                    raise _Transient(f"http_{resp.status}")
+                if resp.status != 200:
+                    raise BybitApiError(-resp.status, f"HTTP {resp.status}: {body[:200].decode('utf-8', 'replace')}", where)
+        except asyncio.TimeoutError:
+            raise _Transient("timeout") from None
+        except aiohttp.ClientError as exc:
+            raise _Transient(f"connection_error:{type(exc).__name__}") from None
+        try:
+            payload = decode_json(body, where)
+            return unwrap_envelope(payload, where)
+        except BybitMessageError as exc:
+            raise _Transient("malformed_response") from exc
+
+    # --- endpoints -------------------------------------------------------------------
+    async def get_orderbook(self, symbol: str, limit: int = 50, depth: int | None = None) -> OrderBook:
+        validate_symbol(symbol)
+        if not 1 <= limit <= MAX_BOOK_LIMIT:
+            raise ValueError(f"orderbook limit must be 1..{MAX_BOOK_LIMIT}, got {limit}")
+        result, _ = await self.request(
+            "/v5/market/orderbook", {"category": self.category, "symbol": symbol, "limit": limit}
+        )
+        try:
+            return parse_rest_orderbook(result, symbol, self.clock.now_ms(), depth=depth)
+        except BybitMessageError as exc:
+            self.counts["malformed_book"] += 1
+            raise BybitRequestError(str(exc)) from exc
+
+    async def get_klines(
+        self, symbol: str, *, start_ms: int | None = None, end_ms: int | None = None, limit: int = 200
+    ) -> tuple[list[Candle], int]:
+        """1-minute bars oldest first, forming bar included, and the server time (ms)."""
+        validate_symbol(symbol)
+        params: dict[str, Any] = {"category": self.category, "symbol": symbol, "interval": "1",
+                                  "limit": max(1, min(limit, MAX_KLINE_LIMIT))}
+        if start_ms is not None:
+            params["start"] = int(start_ms)
+        if end_ms is not None:
+            params["end"] = int(end_ms)
+        result, server_ms = await self.request("/v5/market/kline", params)
+        try:
+            candles = parse_kline_rows(result, symbol)
+        except BybitMessageError as exc:
+            raise BybitRequestError(str(exc)) from exc
+        return candles, server_ms if server_ms is not None else self.clock.now_ms()
+
+    async def get_closed_candles(self, symbol: str, *, count: int | None = None, after_ms: int | None = None) -> list[Candle]:
+        """Closed 1-minute bars, oldest first: the last ``count`` bars, or all bars starting after ``after_ms``.
+
+        A bar is closed when ``start + 60 s <= server time``; pages backwards
+        through history when more than one request's worth is needed.
+        """
+        if (count is None) == (after_ms is None):
+            raise ValueError("give exactly one of count or after_ms")
+        out: dict[int, Candle] = {}
+        end: int | None = None
+        now: int | None = None
+        for _ in range(50):  # a hard stop: 50 pages = 50,000 bars
+            want = (count - len(out) + 1) if count is not None else MAX_KLINE_LIMIT
+            candles, server_ms = await self.get_klines(symbol, end_ms=end, limit=min(MAX_KLINE_LIMIT, want),
+                                                       start_ms=None if after_ms is None else after_ms + 1)
+            now = server_ms if now is None else now
+            for c in candles:
+                if c.start_ms + CANDLE_MS <= now and (after_ms is None or c.start_ms > after_ms):
+                    out[c.start_ms] = c
+            if not candles:
+                break
+            oldest = candles[0].start_ms
+            if count is not None and len(out) >= count:
+                break
+            if after_ms is not None and oldest <= after_ms + CANDLE_MS:
+                break
+            if len(candles) < min(MAX_KLINE_LIMIT, want):
+                break  # the exchange has no older history
+            end = oldest - 1
+        bars = [out[k] for k in sorted(out)]
+        return bars[-count:] if count is not None else bars
+
+    async def get_recent_trades(self, symbol: str, limit: int = 500) -> list[tuple[str, Trade]]:
+        """``[(execId, Trade)]`` oldest first."""
+        validate_symbol(symbol)
+        result, _ = await self.request(
+            "/v5/market/recent-trade",
+            {"category": self.category, "symbol": symbol, "limit": max(1, min(limit, MAX_TRADE_LIMIT))},
+        )
+        try:
+            return parse_rest_trades(result, symbol)
+        except BybitMessageError as exc:
+            raise BybitRequestError(str(exc)) from exc

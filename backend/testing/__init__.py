@@ -1,0 +1,1 @@
+"""Test doubles that are part of the product (the fake Bybit server is also a CLI)."""
