@@ -88,7 +88,7 @@ class _Fault:
     params: dict[str, Any]
 
 
-@dataclass
+@dataclass(eq=False)  # identity-hashed: connections live in a set
 class _Conn:
     ws: web.WebSocketResponse
     request: web.Request
@@ -136,7 +136,8 @@ class FakeBybit:
         self.fault_rate = fault_rate
         self._rng = random.Random(seed)
         self.market = SimMarket(self.symbols, seed=seed, start_ms=sim_start_ms or _now_ms())
-        self._pub = {s: _Published() for s in self.symbols}
+        # u starts high like a long-running Bybit topic; u == 1 is reserved for a service restart
+        self._pub = {s: _Published(u=self._rng.randint(10_000, 10_000_000)) for s in self.symbols}
         self._faults: list[_Fault] = []
         self._conns: set[_Conn] = set()
         self._runner: web.AppRunner | None = None

@@ -1,0 +1,125 @@
+"""The REST client and BybitRestSource against the fake Bybit server, fault by fault."""
+
+import asyncio
+
+import numpy as np
+import pytest
+
+from backend.market_data.bybit_messages import BybitApiError
+from backend.market_data.bybit_rest import BybitRequestError, BybitRestClient
+from backend.market_data.orderbook import books_equal, validate_book
+from backend.market_data.sources import BybitRestSource
+from backend.market_data.types import CANDLE_MS
+from backend.testing.fake_bybit import FakeBybit
+
+SYMS = ["BTCUSDT", "4USDT"]
+FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05)
+
+
+@pytest.fixture
+async def fake():
+    async with FakeBybit(SYMS, seed=2) as f:
+        yield f
+
+
+def client(fake, **kw):
+    return BybitRestClient(fake.rest_url, timeout_s=kw.pop("timeout_s", 1.0), max_retries=kw.pop("max_retries", 4), **FAST, **kw)
+
+
+async def test_orderbook_equals_server_book(fake):
+    async with client(fake) as c:
+        for sym in SYMS:
+            b = await c.get_orderbook(sym, limit=50)
+            assert books_equal(b, fake.market[sym].book_at(b.ts_ms))
+            assert b.cts_ms is not None and validate_book(b, b.recv_ms) is None
+
+
+@pytest.mark.parametrize(
+    "fault, params, reason",
+    [
+        ("http_429", {}, "http_429"),
+        ("http_5xx", {"status": 502}, "http_502"),
+        ("ret_code", {"code": 10006}, "ret_code_10006"),
+        ("ret_code", {"code": 10018}, "ret_code_10018"),
+        ("ret_code", {"code": 10016}, "ret_code_10016"),
+        ("malformed_json", {}, "malformed_response"),
+        ("rest_delay", {"seconds": 0.6}, "timeout"),
+        ("rest_drop", {}, "connection_error"),
+    ],
+)
+async def test_transient_faults_are_retried(fake, fault, params, reason):
+    fake.inject(fault, symbol="BTCUSDT", count=3, **params)
+    async with client(fake, timeout_s=0.3) as c:
+        b = await c.get_orderbook("BTCUSDT", limit=50)
+        assert books_equal(b, fake.market["BTCUSDT"].book_at(b.ts_ms))
+        # aiohttp itself silently re-sends once when a kept-alive connection is dropped
+        assert c.counts["retries"] >= (1 if fault == "rest_drop" else 2)
+        assert any(k.startswith(reason) for k in c.counts), c.counts
+    assert fake.pending_faults() == 0
+
+
+async def test_other_ret_codes_fail_at_once_with_a_clear_error(fake):
+    fake.inject("ret_code", code=10001, msg="params error: symbol invalid")
+    async with client(fake) as c:
+        with pytest.raises(BybitApiError, match="10001.*params error"):
+            await c.get_orderbook("BTCUSDT")
+        assert c.counts["retries"] == 0
+        with pytest.raises(BybitApiError, match="symbol invalid"):
+            await c.get_orderbook("ETHUSDT")  # the fake does not serve it
+
+
+async def test_retries_are_bounded(fake):
+    fake.inject("http_5xx", count=10)
+    async with client(fake, max_retries=2) as c:
+        with pytest.raises(BybitRequestError, match="after 3 attempts"):
+            await c.get_orderbook("BTCUSDT")
+
+
+async def test_closed_candles_only_and_paging(fake):
+    async with client(fake) as c:
+        raw, server_ms = await c.get_klines("BTCUSDT", limit=5)
+        assert raw[-1].close_ms > server_ms  # the wire includes the forming bar ...
+        bars = await c.get_closed_candles("BTCUSDT", count=450)
+        assert len(bars) == 450 and bars[-1].close_ms <= server_ms + 5000  # ... the client drops it
+        assert np.all(np.diff([b.start_ms for b in bars]) == CANDLE_MS)
+        later = await c.get_closed_candles("BTCUSDT", after_ms=bars[-11].start_ms)
+        assert [b.start_ms for b in later][:10] == [b.start_ms for b in bars[-10:]]
+
+
+async def test_rest_source_poll_never_raises_and_isolates_symbols(fake):
+    src = BybitRestSource(SYMS + ["ETHUSDT"], rest_url=fake.rest_url, timeout_s=0.5, max_retries=2, **FAST)
+    await src.start()
+    assert len(src.initial_candles("BTCUSDT")) == src.history_candles
+    assert src.initial_candles("ETHUSDT") == []  # not served: back-fill failed, counted
+    fake.inject("http_5xx", symbol="4USDT", count=50)
+    snaps = await src.poll()
+    assert snaps["BTCUSDT"].book is not None and snaps["BTCUSDT"].error is None
+    assert snaps["4USDT"].book is None and "after 3 attempts" in snaps["4USDT"].error
+    assert snaps["ETHUSDT"].book is None and "10001" in snaps["ETHUSDT"].error
+    fake._faults.clear()
+    await asyncio.sleep(0.3)
+    snaps2 = await src.poll()
+    assert snaps2["4USDT"].book is not None
+    # trades: new since the previous poll, each execId once
+    seen = [(t.ts_ms, t.price, t.size) for t in snaps["BTCUSDT"].trades + snaps2["BTCUSDT"].trades]
+    assert len(seen) == len(set(seen)) and len(seen) > 0
+    assert src.stats()["backfill_errors"] == 1
+    await src.close()
+
+
+async def test_rest_source_with_random_faults_hands_out_only_valid_books():
+    async with FakeBybit(SYMS, seed=9, fault_rate=0.3) as fake:
+        src = BybitRestSource(SYMS, rest_url=fake.rest_url, timeout_s=0.4, max_retries=3, **FAST)
+        await src.start()
+        books = 0
+        for _ in range(15):
+            for sym, snap in (await src.poll()).items():
+                if snap.book is not None:
+                    books += 1
+                    assert validate_book(snap.book, snap.book.recv_ms) is None
+                    assert snap.book.depth <= 50
+                else:
+                    assert isinstance(snap.error, str) and snap.error
+        assert books >= 20
+        assert sum(v for k, v in fake.counts.items() if k.startswith("fault_")) > 5
+        await src.close()
