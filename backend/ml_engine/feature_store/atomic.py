@@ -48,16 +48,44 @@ def _temp_file(path: Path, fsync: bool) -> Iterator[tuple[BinaryIO, Path]]:
         raise
 
 
-def write_new(path: Path, writer: Callable[[BinaryIO], None], *, fsync: bool = True) -> bool:
-    """Create ``path`` atomically with ``writer(fh)``; never replace an existing file.
+@contextmanager
+def _temp_path(path: Path, fsync: bool) -> Iterator[Path]:
+    """A temp path for writers that want a file name (pyarrow writes faster to a path)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path_for(path)
+    try:
+        yield tmp
+        if fsync:
+            fd = os.open(tmp, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
-    Returns False (and writes nothing) when ``path`` already exists, which makes
-    a retried write with the same name idempotent.
+
+def write_new(
+    path: Path,
+    writer: Callable[[BinaryIO], None] | None = None,
+    *,
+    path_writer: Callable[[Path], None] | None = None,
+    fsync: bool = True,
+) -> bool:
+    """Create ``path`` atomically with ``writer(fh)`` or ``path_writer(tmp_path)``.
+
+    Never replaces an existing file: returns False (and writes nothing) when
+    ``path`` already exists, which makes a retried write with the same name idempotent.
     """
     if path.exists():
         return False
-    with _temp_file(path, fsync) as (fh, tmp):
-        writer(fh)
+    if path_writer is not None:
+        with _temp_path(path, fsync) as tmp:
+            path_writer(tmp)
+    else:
+        with _temp_file(path, fsync) as (fh, tmp):
+            writer(fh)
     try:
         os.link(tmp, path)  # fails if path exists: no silent overwrite
     except FileExistsError:

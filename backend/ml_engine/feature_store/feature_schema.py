@@ -375,22 +375,35 @@ def validate(df, schema: pa.Schema = TRAINING_SCHEMA) -> ValidationReport:
         feature_count = len(feature_cols) + sum(1 for c in extra if c.startswith(("ob_", "candle_", "ind_")))
     else:
         feature_count = FEATURE_COUNT
-    non_finite: dict[str, int] = {}
-    for name in feature_cols:
-        values = _to_numpy(df, name)
-        if values is None or values.dtype.kind not in "fiu":
-            continue
-        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
-        if bad:
-            non_finite[name] = bad
+    non_finite = _non_finite_counts(df, feature_cols)
     null_meta: dict[str, int] = {}
     for field in schema:
-        if field.nullable or field.name not in types:
+        # feature nulls surface as NaN above; only metadata needs a null check
+        if field.nullable or field.name not in types or field.name in FEATURE_INDEX:
             continue
         n = _null_count(df, field.name)
         if n:
             null_meta[field.name] = n
     return ValidationReport(missing, extra, wrong, non_finite, feature_count, null_meta, len(df))
+
+
+def _non_finite_counts(df, names: list[str]) -> dict[str, int]:
+    arrays = []
+    for name in names:
+        values = _to_numpy(df, name)
+        if values is not None and values.dtype.kind in "fiu":
+            arrays.append((name, values))
+    if not arrays:
+        return {}
+    # one vectorised pass over all features; per-column counts only when something is wrong
+    if np.isfinite(np.concatenate([v.astype(np.float64, copy=False) if v.dtype.kind != "f" else v for _, v in arrays])).all():
+        return {}
+    out = {}
+    for name, values in arrays:
+        bad = int(values.size - np.count_nonzero(np.isfinite(values)))
+        if bad:
+            out[name] = bad
+    return out
 
 
 def _to_numpy(df, name: str) -> np.ndarray | None:

@@ -114,10 +114,13 @@ def to_group_table(group: str, data: pd.DataFrame | pa.Table) -> pa.Table:
     ):
         report.missing_columns = missing_required
         raise SchemaValidationError(report, where=f"feature group {group!r}")
+    if isinstance(data, pa.Table) and data.schema.equals(schema, check_metadata=False):
+        return data.replace_schema_metadata(schema.metadata)
     n = len(data)
+    present = report_columns(data)
     arrays = []
     for field in schema:
-        if field.name not in report_columns(data):
+        if field.name not in present:
             arrays.append(pa.nulls(n, type=field.type))
             continue
         arrays.append(_column_as(data, field))
@@ -206,7 +209,9 @@ class FeatureStore:
             hhmmss = dt.datetime.fromtimestamp(first_ms / 1000, dt.timezone.utc).strftime("%H%M%S")
             day = dt.date(1970, 1, 1) + dt.timedelta(days=day_ms)
             path = self.group_dir(group) / f"date={day.isoformat()}" / f"{FILE_PREFIX}{hhmmss}_{unique}.parquet"
-            created = atomic.write_new(path, lambda fh, t=part: pq.write_table(t, fh, **parquet_write_options()), fsync=fsync)
+            created = atomic.write_new(
+                path, path_writer=lambda tmp, t=part: pq.write_table(t, str(tmp), **parquet_write_options()), fsync=fsync
+            )
             out.append(WrittenFile(path, part.num_rows, created))
         return out
 
