@@ -113,35 +113,51 @@ class HorizonLabels:
     valid: np.ndarray  # bool
 
 
-class _Grouped:
-    """Rows grouped by symbol code (stable), each group sorted by time."""
+def _code_dtype(n_codes: int) -> type:
+    # Small unsigned codes sort with numpy's linear-time radix sort; fewer bytes, fewer passes.
+    return np.uint8 if n_codes <= 256 else np.uint16 if n_codes <= 65_536 else np.int64
 
-    def __init__(self, rows: PriceRows, n_codes: int, keep: np.ndarray | None = None):
-        codes = rows.codes
-        if keep is not None:
-            idx = np.flatnonzero(keep)
-            ts, mid, codes = rows.ts_ms[idx], rows.mid[idx], codes[idx]
+
+class _Grouped:
+    """Row positions grouped by symbol code (stable), each group sorted by time.
+
+    Only the timestamps are gathered; prices are looked up through ``perm`` for the
+    rows a search actually finds, which saves a full pass over a large tape.
+    """
+
+    def __init__(self, ts: np.ndarray, codes: np.ndarray, n_codes: int):
+        n = ts.size
+        if n_codes == 1 or n == 0 or not (codes[1:] < codes[:-1]).any():
+            perm = None  # already grouped (one symbol, or files written per symbol)
+            self.ts = ts
+            sorted_codes = codes
         else:
-            ts, mid = rows.ts_ms, rows.mid
-        # Small unsigned codes sort with a linear-time radix sort.
-        small = codes.astype(np.uint16 if n_codes <= 65_535 else np.int64, copy=False)
-        order = np.argsort(small, kind="stable")
-        self.ts = ts[order]
-        self.mid = mid[order]
-        counts = np.bincount(small, minlength=n_codes)
-        self.bounds = np.concatenate([[0], np.cumsum(counts)])
-        for c in np.flatnonzero(counts > 1):
-            lo, hi = self.bounds[c], self.bounds[c + 1]
+            small = codes.astype(_code_dtype(n_codes), copy=False)
+            perm = np.argsort(small, kind="stable")
+            self.ts = ts[perm]
+            sorted_codes = small[perm]
+        self.bounds = np.searchsorted(sorted_codes, np.arange(n_codes + 1), side="left")
+        for c in range(n_codes):
+            lo, hi = int(self.bounds[c]), int(self.bounds[c + 1])
+            if hi - lo < 2:
+                continue
             seg = self.ts[lo:hi]
             if (seg[1:] < seg[:-1]).any():
+                if perm is None:
+                    perm = np.arange(n)
+                    self.ts = ts.copy()
+                    seg = self.ts[lo:hi]
                 # stable: equal timestamps keep their input order ("first row" wins)
                 sub = np.argsort(seg, kind="stable")
                 self.ts[lo:hi] = seg[sub]
-                self.mid[lo:hi] = self.mid[lo:hi][sub]
+                perm[lo:hi] = perm[lo:hi][sub]
+        self.perm = perm
 
-    def slice(self, code: int) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.bounds[code], self.bounds[code + 1]
-        return self.ts[lo:hi], self.mid[lo:hi]
+    def span(self, code: int) -> tuple[int, int]:
+        return int(self.bounds[code]), int(self.bounds[code + 1])
+
+    def original(self, idx: np.ndarray) -> np.ndarray:
+        return idx if self.perm is None else self.perm[idx]
 
 
 def _first_in_window(ts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -163,6 +179,15 @@ def direction_from_movement(movement: np.ndarray, valid: np.ndarray, threshold_p
     return out
 
 
+def _usable(rows: PriceRows) -> PriceRows:
+    """Drop price rows without a finite positive price (rare: no copy when all are fine)."""
+    ok = np.isfinite(rows.mid) & (rows.mid > 0)
+    if ok.all():
+        return rows
+    idx = np.flatnonzero(ok)
+    return PriceRows(rows.ts_ms[idx], rows.codes[idx], rows.mid[idx])
+
+
 def compute_labels(
     samples: PriceRows,
     tape: PriceRows | None,
@@ -177,9 +202,9 @@ def compute_labels(
     sources (e.g. the look-ahead day). Symbol codes must index the same symbol
     space in all inputs; ``n_codes`` is its size (default: max code + 1).
     """
-    sources_rows = ([tape] if tape is not None else []) + [samples, *extra_prices]
+    all_rows = ([tape] if tape is not None else []) + [samples, *extra_prices]
     if n_codes is None:
-        n_codes = 1 + max((int(r.codes.max()) for r in sources_rows if r.codes.size), default=-1)
+        n_codes = 1 + max((int(r.codes.max()) for r in all_rows if r.codes.size), default=-1)
     n = samples.ts_ms.size
     result = {
         h: HorizonLabels(
@@ -190,63 +215,69 @@ def compute_labels(
     if n == 0:
         return result
 
-    def usable(rows: PriceRows) -> np.ndarray | None:
-        ok = np.isfinite(rows.mid) & (rows.mid > 0)
-        return None if ok.all() else ok
-
-    tape_g = _Grouped(tape, n_codes, usable(tape)) if tape is not None and tape.ts_ms.size else None
+    tape = _usable(tape) if tape is not None and tape.ts_ms.size else None
     if extra_prices:
-        merged = PriceRows(
+        fallback = PriceRows(
             np.concatenate([samples.ts_ms, *[r.ts_ms for r in extra_prices]]),
             np.concatenate([samples.codes, *[r.codes for r in extra_prices]]),
             np.concatenate([samples.mid, *[r.mid for r in extra_prices]]),
         )
     else:
-        merged = samples
-    sample_g = _Grouped(merged, n_codes, usable(merged))
-
-    # The samples to label, grouped the same way but remembering their input positions.
-    order = np.argsort(samples.codes.astype(np.uint16 if n_codes <= 65_535 else np.int64, copy=False), kind="stable")
-    counts = np.bincount(samples.codes, minlength=n_codes)
-    bounds = np.concatenate([[0], np.cumsum(counts)])
+        fallback = samples
+    fallback = _usable(fallback)
+    tape_g = _Grouped(tape.ts_ms, tape.codes, n_codes) if tape is not None else None
+    smp_g = _Grouped(samples.ts_ms, samples.codes, n_codes)  # the rows to label
+    fall_g = smp_g if fallback is samples else _Grouped(fallback.ts_ms, fallback.codes, n_codes)
+    p0_all = samples.mid if smp_g.perm is None else samples.mid[smp_g.perm]
+    base_ok = np.isfinite(p0_all) & (p0_all > 0)
     tol = config.tolerance_ms
-    for c in np.flatnonzero(counts):
-        pos = order[bounds[c] : bounds[c + 1]]
-        t = samples.ts_ms[pos]
-        p0 = samples.mid[pos]
-        base_ok = np.isfinite(p0) & (p0 > 0)
-        # searchsorted is fastest with ascending queries
-        if (t[1:] < t[:-1]).any():
-            srt = np.argsort(t, kind="stable")
-            pos, t, p0, base_ok = pos[srt], t[srt], p0[srt], base_ok[srt]
-        tape_ts, tape_mid = tape_g.slice(c) if tape_g is not None else (np.empty(0, np.int64), np.empty(0))
-        smp_ts, smp_mid = sample_g.slice(c)
-        for h in config.horizons_s:
-            lo = t + int(h) * 1000
+    never = np.iinfo(np.int64).max
+
+    # A symbol whose fallback rows all sit on tape timestamps can never get a strictly
+    # earlier price from them (the collector writes a tape row at every sample tick):
+    # skip those searches.
+    fallback_needed = np.ones(n_codes, dtype=bool)
+    if tape_g is not None:
+        for c in range(n_codes):
+            fa, fb = fall_g.span(c)
+            ta, tb = tape_g.span(c)
+            if fa < fb and ta < tb:
+                f_ts, t_ts = fall_g.ts[fa:fb], tape_g.ts[ta:tb]
+                j = np.minimum(np.searchsorted(t_ts, f_ts), t_ts.size - 1)
+                fallback_needed[c] = not np.array_equal(t_ts[j], f_ts)
+
+    for h in config.horizons_s:
+        mov = np.full(n, np.nan)  # in grouped order; scattered back once per horizon
+        for c in range(n_codes):
+            a, b = smp_g.span(c)
+            if a == b:
+                continue
+            lo = smp_g.ts[a:b] + int(h) * 1000
             hi = lo + tol
-            if tape_ts.size:
-                ti, tf = _first_in_window(tape_ts, lo, hi)
-                t_when = np.where(tf, tape_ts[ti], np.iinfo(np.int64).max)
-                price = np.where(tf, tape_mid[ti], np.nan)
-            else:
-                tf = np.zeros(t.size, dtype=bool)
-                t_when = np.full(t.size, np.iinfo(np.int64).max, dtype=np.int64)
-                price = np.full(t.size, np.nan)
-            if smp_ts.size:
-                si, sf = _first_in_window(smp_ts, lo, hi)
-                use_sample = sf & (smp_ts[si] < t_when)  # strictly earlier: tape wins ties
-                price = np.where(use_sample, smp_mid[si], price)
-                found = tf | sf
-            else:
-                found = tf
-            found &= base_ok
+            price = np.full(b - a, np.nan)
+            when = np.full(b - a, never, dtype=np.int64)
+            if tape_g is not None:
+                ta, tb = tape_g.span(c)
+                if ta < tb:
+                    i, f = _first_in_window(tape_g.ts[ta:tb], lo, hi)
+                    hit = np.flatnonzero(f)
+                    price[hit] = tape.mid[tape_g.original(ta + i[hit])]
+                    when[hit] = tape_g.ts[ta + i[hit]]
+            fa, fb = fall_g.span(c)
+            if fa < fb and fallback_needed[c]:
+                i, f = _first_in_window(fall_g.ts[fa:fb], lo, hi)
+                hit = np.flatnonzero(f)
+                earlier = hit[fall_g.ts[fa + i[hit]] < when[hit]]  # strictly earlier: the tape wins ties
+                price[earlier] = fallback.mid[fall_g.original(fa + i[earlier])]
             with np.errstate(invalid="ignore", divide="ignore"):
-                movement = (price / p0 - 1.0) * 100.0
-            movement[~found] = np.nan
-            out = result[h]
-            out.movement[pos] = movement
-            out.valid[pos] = found
-    for h, out in result.items():
+                mov[a:b] = (price / p0_all[a:b] - 1.0) * 100.0
+        mov[~base_ok] = np.nan
+        out = result[h]
+        if smp_g.perm is None:
+            out.movement[:] = mov
+        else:
+            out.movement[smp_g.perm] = mov
+        out.valid[:] = ~np.isnan(out.movement)
         out.direction[:] = direction_from_movement(out.movement, out.valid, config.threshold_pct)
     return result
 
