@@ -7,21 +7,9 @@ from typing import Any
 
 from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
 
-
-def _labeller_default(name: str, fallback: float) -> float:
-    # The persistence baseline must classify moves with the labeller's threshold;
-    # importing it keeps the two defaults from drifting apart.
-    try:
-        from backend.ml_engine import labelling  # type: ignore[attr-defined]
-    except ImportError:
-        return fallback
-    return float(getattr(labelling, name, fallback))
-
-
-#: Percent move that separates UP/DOWN from NEUTRAL (same meaning as the labeller's ``--threshold``).
-DEFAULT_THRESHOLD_PCT = _labeller_default("DEFAULT_THRESHOLD_PCT", 0.02)
-#: Seconds a price may lie beyond the exact horizon point (the labeller's ``--tolerance``).
-DEFAULT_TOLERANCE_S = _labeller_default("DEFAULT_TOLERANCE_S", 5.0)
+# The persistence baseline must classify past moves exactly as the labeller classified
+# future ones, so the defaults come from the labeller itself.
+from backend.ml_engine.labelling.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S
 
 DEFAULT_MIN_SAMPLES = 600
 DEFAULT_MIN_LABEL_COVERAGE = 0.80

@@ -110,6 +110,11 @@ def _explain(exc: BaseException, target: TrackingTarget) -> TrackingError:
         hint = "the database server is not reachable: check host, port and that PostgreSQL is running"
     elif "password authentication failed" in low or "authentication" in low:
         hint = "the database refused the user or password in the URI"
+    elif "can't locate revision" in low:
+        hint = (
+            "the database's alembic_version table belongs to another tool (or a newer MLflow): "
+            "give MLflow its own database (see docs/mlflow_postgres.md)"
+        )
     elif "out-of-date database schema" in low or "alembic" in low or "mlflow db upgrade" in low:
         hint = f"the database schema is older than this MLflow: run `mlflow db upgrade {target.shown}` (back the database up first)"
     elif "already exists" in low or "duplicate" in low:
@@ -125,11 +130,31 @@ def quiet_mlflow_logs() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def probe_database(target: TrackingTarget, timeout_s: int = 10) -> None:
+    """Connect once, quickly: MLflow itself retries a dead database with backoff for ~100 s before failing."""
+    if not target.uri.startswith(("postgresql", "mysql", "mssql")):
+        return
+    try:
+        import sqlalchemy
+        from sqlalchemy.pool import NullPool
+
+        args = {"connect_timeout": timeout_s} if target.uri.startswith(("postgresql", "mysql")) else {}
+        engine = sqlalchemy.create_engine(target.uri, poolclass=NullPool, connect_args=args)
+        try:
+            with engine.connect():
+                pass
+        finally:
+            engine.dispose()
+    except Exception as exc:
+        raise _explain(exc, target) from None
+
+
 def open_experiment(target: TrackingTarget, name: str) -> str:
     """Point MLflow at ``target`` and return the id of experiment ``name`` (created with our artifact location)."""
     quiet_mlflow_logs()
     import mlflow
 
+    probe_database(target)
     try:
         mlflow.set_tracking_uri(target.uri)
         exp = mlflow.get_experiment_by_name(name)
