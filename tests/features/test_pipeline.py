@@ -194,3 +194,18 @@ def test_bad_arguments_get_clear_errors():
         pipe.add_candles("ETHUSDT", [])
     with pytest.raises(ValueError, match="min_candles"):
         FeaturePipeline([SYM], min_candles=10)
+
+
+def test_late_trades_are_merged_in_time_order():
+    rng = np.random.default_rng(4)
+    trades = [Trade(T0 - int(x), float(100 + rng.normal()), float(rng.uniform(0.1, 2)), int(rng.choice((-1, 1)))) for x in rng.integers(0, 59_000, 300)]
+    in_order = FeaturePipeline([SYM])
+    in_order.add_trades(SYM, sorted(trades, key=lambda t: t.ts_ms))
+    shuffled = FeaturePipeline([SYM])
+    for chunk in np.array_split(np.arange(300), 7):
+        shuffled.add_trades(SYM, [trades[i] for i in chunk])  # each chunk reaches back in time
+    a = in_order.update({SYM: simple_book(100, T0)})
+    b = shuffled.update({SYM: simple_book(100, T0)})
+    for name in ("ob_trade_imbalance", "ob_trade_intensity_log", "ob_trade_vwap_dev_bps"):
+        assert col(b, name) == pytest.approx(col(a, name), rel=1e-6, abs=1e-9)
+    assert col(a, "ob_trade_intensity_log") == pytest.approx(math.log1p(300))

@@ -44,10 +44,11 @@ class TradeWindow:
             return rejected
         good.sort(key=lambda t: t.ts_ms)
         if self.ts and good[0].ts_ms < self.ts[-1]:
-            # late trades: rebuild in time order (rare; sources deliver in order)
-            merged = sorted(self._as_trades() + good, key=lambda t: t.ts_ms)
-            self.__init__()
-            good = merged
+            # late trades: re-append only the stored trades after the first late one
+            cut = bisect_right(self.ts, good[0].ts_ms)
+            good = sorted(self._as_trades(cut) + good, key=lambda t: t.ts_ms)
+            del self.ts[cut:], self.side[cut:]
+            del self.cum_buy[cut + 1 :], self.cum_sell[cut + 1 :], self.cum_notional[cut + 1 :]
         for t in good:
             self.ts.append(int(t.ts_ms))
             self.side.append(1 if t.side > 0 else -1)
@@ -57,9 +58,10 @@ class TradeWindow:
             self.cum_notional.append(self.cum_notional[-1] + size * float(t.price))
         return rejected
 
-    def _as_trades(self) -> list[Trade]:
+    def _as_trades(self, start: int) -> list[Trade]:
         out = []
-        for i, ts in enumerate(self.ts):
+        for i in range(start, len(self.ts)):
+            ts = self.ts[i]
             buy = self.cum_buy[i + 1] - self.cum_buy[i]
             sell = self.cum_sell[i + 1] - self.cum_sell[i]
             size = buy + sell
