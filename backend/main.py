@@ -31,6 +31,7 @@ log = logging.getLogger("backend.main")
 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+SYNC_PERIOD_S = 1.0
 
 
 class StartupError(RuntimeError):
@@ -82,6 +83,7 @@ class Bot:
         self.ticks = 0
         self.overruns = 0
         self.source: MarketSource | None = None
+        self._last_sync = 0.0
 
     def request_stop(self, signame: str = "") -> None:
         if not self.stop_event.is_set():
@@ -207,7 +209,11 @@ class Bot:
                     log.debug("%s: not collected, features warming up (%s)", sym, batch.not_warm.get(sym))
                     continue
                 collector.collect_sample(sym, batch.features[i], int(batch.timestamps_ms[i]), float(batch.mid_prices[i]))
-        await asyncio.to_thread(collector.sync)
+        # group commit: one fsync per tick, but at most one per second of wall time
+        # (a --fast run does thousands of ticks per second)
+        if time.monotonic() - self._last_sync >= SYNC_PERIOD_S:
+            self._last_sync = time.monotonic()
+            await asyncio.to_thread(collector.sync)
         collector.maybe_flush()
 
     def _print_summary(self, clean: bool) -> None:

@@ -132,15 +132,21 @@ class _RestBase(MarketSource):
         self.counts: Counter = Counter()
 
     async def _backfill(self) -> None:
+        errors: list[Exception] = []
+
         async def one(sym: str) -> None:
             try:
                 bars = await self.rest.get_closed_candles(sym, count=self.history_candles)
                 self._initial[sym] = self._feeds[sym].take(bars)
             except Exception as exc:  # start() must not die on one symbol: poll() retries the back-fill
+                errors.append(exc)
                 self.counts["backfill_errors"] += 1
                 log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, _describe(exc))
 
         await asyncio.gather(*(one(s) for s in self.symbols))
+        if errors and len(errors) == len(self.symbols):
+            # not one symbol answered: the exchange is unreachable, which the bot reports at start
+            raise errors[-1]
 
     def initial_candles(self, symbol: str) -> list[Candle]:
         return list(self._initial[symbol])

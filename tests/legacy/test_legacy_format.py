@@ -69,7 +69,10 @@ def test_midnight_split_and_numbering_continues_after_restart(tmp_path: Path):
     w2 = LegacyBatchWriter(tmp_path, fsync=False)
     [p] = w2.write_batch("ETHUSDT", *samples(3, start=T0 + DAY + 600_000), "sim")
     assert p.name == "2025-11-08_batch_0004.json"
-    assert (tmp_path / "ETHUSDT" / "features" / "2025-11-08_batch_0003.npy").read_bytes() == b"orphan"
+    # the uncommitted orphan is kept, moved out of the readers' way
+    assert not (tmp_path / "ETHUSDT" / "features" / "2025-11-08_batch_0003.npy").exists()
+    assert (tmp_path / "ETHUSDT" / ".incomplete" / "features" / "2025-11-08_batch_0003.npy").read_bytes() == b"orphan"
+    assert [r.number for r in list_batches(tmp_path, "ETHUSDT")] == [1, 2, 4]
 
 
 def test_flush_id_is_idempotent_across_restarts(tmp_path: Path):

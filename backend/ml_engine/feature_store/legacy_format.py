@@ -226,6 +226,27 @@ class LegacyBatchWriter:
                         flush_ids.add((flush_id, m.group(1)))
         self._next_number[symbol] = highest + 1
         self._flush_ids[symbol] = flush_ids
+        self._quarantine_uncommitted(symbol)
+
+    def _quarantine_uncommitted(self, symbol: str) -> None:
+        """Move features/labels files without metadata (a write killed mid-batch) out of the way.
+
+        Metadata is the commit marker, so such files were never part of the data set; the
+        collector re-writes their rows from its spool under a new batch number. They are
+        kept in ``<SYMBOL>/.incomplete/`` rather than deleted, and their numbers stay used.
+        """
+        base = self.root / symbol
+        committed = {p.stem for p in (base / METADATA_DIR).glob("*.json")} if (base / METADATA_DIR).is_dir() else set()
+        for sub in (FEATURES_DIR, LABELS_DIR):
+            folder = base / sub
+            if not folder.is_dir():
+                continue
+            for path in folder.iterdir():
+                if path.name.startswith(".") or not BATCH_RE.match(path.stem) or path.stem in committed:
+                    continue
+                target = base / ".incomplete" / sub / path.name
+                target.parent.mkdir(parents=True, exist_ok=True)
+                path.replace(target)
 
     def write_batch(
         self,

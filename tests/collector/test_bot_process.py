@@ -1,0 +1,155 @@
+"""The bot as a real process: a simulated day, SIGTERM, and kill -9 with restarts."""
+
+from __future__ import annotations
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+from backend.ml_engine.feature_store.feature_store import FeatureStore
+
+from .bot_helpers import (
+    RECOVERED_RE,
+    assert_formats_identical,
+    legacy_samples,
+    parquet_samples,
+    run_bot,
+    start_bot,
+    stats_lines,
+)
+
+SYMBOLS = "BTCUSDT,ETHUSDT,4USDT"
+SIM_START = "2025-11-07T06:00:00Z"
+
+
+@pytest.mark.slow
+def test_simulated_day_fills_both_formats(tmp_path):
+    data = tmp_path / "data"
+    res = run_bot(data, "--source", "sim", "--fast", "--duration", "24h", "--symbols", SYMBOLS,
+                  "--sim-start", SIM_START, "--seed", "7", "--stats-interval", "2000")
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    df = assert_formats_identical(data)
+    legacy = legacy_samples(data)
+    store = FeatureStore(data / "feature_store" / "offline")
+    files = store.list_files("training_features")
+    for sym in SYMBOLS.split(","):
+        part = df[df["symbol"] == sym]
+        # 24 h at one sample per 30 s, less the warm-up
+        assert 2800 <= len(part) <= 2880
+        spacing = np.diff(part["timestamp"].astype("int64").to_numpy())
+        assert (spacing == 30_000).all(), np.unique(spacing)
+        sym_files = [f for f in files if sym in pq.read_table(f, columns=["symbol"]).column(0).unique().to_pylist()]
+        assert len(sym_files) >= 2
+        assert legacy[sym][2] >= 2
+    # the price tape has every tick of every symbol
+    tape = store.read_offline_features("price_tape").sort_values(["symbol", "timestamp"])
+    for sym in SYMBOLS.split(","):
+        ts = tape[tape["symbol"] == sym]["timestamp"].astype("int64").to_numpy()
+        assert len(ts) == 28_800
+        assert (np.diff(ts) == 3000).all()
+    assert (tape["best_bid"] < tape["best_ask"]).all()
+    candles = store.read_offline_features("candles")
+    assert not candles.duplicated(["symbol", "timestamp"]).any()
+    final = stats_lines(res.stdout)[-1]
+    assert final["collected"] == len(df) and final["flushed"] == len(df) and final["buffered"] == 0
+
+
+@pytest.mark.slow
+def test_sigterm_flushes_everything_and_exits_zero(tmp_path):
+    data = tmp_path / "data"
+    proc = start_bot(data, "--source", "sim", "--fast", "--duration", "30d", "--symbols", SYMBOLS,
+                     "--sim-start", SIM_START, "--stats-interval", "100", "--max-samples-per-file", "2000")
+    seen = 0
+    for line in proc.stdout:
+        if "MLDataCollector statistics" in line:
+            seen += 1
+            if seen == 25:
+                break
+    proc.send_signal(signal.SIGTERM)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out[-3000:]
+    final = stats_lines(out)[-1]
+    assert final["buffered"] == 0 and final["collected"] > 0
+    df = assert_formats_identical(data)
+    assert len(df) == final["collected"] == final["flushed"]
+    assert "All collected samples are on disk." in out
+    assert not list((data / "spool").glob("wal_*.log"))[0].stat().st_size if list((data / "spool").glob("wal_*.log")) else True
+
+
+@pytest.mark.slow
+def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
+    data = tmp_path / "data"
+    rng = random.Random(1234)
+    expected_min: dict[int, int] = {}
+    windows = []
+    total_recovered = 0
+    for run in range(4):
+        start = pd.Timestamp("2025-11-07T00:00:00Z") + pd.Timedelta(days=3 * run)
+        log = tmp_path / f"run{run}.log"
+        proc = start_bot(data, "--source", "sim", "--fast", "--duration", "2d", "--symbols", "BTCUSDT,4USDT",
+                         "--sim-start", start.isoformat(), "--stats-interval", "40", "--max-samples-per-file", "150",
+                         "--seed", str(run), log_path=log)
+        time.sleep(rng.uniform(4.0, 9.0))
+        proc.kill()  # SIGKILL: no flush, no cleanup
+        proc.wait()
+        text = log.read_text()
+        stats = stats_lines(text)
+        recovered = sum(int(m) for m in RECOVERED_RE.findall(text))
+        total_recovered += recovered
+        assert stats, "the run was killed before its first statistics line; lengthen the sleep"
+        windows.append((start, start + pd.Timedelta(days=2)))
+        expected_min[run] = int(stats[-1]["collected"]) - recovered
+    # a restart that only recovers, flushes and exits
+    res = run_bot(data, "--source", "sim", "--max-iterations", "0")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    total_recovered += sum(int(m) for m in RECOVERED_RE.findall(res.stdout))
+    assert total_recovered > 0, "the kills should have left unflushed samples for the spool to recover"
+    df = assert_formats_identical(data)  # also: every legacy batch passes the strict reader
+    assert not df.duplicated(["symbol", "timestamp"]).any()
+    ts = df["timestamp"]
+    for run, (lo, hi) in enumerate(windows):
+        on_disk = int(((ts >= lo) & (ts < hi)).sum())
+        assert on_disk >= expected_min[run], (run, on_disk, expected_min[run])
+    # nothing is left to recover
+    again = run_bot(data, "--source", "sim", "--max-iterations", "0")
+    assert "Recovered and flushed" not in again.stdout
+    assert len(parquet_samples(data)) == len(df)
+
+
+def test_max_iterations_zero_on_an_empty_data_dir(tmp_path):
+    res = run_bot(tmp_path / "d", "--source", "sim", "--max-iterations", "0")
+    assert res.returncode == 0, res.stderr
+    assert "collected=0" in res.stdout
+
+
+def test_bad_arguments_give_clear_errors(tmp_path):
+    res = run_bot(tmp_path / "d", "--symbols", "btc/usdt", "--max-iterations", "0")
+    assert res.returncode == 2 and "invalid symbol" in res.stderr and "Traceback" not in res.stderr
+    res = run_bot(tmp_path / "d", "--source", "sim", "--duration", "forever")
+    assert res.returncode == 2 and "invalid duration" in res.stderr
+    res = run_bot(tmp_path / "d", "--source", "bybit", "--fast")
+    assert res.returncode == 2 and "sim only" in res.stderr
+
+
+def test_help_documents_every_option(tmp_path):
+    res = run_bot(tmp_path, "--help")
+    for flag in ["--source", "--symbols", "--interval", "--collection-interval", "--max-samples-per-file",
+                 "--max-buffer-memory-mb", "--no-legacy", "--no-feature-store", "--data-dir", "--seed",
+                 "--stats-interval", "--max-iterations", "--fast", "--duration", "--sim-start"]:
+        assert flag in res.stdout
+
+
+def test_unreachable_exchange_prints_one_clear_paragraph(tmp_path):
+    from .bot_helpers import bot_env
+
+    env = bot_env(BYBIT_REST_URL="http://127.0.0.1:9", LOBBOT_HTTP_MAX_RETRIES="0", LOBBOT_HTTP_TIMEOUT_S="2")
+    res = run_bot(tmp_path / "d", "--source", "bybit", "--max-iterations", "5", env=env, timeout=120)
+    assert res.returncode == 1
+    assert "Cannot reach the exchange" in res.stderr and "--source sim" in res.stderr
+    assert "Traceback" not in res.stderr
