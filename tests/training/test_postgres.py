@@ -3,46 +3,13 @@
 Runs in CI without skipping: an unreachable server fails the test.
 """
 
-import os
 import uuid
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import FAST_TRAIN_ARGS
-
-PG_HOST = os.environ.get("LOBBOT_TEST_PG_HOST", "127.0.0.1")
-PG_PORT = int(os.environ.get("LOBBOT_TEST_PG_PORT", "5432"))
-
-
-def _admin_connection():
-    import psycopg2
-
-    errors = []
-    users = [os.environ["LOBBOT_TEST_PG_USER"]] if os.environ.get("LOBBOT_TEST_PG_USER") else ["postgres", "root"]
-    for user in users:
-        try:
-            conn = psycopg2.connect(host=PG_HOST, port=PG_PORT, user=user, dbname="postgres", connect_timeout=5)
-            conn.autocommit = True
-            return conn, user
-        except psycopg2.OperationalError as exc:
-            errors.append(f"{user}: {exc}".strip())
-    pytest.fail(f"PostgreSQL at {PG_HOST}:{PG_PORT} is required for this test: {errors}")
-
-
-@pytest.fixture
-def pg_database():
-    conn, user = _admin_connection()
-    name = f"mlflow_test_{uuid.uuid4().hex[:12]}"
-    with conn.cursor() as cur:
-        cur.execute(f'CREATE DATABASE "{name}"')
-    try:
-        yield user, name
-    finally:
-        with conn.cursor() as cur:
-            cur.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        conn.close()
+from conftest import FAST_TRAIN_ARGS, PG_HOST, PG_PORT
 
 
 def test_cli_run_tracked_in_postgres(run_cli, learnable_store_dir, pg_database):
