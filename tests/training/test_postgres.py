@@ -42,11 +42,12 @@ def test_cli_run_tracked_in_postgres(run_cli, learnable_store_dir, pg_database):
             y = model(x)
         assert tuple(y.shape) == (3, 3) and torch.isfinite(y).all()
     finally:
-        mlflow.set_tracking_uri(None)
-        # Release pooled connections so the database can be dropped cleanly.
+        # Release pooled connections so the database can be dropped cleanly; this must
+        # happen before the URI is reset, or MLflow opens its default ./mlflow.db here.
         from mlflow.tracking._tracking_service.utils import _get_store
 
         getattr(_get_store(), "engine", None) and _get_store().engine.dispose()
+        mlflow.set_tracking_uri(None)
 
 
 def test_missing_database_is_explained_without_password(run_cli, learnable_store_dir, pg_database):
