@@ -281,8 +281,18 @@ class FeatureStore:
 
 
 def table_to_pandas(table: pa.Table) -> pd.DataFrame:
-    mapping = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype(), pa.string(): pd.StringDtype()}
-    return table.to_pandas(types_mapper=mapping.get, self_destruct=False)
+    """Nullable labels become ``Int8``; strings become plain Python objects.
+
+    Object strings keep ``df["symbol"].unique()`` a NumPy array that prints on one
+    line, as the user guide's data-check snippet expects (pandas 3's Arrow-backed
+    string arrays print as a multi-line block).
+    """
+    mapping = {pa.int8(): pd.Int8Dtype(), pa.int16(): pd.Int16Dtype()}
+    df = table.to_pandas(types_mapper=mapping.get)
+    for field in table.schema:
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            df[field.name] = df[field.name].astype(object)
+    return df
 
 
 def split_by_utc_day(table: pa.Table) -> list[tuple[int, pa.Table]]:
