@@ -190,31 +190,29 @@ def _side(value: Any, what: str) -> int:
     raise BybitMessageError(f"{what}: side must be 'Buy' or 'Sell', got {value!r}")
 
 
-def parse_rest_trades(result: Any, symbol: str) -> list[tuple[str, Trade]]:
-    """``/v5/market/recent-trade`` -> ``[(execId, Trade)]`` oldest first."""
-    where = f"recent-trade {symbol}"
-    rows = _field(result, "list", where)
+def _trade_rows(rows: Any, where: str, keys: tuple[str, str, str, str, str]) -> list[tuple[str, Trade]]:
+    """Trades from REST or WS rows; ``keys`` name the (id, time, price, size, side) fields."""
     if not isinstance(rows, list):
-        raise BybitMessageError(f"{where}: 'list' is not a list")
+        raise BybitMessageError(f"{where}: list of trades expected, got {type(rows).__name__}")
+    k_id, k_ts, k_price, k_size, k_side = keys
     out = []
     for i, row in enumerate(rows):
-        w = f"{where} row {i}"
-        out.append(
-            (
-                str(_field(row, "execId", w)),
-                Trade(
-                    ts_ms=_int(_field(row, "time", w), f"{w} time"),
-                    price=_float(_field(row, "price", w), f"{w} price"),
-                    size=_float(_field(row, "size", w), f"{w} size"),
-                    side=_side(_field(row, "side", w), f"{w} side"),
-                ),
-            )
+        w = f"{where} [{i}]"
+        trade = Trade(
+            ts_ms=_int(_field(row, k_ts, w), f"{w} {k_ts}"),
+            price=_float(_field(row, k_price, w), f"{w} {k_price}"),
+            size=_float(_field(row, k_size, w), f"{w} {k_size}"),
+            side=_side(_field(row, k_side, w), f"{w} {k_side}"),
         )
+        out.append((str(_field(row, k_id, w)), trade))
     out.sort(key=lambda it: it[1].ts_ms)
     return out
 
 
-# --- WebSocket -------------------------------------------------------------------
+def parse_rest_trades(result: Any, symbol: str) -> list[tuple[str, Trade]]:
+    """``/v5/market/recent-trade`` -> ``[(execId, Trade)]`` oldest first."""
+    where = f"recent-trade {symbol}"
+    return _trade_rows(_field(result, "list", where), where, ("execId", "time", "price", "size", "side"))
 
 
 def topic_kind(msg: dict) -> tuple[str, str] | None:
@@ -250,25 +248,9 @@ def parse_ws_book(msg: dict) -> BookMessage:
 
 
 def parse_ws_trades(msg: dict) -> list[tuple[str, Trade]]:
+    """``publicTrade.<SYM>`` push -> ``[(trade id, Trade)]`` oldest first."""
     where = str(msg.get("topic", "publicTrade"))
-    rows = _field(msg, "data", where)
-    if not isinstance(rows, list):
-        raise BybitMessageError(f"{where}: data is not a list")
-    out = []
-    for i, row in enumerate(rows):
-        w = f"{where} data[{i}]"
-        out.append(
-            (
-                str(_field(row, "i", w)),
-                Trade(
-                    ts_ms=_int(_field(row, "T", w), f"{w} T"),
-                    price=_float(_field(row, "p", w), f"{w} p"),
-                    size=_float(_field(row, "v", w), f"{w} v"),
-                    side=_side(_field(row, "S", w), f"{w} S"),
-                ),
-            )
-        )
-    return out
+    return _trade_rows(_field(msg, "data", where), where, ("i", "T", "p", "v", "S"))
 
 
 def parse_ws_klines(msg: dict, confirmed_only: bool = True) -> list[Candle]:

@@ -101,7 +101,13 @@ async def test_rest_source_poll_never_raises_and_isolates_symbols(fake):
     snaps2 = await src.poll()
     assert snaps2["4USDT"].book is not None
     # trades: new since the previous poll, each execId once
-    seen = [(t.ts_ms, t.price, t.size) for t in snaps["BTCUSDT"].trades + snaps2["BTCUSDT"].trades]
+    trades = snaps["BTCUSDT"].trades + snaps2["BTCUSDT"].trades
+    for _ in range(25):  # the simulated tape is random: poll on (bounded) until some trades arrived
+        if trades:
+            break
+        await asyncio.sleep(0.2)
+        trades += (await src.poll())["BTCUSDT"].trades
+    seen = [(t.ts_ms, t.price, t.size) for t in trades]
     assert len(seen) == len(set(seen)) and len(seen) > 0
     assert src.stats()["backfill_errors"] == 1
     await src.close()
