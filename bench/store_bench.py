@@ -62,10 +62,12 @@ def timed(fn, repeat: int = 1) -> float:
     return best
 
 
-def bench_writes(tmp: Path, batches: int) -> None:
+def bench_writes(tmp: Path, batches: int, batch_rows: int = 2000) -> None:
     rng = np.random.default_rng(0)
-    tables = [make_table(2000, START_MS + i * 3_600_000, 30_000 // 20, "BTCUSDT", rng) for i in range(batches)]
-    rows = 2000 * batches
+    tables = [make_table(batch_rows, START_MS + i * 3_600_000, 100, "BTCUSDT", rng) for i in range(batches)]
+    rows = batch_rows * batches
+    tmp = tmp / f"w{batch_rows}"
+    tmp.mkdir()
     store = FeatureStore(tmp / "w_store")
 
     def store_write(fsync: bool):
@@ -85,7 +87,7 @@ def bench_writes(tmp: Path, batches: int) -> None:
         "store.write_offline_features, no fsync": timed(lambda: store_write(False)),
     }
     base = results["pq.write_table (store's options)"]
-    print(f"\nWRITE: {batches} batches x 2000 rows x {len(TRAINING_SCHEMA)} columns")
+    print(f"\nWRITE: {batches} batches x {batch_rows} rows x {len(TRAINING_SCHEMA)} columns")
     for name, sec in results.items():
         print(f"  {name:<42} {rows / sec:>12,.0f} rows/s   {sec / batches * 1000:6.2f} ms/batch   {sec / base:5.2f}x raw(store opts)")
     size_default = sum(p.stat().st_size for p in (tmp / "raw_default").glob("*.parquet")) / batches
@@ -173,7 +175,8 @@ def main() -> None:
     args = p.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="store_bench_"))
     try:
-        bench_writes(tmp, args.batches)
+        bench_writes(tmp, args.batches)  # one collector flush per batch
+        bench_writes(tmp, max(2, args.batches // 10), 20_000)  # tape flushes, migrations, label rewrites
         root = args.keep or tmp / "year"
         step = 30 if args.full else 300
         if args.keep and (root / "training_features").exists():

@@ -347,23 +347,37 @@ def _compatible(expected: pa.DataType, got: pa.DataType) -> bool:
     return False
 
 
+_SCHEMA_INFO: dict[int, tuple[pa.Schema, dict[str, pa.Field], list[str]]] = {}
+
+
+def _schema_info(schema: pa.Schema) -> tuple[dict[str, pa.Field], list[str]]:
+    """(fields by name, non-nullable non-feature columns), computed once per schema object."""
+    hit = _SCHEMA_INFO.get(id(schema))
+    if hit is None or hit[0] is not schema:
+        fields = {f.name: f for f in schema}
+        required = [f.name for f in schema if not f.nullable and f.name not in FEATURE_INDEX]
+        hit = _SCHEMA_INFO[id(schema)] = (schema, fields, required)
+    return hit[1], hit[2]
+
+
 def validate(df, schema: pa.Schema = TRAINING_SCHEMA) -> ValidationReport:
     """Check a pandas DataFrame or pyarrow Table against ``schema``.
 
     Reports missing/extra columns, wrong dtypes, NaN/inf features, nulls in
     metadata and the feature count. Never raises for bad data.
     """
+    exact = isinstance(df, pa.Table) and df.schema.equals(schema, check_metadata=False)
     if isinstance(df, pa.Table):
         columns = list(df.column_names)
-        types = {name: df.schema.field(name).type for name in columns}
+        types = dict(zip(columns, df.schema.types))
     else:
         columns = [str(c) for c in df.columns]
         types = {str(c): _arrow_type_of_pandas(df[c]) for c in df.columns}
-    expected = {f.name: f for f in schema}
-    missing = [n for n in schema.names if n not in types]
+    expected, required = _schema_info(schema)
+    missing = [n for n in expected if n not in types]
     extra = [c for c in columns if c not in expected and c != "date"]
     wrong: list[str] = []
-    for name, got in types.items():
+    for name, got in types.items() if not exact else ():  # an identical schema has nothing to report
         field = expected.get(name)
         if field is None:
             continue
@@ -377,18 +391,20 @@ def validate(df, schema: pa.Schema = TRAINING_SCHEMA) -> ValidationReport:
         feature_count = FEATURE_COUNT
     non_finite = _non_finite_counts(df, feature_cols)
     null_meta: dict[str, int] = {}
-    for field in schema:
+    for name in required:
         # feature nulls surface as NaN above; only metadata needs a null check
-        if field.nullable or field.name not in types or field.name in FEATURE_INDEX:
-            continue
-        n = _null_count(df, field.name)
-        if n:
-            null_meta[field.name] = n
+        if name in types:
+            n = _null_count(df, name)
+            if n:
+                null_meta[name] = n
     return ValidationReport(missing, extra, wrong, non_finite, feature_count, null_meta, len(df))
 
 
 def _non_finite_counts(df, names: list[str]) -> dict[str, int]:
     arrays = []
+    if isinstance(df, pa.Table):
+        position = {n: i for i, n in enumerate(df.column_names)}
+        df = {name: df.column(position[name]) for name in names}  # positional lookups are cheaper
     for name in names:
         values = _to_numpy(df, name)
         if values is not None and values.dtype.kind in "fiu":
@@ -408,8 +424,11 @@ def _non_finite_counts(df, names: list[str]) -> dict[str, int]:
 
 def _to_numpy(df, name: str) -> np.ndarray | None:
     try:
-        if isinstance(df, pa.Table):
-            return df.column(name).to_numpy(zero_copy_only=False)
+        if isinstance(df, (pa.Table, dict)):
+            col = df[name] if isinstance(df, dict) else df.column(name)
+            if col.num_chunks == 1 and col.null_count == 0:
+                return col.chunk(0).to_numpy(zero_copy_only=False)
+            return col.to_numpy(zero_copy_only=False)
         return df[name].to_numpy()
     except (TypeError, ValueError, pa.ArrowInvalid):
         return None
