@@ -47,8 +47,12 @@ TOL_MS = 5_000
 T0 = 1_762_473_600_000
 
 
-def make_data(n_samples: int, n_symbols: int, seed: int = 0):
-    """Tape: one row per symbol every 3 s (with jitter); samples: every 10th tick."""
+def make_data(n_samples: int, n_symbols: int, seed: int = 0, layout: str = "store"):
+    """Tape: one row per symbol every 3 s (with jitter); samples: every 10th tick.
+
+    ``layout="store"``: row order as read back from the store (per-flush symbol runs);
+    ``"interleaved"``: time-major with symbols interleaved (the worst case for grouping).
+    """
     rng = np.random.default_rng(seed)
     per_sym = n_samples // n_symbols
     ticks = per_sym * 10
@@ -60,11 +64,25 @@ def make_data(n_samples: int, n_symbols: int, seed: int = 0):
         tape_ts[sl] = T0 + np.arange(ticks, dtype=np.int64) * 3_000 + rng.integers(0, 400, ticks)
         tape_code[sl] = s
         tape_mid[sl] = 100 * (1 + s) * np.exp(np.cumsum(rng.normal(0, 2e-4, ticks)))
-    # the store's natural order: time-major, symbols interleaved
+    # time-major, symbols interleaved: pick every 10th tick of every symbol as a sample
     order = np.argsort(tape_ts, kind="stable")
     tape_ts, tape_code, tape_mid = tape_ts[order], tape_code[order], tape_mid[order]
     pick = np.flatnonzero(np.arange(tape_ts.size) % (10 * n_symbols) < n_symbols)[: per_sym * n_symbols]
-    return (tape_ts[pick], tape_code[pick], tape_mid[pick]), (tape_ts, tape_code, tape_mid)
+    samples, tape = (tape_ts[pick], tape_code[pick], tape_mid[pick]), (tape_ts, tape_code, tape_mid)
+    if layout == "store":
+        # as the collector writes them: each flush is one file with one run per symbol
+        # (tape: 20,000 ticks per symbol per flush; samples: 2,000 per symbol per file)
+        samples = _flush_runs(samples, 2_000 * n_symbols)
+        tape = _flush_runs(tape, 20_000 * n_symbols)
+    return samples, tape
+
+
+def _flush_runs(rows, block: int):
+    """Reorder time-sorted rows into blocks of ``block`` rows, each grouped by symbol."""
+    ts, code, mid = rows
+    blk = np.arange(ts.size) // block
+    order = np.lexsort((np.arange(ts.size), code, blk))
+    return ts[order], code[order], mid[order]
 
 
 def run_core(samples, tape):
@@ -174,12 +192,18 @@ def peak_mb(fn, *args) -> float:
 
 
 def bench_labels(n_samples: int, n_symbols: int, naive_rows: int, skip_duckdb: bool) -> None:
-    samples, tape = make_data(n_samples, n_symbols)
+    samples, tape = make_data(n_samples, n_symbols, layout="store")
     n = samples[0].size
     print(f"Labelling {n:,} samples ({n_symbols} symbols, every 30 s) on a {tape[0].size:,}-row 3 s tape, horizons {HORIZONS}")
+    print("rows in the store's order (per-flush symbol runs); the core's worst case, symbols interleaved tick by tick, below")
     results = []
-    t_core, core = timed(run_core, samples, tape)
+    t_core, _ = timed(run_core, samples, tape)
     results.append(("project core (per-symbol searchsorted)", t_core, n))
+    # The baselines need time-sorted input: they get it (their sort is not timed), and
+    # the core is also run on that order, where its answers are checked against theirs.
+    samples, tape = make_data(n_samples, n_symbols, layout="interleaved")
+    t_inter, core = timed(run_core, samples, tape)
+    results.append(("project core, time-sorted input (symbols interleaved)", t_inter, n))
     t_ma, ma = timed(run_merge_asof, samples, tape)
     results.append(("pandas.merge_asof", t_ma, n))
     for h in HORIZONS:  # same job, same answers
