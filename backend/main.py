@@ -25,6 +25,7 @@ from backend.config import Settings, add_data_dir_argument, configure
 from backend.market_data.orderbook import BookValidator
 from backend.market_data.source import Clock, MarketSource, VirtualClock
 from backend.ml_engine.data_collection import MLDataCollector
+from backend.ml_engine.data_collection.spool import SpoolLockedError
 from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
 
 log = logging.getLogger("backend.main")
@@ -324,7 +325,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     try:
-        return asyncio.run(Bot(settings).run())
+        bot = Bot(settings)
+    except SpoolLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        return asyncio.run(bot.run())
     except StartupError as exc:
         print(f"\n{exc}\n", file=sys.stderr)
         return 1

@@ -153,3 +153,19 @@ def test_unreachable_exchange_prints_one_clear_paragraph(tmp_path):
     assert res.returncode == 1
     assert "Cannot reach the exchange" in res.stderr and "--source sim" in res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_second_bot_on_the_same_data_dir_is_refused(tmp_path):
+    data = tmp_path / "data"
+    first = start_bot(data, "--source", "sim", "--fast", "--duration", "30d", "--symbols", "BTCUSDT", "--stats-interval", "50")
+    try:
+        for line in first.stdout:
+            if "MLDataCollector statistics" in line:
+                break
+        res = run_bot(data, "--source", "sim", "--max-iterations", "0")
+        assert res.returncode == 1
+        assert "another collector is already running" in res.stderr and "Traceback" not in res.stderr
+    finally:
+        first.send_signal(signal.SIGTERM)
+        first.communicate(timeout=60)
+    assert first.returncode == 0

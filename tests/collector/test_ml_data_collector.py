@@ -25,6 +25,13 @@ def make(tmp_path: Path, **kw) -> MLDataCollector:
     return c
 
 
+def crash(c: MLDataCollector) -> None:
+    """What a kill -9 leaves: no flush, no close; the OS drops the spool's lock."""
+    c._executor.shutdown(wait=True)
+    os.close(c.spool._lock_fd)
+    c.spool._lock_fd = None
+
+
 def features(i: int) -> np.ndarray:
     return (np.arange(110, dtype=np.float32) + i).astype(np.float32)
 
@@ -111,7 +118,7 @@ def test_unflushed_samples_survive_a_crash_and_are_flushed_exactly_once(tmp_path
     c.maybe_flush()  # one flush due at 50
     collect(c, "BTCUSDT", 25, start=50)  # 25 left in RAM
     c._executor.submit(lambda: None).result()
-    # simulated crash: no close(), the process state is simply dropped
+    crash(c)  # no close(): the process state is simply dropped
     c2 = MLDataCollector(storage_path=tmp_path / "ml_training", max_samples_per_file=50, source="sim", fsync=False)
     recovered = c2.recover()
     assert recovered == 25
@@ -145,6 +152,7 @@ def test_interrupted_flush_is_completed_with_the_same_id(tmp_path):
     assert c.stats.flush_failures == 1 and c.buffered == 30
     assert len(parquet_rows(tmp_path)) == 30  # parquet sink already done
     # crash now; a new process finishes the same flush without duplicating parquet rows
+    crash(c)
     c2 = make(tmp_path)
     assert c2.stats.recovered == 30
     c2.close_sync()
@@ -208,6 +216,16 @@ def test_torn_spool_tail_is_ignored(tmp_path):
     c2 = MLDataCollector(storage_path=tmp_path / "ml_training", max_samples_per_file=50, source="sim", fsync=False)
     assert c2.recover() == 5
     c2.close_sync()
+
+
+def test_a_second_collector_on_the_same_data_is_refused(tmp_path):
+    from backend.ml_engine.data_collection.spool import SpoolLockedError
+
+    c = make(tmp_path)
+    with pytest.raises(SpoolLockedError, match="another collector is already running"):
+        MLDataCollector(storage_path=tmp_path / "ml_training", source="sim", fsync=False)
+    c.close_sync()
+    make(tmp_path).close_sync()  # free again once the first one closed
 
 
 def test_storage_path_is_relative_to_backend_not_cwd(tmp_path, monkeypatch):

@@ -25,6 +25,7 @@ hold, so a half-finished flush completes exactly once); other rows are flushed a
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import struct
@@ -99,12 +100,26 @@ class RecoveredSpool:
         return [rows[s] for s in range(lo, hi + 1) if s in rows]
 
 
+class SpoolLockedError(RuntimeError):
+    pass
+
+
 class Spool:
-    """Append-only, thread-safe; one writer process per spool folder."""
+    """Append-only, thread-safe; one writer process per spool folder (enforced by a lock file)."""
 
     def __init__(self, folder: Path, *, fsync: bool = True):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
+        # Two collectors on one data folder would recover and flush each other's rows.
+        self._lock_fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(self._lock_fd)
+            raise SpoolLockedError(
+                f"another collector is already running on {self.folder.parent} (its spool {self.folder} is locked); "
+                "stop it or use a different --data-dir"
+            ) from None
         self.fsync_enabled = fsync
         self._lock = threading.Lock()
         self._fd: int | None = None
@@ -207,6 +222,9 @@ class Spool:
                     os.fsync(self._fd)
                 os.close(self._fd)
                 self._fd = None
+            if self._lock_fd is not None:
+                os.close(self._lock_fd)  # releases the flock
+                self._lock_fd = None
 
     # --- recovery ------------------------------------------------------------------
     def recover(self) -> RecoveredSpool:
