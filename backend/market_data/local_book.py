@@ -44,10 +44,14 @@ class ApplyResult(str, enum.Enum):
         return self in (ApplyResult.GAP, ApplyResult.CROSSED)
 
 
-def _apply_side(keys: list[float], sizes: list[float], uk: list[float], us: list[float]) -> None:
-    """Apply updates in message order (so a repeated price's last update wins); size 0 deletes."""
+def _apply_side(keys: list[float], sizes: list[float], levels: list[list[float]], sign: float) -> None:
+    """Apply ``[price, size]`` updates in message order (a repeated price's last update wins); size 0 deletes.
+
+    ``sign`` is -1 for bids, whose keys are negated prices so both sides sort best-first.
+    """
     n = len(keys)
-    for k, sz in zip(uk, us):
+    for p, sz in levels:
+        k = sign * p
         i = bisect_left(keys, k)
         if i < n and keys[i] == k:
             if sz == 0.0:
@@ -108,9 +112,9 @@ class LocalBook:
                 self.reset()
                 return ApplyResult.GAP
             if msg.bids.size:
-                _apply_side(self._bk, self._bs, (-msg.bids[:, 0]).tolist(), msg.bids[:, 1].tolist())
+                _apply_side(self._bk, self._bs, msg.bids.tolist(), -1.0)
             if msg.asks.size:
-                _apply_side(self._ak, self._as, msg.asks[:, 0].tolist(), msg.asks[:, 1].tolist())
+                _apply_side(self._ak, self._as, msg.asks.tolist(), 1.0)
             result = ApplyResult.APPLIED
         if self._bk and self._ak and -self._bk[0] >= self._ak[0]:
             self.reset()
