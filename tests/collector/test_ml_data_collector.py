@@ -233,3 +233,22 @@ def test_storage_path_is_relative_to_backend_not_cwd(tmp_path, monkeypatch):
     c = MLDataCollector.__new__(MLDataCollector)
     from backend.ml_engine.data_collection.ml_data_collector import PACKAGE_DIR
     assert (PACKAGE_DIR / "../data/ml_training").resolve() == PACKAGE_DIR.parent / "data" / "ml_training"
+
+
+def test_checkpoint_rewrites_unflushed_rows_into_a_new_segment(tmp_path):
+    c = make(tmp_path, max_samples_per_file=1000)
+    collect(c, "BTCUSDT", 30)
+    for i in range(20):
+        c.add_tape("BTCUSDT", T0 + i * 3000, 100.0 + i, 99.9 + i, 100.1 + i)
+    old = c.spool.segments()
+    c.checkpoint()
+    new = c.spool.segments()
+    assert len(new) == 1 and new[0] not in old
+    crash(c)
+    c2 = MLDataCollector(storage_path=tmp_path / "ml_training", max_samples_per_file=1000, source="sim", fsync=False)
+    assert c2.recover() == 30
+    c2.close_sync()
+    df = parquet_rows(tmp_path)
+    np.testing.assert_array_equal(df[list(FEATURE_NAMES)].to_numpy(np.float32)[5], features(5))
+    tape = FeatureStore(tmp_path / "feature_store" / "offline").read_offline_features("price_tape")
+    assert sorted(tape["mid_price"].tolist()) == [100.0 + i for i in range(20)]

@@ -368,15 +368,14 @@ class MLDataCollector:
         self.spool.drop_segments_before(segment)
 
     def _spool_columns(self, key: StreamKey, cols: Columns) -> None:
-        ints_names, floats_names, width = ROW_LAYOUT[key.stream]
-        for i in range(len(cols)):
-            self.spool.append_row(
-                key,
-                int(cols.seq[i]),
-                tuple(int(cols.ints[n][i]) for n in ints_names),
-                tuple(float(cols.floats[n][i]) for n in floats_names),
-                cols.matrix[i] if width else None,
-            )
+        ints_names, floats_names, _ = ROW_LAYOUT[key.stream]
+        self.spool.append_block(
+            key,
+            cols.seq,
+            np.column_stack([cols.ints[n] for n in ints_names]) if len(cols) else np.empty((0, len(ints_names))),
+            np.column_stack([cols.floats[n] for n in floats_names]) if len(cols) else np.empty((0, len(floats_names))),
+            cols.matrix,
+        )
 
     def _next_flush_id(self) -> str:
         self._job_counter += 1

@@ -15,6 +15,7 @@ corrupt tail record (power loss mid-write) fails its CRC and ends the segment.
 Records:
 * KEY    key_id -> (stream, symbol, source). Streams: "sample", "tape", "candle".
 * ROW    key_id, seq, then the stream's fixed-size row (see ``ROW_LAYOUT``).
+* BLOCK  key_id and n rows column by column (checkpoints rewrite buffers this way).
 * INTENT flush_id and the (key_id, first_seq, last_seq) ranges a flush job covers.
 * DONE   flush_id: every sink of that job has been written.
 
@@ -40,7 +41,7 @@ import numpy as np
 from backend.ml_engine.feature_store.atomic import fsync_dir as _fsync_dir
 from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
 
-REC_KEY, REC_ROW, REC_INTENT, REC_DONE = 1, 2, 3, 4
+REC_KEY, REC_ROW, REC_INTENT, REC_DONE, REC_BLOCK = 1, 2, 3, 4, 5
 _HDR = struct.Struct("<II")
 _ROW_HEAD = struct.Struct("<BHq")  # type, key_id, seq
 
@@ -182,19 +183,26 @@ class Spool:
                 payload += vector.tobytes()
             self._write(payload)
 
-    def append_rows(self, key: StreamKey, rows: list[tuple[int, tuple, tuple]]) -> None:
-        """Several rows of one key in one write() (the price tape of a tick)."""
-        packer = _ROW_STRUCTS[key.stream]
+    def append_block(self, key: StreamKey, seq: np.ndarray, ints: np.ndarray, floats: np.ndarray, vectors: np.ndarray | None) -> None:
+        """Many rows of one key as a single record (checkpoints): one write, one CRC.
+
+        ``ints``/``floats`` are (n, fields) in ``ROW_LAYOUT`` order, ``vectors`` (n, width) float32.
+        """
+        n = int(seq.size)
+        if n == 0:
+            return
+        parts = [
+            struct.pack("<BHI", REC_BLOCK, 0, n),
+            np.ascontiguousarray(seq, dtype="<i8").tobytes(),
+            np.ascontiguousarray(ints, dtype="<i8").tobytes(),
+            np.ascontiguousarray(floats, dtype="<f8").tobytes(),
+        ]
+        if vectors is not None:
+            parts.append(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
         with self._lock:
             kid = self._key_id(key)
-            chunks = []
-            for seq, ints, floats in rows:
-                payload = _ROW_HEAD.pack(REC_ROW, kid, seq) + packer.pack(*ints, *floats)
-                chunks.append(_HDR.pack(len(payload), zlib.crc32(payload)) + payload)
-            blob = b"".join(chunks)
-            os.write(self._fd, blob)
-            self._bytes += len(blob)
-            self._dirty = True
+            parts[0] = struct.pack("<BHI", REC_BLOCK, kid, n)
+            self._write(b"".join(parts))
 
     def append_intent(self, flush_id: str, ranges: list[tuple[StreamKey, int, int]]) -> None:
         with self._lock:
@@ -248,6 +256,23 @@ class Spool:
                         vector = np.frombuffer(payload, dtype=np.float32, count=width, offset=_ROW_HEAD.size + packer.size).copy()
                     n_int = len(ints_names)
                     out.rows.setdefault(key, {})[seq] = SpooledRow(seq, values[:n_int], values[n_int:], vector)
+                elif kind == REC_BLOCK:
+                    _, kid, n = struct.unpack_from("<BHI", payload, 0)
+                    key = key_map[kid]
+                    ints_names, floats_names, width = ROW_LAYOUT[key.stream]
+                    off = struct.calcsize("<BHI")
+                    seq = np.frombuffer(payload, "<i8", n, off)
+                    off += 8 * n
+                    ints = np.frombuffer(payload, "<i8", n * len(ints_names), off).reshape(n, len(ints_names))
+                    off += 8 * n * len(ints_names)
+                    floats = np.frombuffer(payload, "<f8", n * len(floats_names), off).reshape(n, len(floats_names))
+                    off += 8 * n * len(floats_names)
+                    vectors = np.frombuffer(payload, "<f4", n * width, off).reshape(n, width) if width else None
+                    rows = out.rows.setdefault(key, {})
+                    for i, s in enumerate(seq.tolist()):
+                        rows[s] = SpooledRow(
+                            s, tuple(ints[i].tolist()), tuple(floats[i].tolist()), vectors[i].copy() if width else None
+                        )
                 elif kind == REC_INTENT:
                     flush_id, ranges = json.loads(payload[1:])
                     out.intents[flush_id] = [(key_map[kid], lo, hi) for kid, lo, hi in ranges]
