@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from backend.config import Settings, add_data_dir_argument, configure
 from backend.market_data.orderbook import BookValidator
-from backend.market_data.source import Clock, MarketSource, VirtualClock
+from backend.market_data.source import Clock, MarketSource, OffsetClock, VirtualClock
 from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.data_collection.spool import SpoolLockedError
 from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
@@ -66,7 +66,12 @@ class Bot:
         self.fast = settings.source == "sim" and settings.fast
         self.start_ms = parse_start_ms(settings.sim_start) if settings.source == "sim" else int(time.time() * 1000)
         self.duration_s = parse_duration(settings.duration) if settings.duration else None
-        self.clock: Clock = VirtualClock(self.start_ms) if self.fast else Clock()
+        if self.fast:
+            self.clock: Clock = VirtualClock(self.start_ms)
+        elif settings.source == "sim" and settings.sim_start:
+            self.clock = OffsetClock(self.start_ms)  # real-time pace, simulated dates
+        else:
+            self.clock = Clock()
         self.ml_data_collector = MLDataCollector(
             storage_path=settings.legacy_root,
             max_samples_per_file=settings.max_samples_per_file,

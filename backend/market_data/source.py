@@ -22,6 +22,16 @@ class Clock:
             await asyncio.sleep(delay)
 
 
+class OffsetClock(Clock):
+    """Wall-clock pace from a chosen start time: the real-time simulator with ``--sim-start``."""
+
+    def __init__(self, start_ms: int):
+        self._offset = int(start_ms) - super().now_ms()
+
+    def now_ms(self) -> int:
+        return super().now_ms() + self._offset
+
+
 class VirtualClock(Clock):
     """Time advances only when the loop sleeps: a simulated day runs in seconds."""
 

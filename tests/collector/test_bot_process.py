@@ -169,3 +169,13 @@ def test_second_bot_on_the_same_data_dir_is_refused(tmp_path):
         first.send_signal(signal.SIGTERM)
         first.communicate(timeout=60)
     assert first.returncode == 0
+
+
+def test_real_time_simulator_honours_sim_start(tmp_path):
+    data = tmp_path / "data"
+    res = run_bot(data, "--source", "sim", "--symbols", "BTCUSDT", "--interval", "0.05", "--max-iterations", "20",
+                  "--sim-start", "2024-03-01T12:00:00Z")
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
+    tape = FeatureStore(data / "feature_store" / "offline").read_offline_features("price_tape")
+    assert len(tape) == 20
+    assert (tape["timestamp"].dt.strftime("%Y-%m-%d %H") == "2024-03-01 12").all()
