@@ -206,8 +206,8 @@ def test_reader_never_sees_a_partial_file_when_writer_is_killed(tmp_path):
 
 
 def test_other_engines_read_without_conversion(store):
-    duckdb = pytest.importorskip("duckdb")
-    pl = pytest.importorskip("polars")
+    import duckdb  # test-only dependencies (the dev extra): a missing one must fail, not skip
+    import polars as pl
     store.write_offline_features("training_features", training_frame(240, start="2025-11-07 23:00:00"))
     base = store.group_dir("training_features")
 
