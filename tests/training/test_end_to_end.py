@@ -9,7 +9,6 @@ from conftest import REPO
 
 pytestmark = pytest.mark.slow
 
-BOT = REPO / "backend" / "main.py"
 LABELLER = REPO / "preprocessing_add_future_labels_parquet.py"
 TRAIN_ARGS = ["--epochs", "6", "--patience", "3", "--lr", "3e-3", "--batch-size", "128", "--sequence-length", "20", "--threads", "1"]
 
