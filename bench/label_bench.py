@@ -96,12 +96,25 @@ def with_names(rows, names):
 
 
 def run_core_str(samples, tape):
+    """Symbol strings (plain or dictionary-encoded) -> codes exactly as the parquet labeller does, then the core."""
     import pyarrow.compute as pc
 
-    universe = pc.unique(pa.chunked_array([samples[1], tape[1]]))
-    s = (samples[0], pc.index_in(samples[1], value_set=universe).to_numpy(), samples[2])
-    t = (tape[0], pc.index_in(tape[1], value_set=universe).to_numpy(), tape[2])
+    from backend.ml_engine.labelling.store_labelling import codes_for, symbol_values
+
+    universe = pc.unique(pa.chunked_array([symbol_values(samples[1]), symbol_values(tape[1])]))
+    s = (samples[0], codes_for(samples[1], universe), samples[2])
+    t = (tape[0], codes_for(tape[1], universe), tape[2])
     return run_core(s, t)
+
+
+def with_dictionary(rows, names, chunk: int):
+    """Symbols as the store reads them: dictionary-encoded, one chunk per file."""
+    codes = rows[1]
+    chunks = [
+        pa.DictionaryArray.from_arrays(pa.array(codes[i : i + chunk], pa.int32()), pa.array(names.tolist()))
+        for i in range(0, codes.size, chunk)
+    ]
+    return rows[0], pa.chunked_array(chunks), rows[2]
 
 
 def run_merge_asof_str(samples, tape):
@@ -175,11 +188,15 @@ def run_naive(samples, tape, limit: int):
     return res
 
 
-def timed(fn, *args):
-    gc.collect()
-    t = time.perf_counter()
-    out = fn(*args)
-    return time.perf_counter() - t, out
+def timed(fn, *args, repeat: int = 2):
+    """Best of ``repeat`` runs: the first run after a large allocation pays page faults."""
+    best, out = float("inf"), None
+    for _ in range(repeat):
+        gc.collect()
+        t = time.perf_counter()
+        out = fn(*args)
+        best = min(best, time.perf_counter() - t)
+    return best, out
 
 
 def peak_mb(fn, *args) -> float:
@@ -199,6 +216,7 @@ def bench_labels(n_samples: int, n_symbols: int, naive_rows: int, skip_duckdb: b
     results = []
     t_core, _ = timed(run_core, samples, tape)
     results.append(("project core (per-symbol searchsorted)", t_core, n))
+    store_rows = samples, tape
     # The baselines need time-sorted input: they get it (their sort is not timed), and
     # the core is also run on that order, where its answers are checked against theirs.
     samples, tape = make_data(n_samples, n_symbols, layout="interleaved")
@@ -227,18 +245,24 @@ def bench_labels(n_samples: int, n_symbols: int, naive_rows: int, skip_duckdb: b
     results.append((f"naive per-row Python loop ({naive_rows:,} rows)", t_nv, naive_rows))
     names = np.array([f"SYM{i}USDT" for i in range(n_symbols)], dtype=object)
     s_str, t_str = with_names(samples, names), with_names(tape, names)
+    # the parquet labeller's path: store row order, symbols read dictionary-encoded per file
+    s_dict = with_dictionary(store_rows[0], names, 2_000 * n_symbols)
+    t_dict = with_dictionary(store_rows[1], names, 20_000 * n_symbols)
+    t_cd, _ = timed(run_core_str, s_dict, t_dict)
     t_cs, _ = timed(run_core_str, s_str, t_str)
     t_ms, _ = timed(run_merge_asof_str, s_str, t_str)
-    results.append(("project core, string symbols (store path)", t_cs, n))
+    results.append(("project core, symbols as the store reads them", t_cd, n))
+    results.append(("project core, plain string symbols", t_cs, n))
     results.append(("pandas.merge_asof, string symbols", t_ms, n))
     base = n / t_ma
-    print(f"  {'method':<48} {'seconds':>8} {'rows/s':>14} {'vs merge_asof':>14}")
+    print(f"  {'method':<56} {'seconds':>8} {'rows/s':>14} {'vs merge_asof':>14}")
     for name, secs, rows in results:
         rate = rows / secs
-        print(f"  {name:<48} {secs:>8.2f} {rate:>14,.0f} {rate / base:>13.2f}x")
+        print(f"  {name:<56} {secs:>8.2f} {rate:>14,.0f} {rate / base:>13.2f}x")
     core_mb, ma_mb = peak_mb(run_core, samples, tape), peak_mb(run_merge_asof, samples, tape)
     print(f"  peak traced memory: core {core_mb:,.0f} MB, merge_asof {ma_mb:,.0f} MB (inputs excluded)")
-    print(f"  core vs merge_asof with string symbols: {t_ms / t_cs:.2f}x")
+    print(f"  with symbol strings, as users hold them: core (store path) {t_ms / t_cd:.2f}x merge_asof; "
+          f"core from plain strings {t_ms / t_cs:.2f}x")
 
 
 def bench_migration(batches: int, rows: int) -> None:
@@ -271,8 +295,8 @@ def bench_migration(batches: int, rows: int) -> None:
                 o = m.migrate_batch(r)
                 assert o.status == "migrated", o
 
-        t_plain, _ = timed(plain)
-        t_ours, _ = timed(ours)
+        t_plain, _ = timed(plain, repeat=1)
+        t_ours, _ = timed(ours, repeat=1)  # a second run would find everything migrated
         print(f"Migration of {len(refs)} legacy batches x {rows:,} samples ({total:,} samples)")
         print(f"  plain np.load + json + pq.write_table loop: {t_plain:6.2f} s  {total / t_plain:>12,.0f} samples/s")
         print(

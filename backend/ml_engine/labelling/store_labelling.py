@@ -41,7 +41,29 @@ def ts_ms(table: pa.Table) -> np.ndarray:
     return table.column("timestamp").cast(pa.int64()).to_numpy()
 
 
+def symbol_values(symbols: pa.ChunkedArray | pa.Array) -> pa.Array:
+    """The distinct symbols of a column, plain or dictionary-encoded (then from the dictionaries only)."""
+    chunks = symbols.chunks if isinstance(symbols, pa.ChunkedArray) else [symbols]
+    if chunks and pa.types.is_dictionary(chunks[0].type):
+        return pc.unique(pa.chunked_array([c.dictionary for c in chunks], type=pa.string()))
+    return pc.unique(pa.chunked_array(chunks, type=pa.string()))
+
+
 def codes_for(symbols: pa.ChunkedArray | pa.Array, universe: pa.Array) -> np.ndarray:
+    """Index of each row's symbol in ``universe``.
+
+    Dictionary-encoded columns (how the store reads ``symbol``) only map their small
+    dictionaries and gather, instead of hashing every string.
+    """
+    chunks = symbols.chunks if isinstance(symbols, pa.ChunkedArray) else [symbols]
+    if not chunks:
+        return np.empty(0, np.int32)
+    if pa.types.is_dictionary(chunks[0].type):
+        parts = []
+        for c in chunks:
+            remap = pc.index_in(c.dictionary, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int32)
+            parts.append(remap[c.indices.to_numpy(zero_copy_only=False)])
+        return np.concatenate(parts)
     return pc.index_in(symbols, value_set=universe).to_numpy(zero_copy_only=False).astype(np.int32)
 
 
@@ -86,13 +108,16 @@ class StoreLabeller:
             rows = []
             for path in self.store.list_files(self.group, day, day):
                 stat = atomic.file_stat(path)  # taken before reading: a later change makes the rewrite refuse
-                rows.append(_FileRows(path, stat, self.store.read_file(path, self.group, columns=cols)))
+                table = self.store.read_file(path, self.group, columns=cols, dictionary_columns=["symbol"])
+                rows.append(_FileRows(path, stat, table))
             self._samples[day] = rows
         return self._samples[day]
 
     def _day_tape(self, day: dt.date) -> pa.Table:
         if day not in self._tape:
-            self._tape[day] = self.store.read_offline_table(TAPE_GROUP, day, day, columns=PRICE_COLUMNS)
+            self._tape[day] = self.store.read_offline_table(
+                TAPE_GROUP, day, day, columns=PRICE_COLUMNS, dictionary_columns=["symbol"]
+            )
         return self._tape[day]
 
     def _evict_before(self, day: dt.date) -> None:
@@ -121,13 +146,8 @@ class StoreLabeller:
         tape = pa.concat_tables([self._day_tape(d) for d in [day, *ahead]])
         samples = pa.concat_tables(sample_tables)
         extra = pa.concat_tables(ahead_tables) if ahead_tables else None
-        universe = pc.unique(
-            pa.chunked_array(
-                [samples.column("symbol"), tape.column("symbol")]
-                + ([extra.column("symbol")] if extra is not None else []),
-                type=pa.string(),
-            )
-        )
+        tables = [samples, tape] + ([extra] if extra is not None else [])
+        universe = pc.unique(pa.chunked_array([symbol_values(t.column("symbol")) for t in tables], type=pa.string()))
         universe = universe.combine_chunks() if isinstance(universe, pa.ChunkedArray) else universe
 
         def rows(t: pa.Table) -> PriceRows:
