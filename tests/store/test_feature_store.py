@@ -234,3 +234,17 @@ def test_other_engines_read_without_conversion(store):
 
     pdf = pd.read_parquet(base)
     assert str(pdf["timestamp"].dtype) == "datetime64[ms, UTC]"
+
+
+def test_symbols_can_be_read_dictionary_encoded(store):
+    store.write_offline_features("price_tape", price_tape_frame(50, symbol="BTCUSDT"))
+    store.write_offline_features("price_tape", price_tape_frame(30, symbol="4USDT"))
+    plain = store.read_offline_table("price_tape", columns=["symbol", "mid_price"])
+    coded = store.read_offline_table("price_tape", columns=["symbol", "mid_price"], dictionary_columns=["symbol"])
+    assert pa.types.is_dictionary(coded.schema.field("symbol").type)
+    assert coded.column("symbol").to_pylist() == plain.column("symbol").to_pylist()
+    assert store.read_offline_table("price_tape", symbols=["4USDT"], dictionary_columns=["symbol"]).num_rows == 30
+    empty = FeatureStore(store.root / "none").read_offline_table("price_tape", dictionary_columns=["symbol"])
+    assert empty.num_rows == 0 and pa.types.is_dictionary(empty.schema.field("symbol").type)
+    with pytest.raises(FeatureStoreError, match="only string columns"):
+        store.read_offline_table("price_tape", dictionary_columns=["mid_price"])
