@@ -218,23 +218,12 @@ class MLDataCollector:
         Returns False, counting a skip, for a malformed sample. On True the sample is
         already in the spool.
         """
-        if self._opened is False:
-            self._ensure_open()
+        self._ensure_open()
         vec = np.asarray(features, dtype=np.float32)
         if vec.shape != (FEATURE_COUNT,) or not np.isfinite(vec).all() or not (mid_price > 0):
             self.skip(symbol, "invalid_sample")
             return False
-        key = StreamKey("sample", symbol, self.source)
-        buf = self._buffers.get(key)
-        if buf is None:
-            validate_symbol(symbol)
-            buf = self._buffers[key] = RowBuffer(*ROW_LAYOUT["sample"])
-        seq = self._seq.get(key, 0)
-        self._seq[key] = seq + 1
-        ints = (int(timestamp_ms), int(time.time() * 1000))
-        floats = (float(mid_price),)
-        self.spool.append_row(key, seq, ints, floats, vec)
-        buf.append(seq, ints, floats, vec)
+        self._append("sample", symbol, (int(timestamp_ms), int(time.time() * 1000)), (float(mid_price),), vec)
         self.stats.collected += 1
         return True
 
@@ -254,7 +243,8 @@ class MLDataCollector:
         self._last_candle[symbol] = last
         return added
 
-    def _append(self, stream: str, symbol: str, ints: tuple, floats: tuple) -> None:
+    def _append(self, stream: str, symbol: str, ints: tuple, floats: tuple, vector: np.ndarray | None = None) -> None:
+        """Spool first (the row survives a crash from here on), then the RAM buffer."""
         self._ensure_open()
         key = StreamKey(stream, symbol, self.source)
         buf = self._buffers.get(key)
@@ -263,8 +253,8 @@ class MLDataCollector:
             buf = self._buffers[key] = RowBuffer(*ROW_LAYOUT[stream])
         seq = self._seq.get(key, 0)
         self._seq[key] = seq + 1
-        self.spool.append_row(key, seq, ints, floats)
-        buf.append(seq, ints, floats)
+        self.spool.append_row(key, seq, ints, floats, vector)
+        buf.append(seq, ints, floats, vector)
 
     def skip(self, symbol: str, reason: str) -> None:
         self.stats.skipped += 1
