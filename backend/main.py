@@ -22,8 +22,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from backend.config import Settings, add_data_dir_argument, configure
-from backend.market_data.orderbook import BookValidator
-from backend.market_data.source import Clock, MarketSource, OffsetClock, VirtualClock
+from backend.venues.orderbook import BookValidator
+from backend.venues.source import Clock, MarketSource, OffsetClock, VirtualClock
 from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.data_collection.spool import SpoolLockedError
 from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
@@ -121,7 +121,7 @@ class Bot:
             self._print_summary(clean)
 
     async def _collect(self) -> int:
-        from backend.market_data.sources import make_source
+        from backend.venues.sources import make_source
         from backend.ml_engine.features import FeaturePipeline
 
         s = self.settings

@@ -58,9 +58,9 @@ from typing import Any, Iterable
 import numpy as np
 from aiohttp import WSMsgType, web
 
-from backend.market_data.orderbook import OrderBook
-from backend.market_data.sim import SimMarket
-from backend.market_data.types import CANDLE_MS
+from backend.venues.orderbook import OrderBook
+from backend.venues.sim.market import SimMarket
+from backend.venues.types import CANDLE_MS
 from backend.symbols import InvalidSymbolError, validate_symbol
 
 log = logging.getLogger(__name__)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import signal
 import time
@@ -13,8 +14,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from backend.ml_engine.feature_store.feature_store import FeatureStore
+from backend.testing.sim_fingerprint import fingerprint
 
 from .bot_helpers import (
+    REPO,
     RECOVERED_RE,
     assert_formats_identical,
     legacy_samples,
@@ -58,6 +61,10 @@ def test_simulated_day_fills_both_formats(tmp_path):
     assert not candles.duplicated(["symbol", "timestamp"]).any()
     final = stats_lines(res.stdout)[-1]
     assert final["collected"] == len(df) and final["flushed"] == len(df) and final["buffered"] == 0
+    # the same rows, bit for bit, as the build before the round-2 re-layout stored for this run
+    # (tests/data/sim24h_fingerprint.json was made with python -m backend.testing.sim_fingerprint on that build)
+    expected = json.loads((REPO / "tests" / "data" / "sim24h_fingerprint.json").read_text())
+    assert fingerprint(data) == expected
 
 
 @pytest.mark.slow

@@ -6,7 +6,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from backend.market_data.types import Candle
+from backend.venues.types import Candle
 from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.data_collection.spool import Spool
 from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES

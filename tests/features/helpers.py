@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.market_data.orderbook import OrderBook
-from backend.market_data.types import CANDLE_MS, Candle, Trade
+from backend.venues.orderbook import OrderBook
+from backend.venues.types import CANDLE_MS, Candle, Trade
 
 T0 = 1_700_000_040_000  # a minute boundary (ms)
 assert T0 % CANDLE_MS == 0

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import talib
 
-from backend.market_data.types import CANDLE_MS
+from backend.venues.types import CANDLE_MS
 from backend.ml_engine.feature_store.feature_schema import FEATURE_INDEX, INDICATOR_FEATURES
 from backend.ml_engine.features import MIN_CANDLES, FeaturePipeline
 from backend.ml_engine.features.indicator_features import indicator_features

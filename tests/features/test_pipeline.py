@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from backend.market_data.types import CANDLE_MS, Candle, Trade
+from backend.venues.types import CANDLE_MS, Candle, Trade
 from backend.ml_engine.feature_store.feature_schema import CANDLE_FEATURES, FEATURE_COUNT, FEATURE_INDEX, INDICATOR_FEATURES
 from backend.ml_engine.features import MIN_CANDLES, TICKS_NEEDED, FeaturePipeline
 from backend.symbols import InvalidSymbolError

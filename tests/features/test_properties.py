@@ -8,8 +8,8 @@ import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from backend.market_data.orderbook import OrderBook, validate_book
-from backend.market_data.types import CANDLE_MS, Trade
+from backend.venues.orderbook import OrderBook, validate_book
+from backend.venues.types import CANDLE_MS, Trade
 from backend.ml_engine.features import TICKS_NEEDED, FeaturePipeline
 from tests.features.helpers import T0, random_bars, random_book, scale_bars, trades_between
 

@@ -30,7 +30,7 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from backend.market_data.types import Candle
+from backend.venues.types import Candle
 from backend.ml_engine.data_collection.buffers import Columns, RowBuffer
 from backend.ml_engine.data_collection.spool import ROW_LAYOUT, Spool, SpooledRow, StreamKey
 from backend.ml_engine.feature_store.feature_schema import (

@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from backend.market_data.orderbook import OrderBook
+from backend.venues.orderbook import OrderBook
 
 
 @dataclass(slots=True)

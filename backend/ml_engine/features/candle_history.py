@@ -18,7 +18,7 @@ from typing import Sequence
 
 import numpy as np
 
-from backend.market_data.types import CANDLE_MS, Candle
+from backend.venues.types import CANDLE_MS, Candle
 
 MAX_FILLED_GAP_BARS = 10
 _FIELDS = ("open", "high", "low", "close", "volume")

@@ -23,8 +23,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from backend.market_data.orderbook import OrderBook
-from backend.market_data.types import Candle, Trade
+from backend.venues.orderbook import OrderBook
+from backend.venues.types import Candle, Trade
 from backend.ml_engine.feature_store.feature_schema import (
     CANDLE_FEATURES,
     FEATURE_COUNT,

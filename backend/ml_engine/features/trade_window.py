@@ -11,7 +11,7 @@ import math
 from bisect import bisect_right
 from typing import Sequence
 
-from backend.market_data.types import Trade
+from backend.venues.types import Trade
 
 TRADE_WINDOW_MS = 60_000
 

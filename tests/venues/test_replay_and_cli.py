@@ -11,10 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
-from backend.market_data.bybit_messages import parse_ws_book
-from backend.market_data.bybit_ws import BybitWsClient
-from backend.market_data.local_book import ApplyResult
-from backend.market_data.orderbook import validate_book
+from backend.venues.bybit.messages import parse_ws_book
+from backend.venues.bybit.ws import BybitWsClient
+from backend.venues.local_book import ApplyResult
+from backend.venues.orderbook import validate_book
 from backend.testing.fake_bybit import FakeBybit
 
 from .helpers import DictBook, levels, wait_for

@@ -4,10 +4,10 @@ import asyncio
 
 import pytest
 
-from backend.market_data.bybit_ws import BybitWsClient
-from backend.market_data.local_book import ApplyResult
-from backend.market_data.orderbook import books_equal, validate_book
-from backend.market_data.sources import BybitWsSource
+from backend.venues.bybit.ws import BybitWsClient
+from backend.venues.local_book import ApplyResult
+from backend.venues.orderbook import books_equal, validate_book
+from backend.venues.sources import BybitWsSource
 from backend.testing.fake_bybit import FakeBybit
 
 from .helpers import wait_for

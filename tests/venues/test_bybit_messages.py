@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from backend.market_data.bybit_messages import (
+from backend.venues.bybit.messages import (
     BybitApiError,
     BybitMessageError,
     decode_json,

@@ -21,7 +21,7 @@ Model (per symbol, on a 1-second grid that starts at a minute boundary before
 * **Candles**: OHLC of the (tick-quantised) mid at each second of the minute,
   volume/turnover from the simulated trades: consistent with the books.
 
-Measured strength (tests/market_data/test_sim.py measures it on every run): over
+Measured strength (tests/venues/test_sim.py measures it on every run): over
 12 simulated hours of BTCUSDT (seed 1) sampled every 30 s, the sign of the
 20-level book imbalance predicts the sign of the next 60-s mid move in 75 % of
 samples (the test asserts >= 65 %, a margin of at least 15 points over a coin
@@ -43,8 +43,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from backend.market_data.orderbook import OrderBook
-from backend.market_data.types import CANDLE_MS, Candle, Trade
+from backend.venues.orderbook import OrderBook
+from backend.venues.types import CANDLE_MS, Candle, Trade
 
 CHUNK_S = 3600  # one generated block; a multiple of 60 so minutes never straddle blocks
 IMB_HALF_LIFE_S = 150.0

@@ -21,7 +21,7 @@ from typing import Any
 
 import aiohttp
 
-from backend.market_data.bybit_messages import (
+from backend.venues.bybit.messages import (
     BybitApiError,
     BybitMessageError,
     decode_json,
@@ -30,9 +30,9 @@ from backend.market_data.bybit_messages import (
     parse_rest_trades,
     unwrap_envelope,
 )
-from backend.market_data.orderbook import OrderBook
-from backend.market_data.source import Clock
-from backend.market_data.types import CANDLE_MS, Candle, Trade
+from backend.venues.orderbook import OrderBook
+from backend.venues.source import Clock
+from backend.venues.types import CANDLE_MS, Candle, Trade
 from backend.symbols import validate_symbol
 
 log = logging.getLogger(__name__)

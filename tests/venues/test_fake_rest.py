@@ -5,11 +5,11 @@ import asyncio
 import numpy as np
 import pytest
 
-from backend.market_data.bybit_messages import BybitApiError
-from backend.market_data.bybit_rest import BybitRequestError, BybitRestClient
-from backend.market_data.orderbook import books_equal, validate_book
-from backend.market_data.sources import BybitRestSource
-from backend.market_data.types import CANDLE_MS
+from backend.venues.bybit.messages import BybitApiError
+from backend.venues.bybit.rest import BybitRequestError, BybitRestClient
+from backend.venues.orderbook import books_equal, validate_book
+from backend.venues.sources import BybitRestSource
+from backend.venues.types import CANDLE_MS
 from backend.testing.fake_bybit import FakeBybit
 
 SYMS = ["BTCUSDT", "4USDT"]

@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 
-from backend.market_data.bybit_messages import BookMessage
+from backend.venues.bybit.messages import BookMessage
 
 
 class DictBook:

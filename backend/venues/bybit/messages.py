@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
-from backend.market_data.orderbook import OrderBook
-from backend.market_data.types import CANDLE_MS, Candle, Trade
+from backend.venues.orderbook import OrderBook
+from backend.venues.types import CANDLE_MS, Candle, Trade
 
 # retCodes that mean "slow down / try again": 10006 per-UID rate limit,
 # 10018 per-IP rate limit, 10016 internal error or service restarting.

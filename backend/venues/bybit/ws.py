@@ -26,7 +26,7 @@ from typing import Callable, Sequence
 import websockets
 from websockets.asyncio.client import connect
 
-from backend.market_data.bybit_messages import (
+from backend.venues.bybit.messages import (
     BybitMessageError,
     decode_json,
     parse_ws_book,
@@ -34,10 +34,10 @@ from backend.market_data.bybit_messages import (
     parse_ws_trades,
     topic_kind,
 )
-from backend.market_data.bybit_rest import backoff_delay
-from backend.market_data.local_book import ApplyResult, LocalBook
-from backend.market_data.source import Clock
-from backend.market_data.types import Candle, Trade
+from backend.venues.bybit.rest import backoff_delay
+from backend.venues.local_book import ApplyResult, LocalBook
+from backend.venues.source import Clock
+from backend.venues.types import Candle, Trade
 from backend.symbols import validate_symbol
 
 log = logging.getLogger(__name__)

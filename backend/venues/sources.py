@@ -22,12 +22,12 @@ import logging
 from collections import Counter, deque
 from typing import Any, Sequence
 
-from backend.market_data.bybit_rest import BybitRestClient
-from backend.market_data.bybit_ws import BybitWsClient
-from backend.market_data.orderbook import BookValidator, OrderBook
-from backend.market_data.sim import SimMarket, parse_sim_start
-from backend.market_data.source import Clock, MarketSource, VirtualClock
-from backend.market_data.types import CANDLE_MS, Candle, MarketSnapshot, Trade
+from backend.venues.bybit.rest import BybitRestClient
+from backend.venues.bybit.ws import BybitWsClient
+from backend.venues.orderbook import BookValidator, OrderBook
+from backend.venues.sim.market import SimMarket, parse_sim_start
+from backend.venues.source import Clock, MarketSource, VirtualClock
+from backend.venues.types import CANDLE_MS, Candle, MarketSnapshot, Trade
 
 log = logging.getLogger(__name__)
 

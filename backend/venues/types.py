@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from backend.market_data.orderbook import OrderBook
+from backend.venues.orderbook import OrderBook
 
 CANDLE_MS = 60_000
 

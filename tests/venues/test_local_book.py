@@ -1,8 +1,8 @@
 import numpy as np
 import pytest
 
-from backend.market_data.local_book import ApplyResult, LocalBook
-from backend.market_data.orderbook import validate_book
+from backend.venues.local_book import ApplyResult, LocalBook
+from backend.venues.orderbook import validate_book
 
 from .helpers import DictBook, levels, msg
 

@@ -7,7 +7,7 @@ import asyncio
 import time
 from typing import Sequence
 
-from backend.market_data.types import Candle, MarketSnapshot
+from backend.venues.types import Candle, MarketSnapshot
 
 
 class Clock:

@@ -4,11 +4,11 @@ import numpy as np
 import pytest
 
 from backend.config import Settings
-from backend.market_data.orderbook import validate_book
-from backend.market_data.sim import SymbolSim, default_spec, parse_sim_start
-from backend.market_data.source import VirtualClock
-from backend.market_data.sources import SimSource, make_source
-from backend.market_data.types import CANDLE_MS
+from backend.venues.orderbook import validate_book
+from backend.venues.sim.market import SymbolSim, default_spec, parse_sim_start
+from backend.venues.source import VirtualClock
+from backend.venues.sources import SimSource, make_source
+from backend.venues.types import CANDLE_MS
 
 START = parse_sim_start("2024-12-01T00:00:30Z")
 

@@ -26,8 +26,8 @@ from bisect import bisect_left
 
 import numpy as np
 
-from backend.market_data.bybit_messages import BookMessage
-from backend.market_data.orderbook import OrderBook
+from backend.venues.bybit.messages import BookMessage
+from backend.venues.orderbook import OrderBook
 
 
 class ApplyResult(str, enum.Enum):
