@@ -35,6 +35,16 @@ def _alias(name: str) -> AliasChoices:
 
 
 class Settings(BaseSettings):
+    """Every setting of the bot, collector, labeller and trainer, validated by pydantic.
+
+    Build it through ``get_settings()`` / ``configure()`` rather than directly, so the
+    whole process shares one object. Intervals and ages are in seconds, memory in MB.
+
+    Raises:
+        pydantic.ValidationError: on construction, when a value is out of range, a
+            symbol is not a plain ticker (see ``backend.symbols``) or symbols repeat.
+    """
+
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_file=str(REPO_ROOT / ".env"),
@@ -125,18 +135,22 @@ class Settings(BaseSettings):
     # --- derived paths -------------------------------------------------------------
     @property
     def feature_store_root(self) -> Path:
+        """Root of the parquet feature store: ``<data_dir>/feature_store/offline``."""
         return self.data_dir / "feature_store" / "offline"
 
     @property
     def legacy_root(self) -> Path:
+        """Root of the legacy ``.npy``/``.json`` batches: ``<data_dir>/ml_training``."""
         return self.data_dir / "ml_training"
 
     @property
     def spool_dir(self) -> Path:
+        """Folder of the collector's write-ahead spool: ``<data_dir>/spool``."""
         return self.data_dir / "spool"
 
     @property
     def mlflow_dir(self) -> Path:
+        """Default MLflow store when no tracking URI is set: ``<data_dir>/mlflow``."""
         return self.data_dir / "mlflow"
 
 
@@ -145,7 +159,11 @@ _settings: Settings | None = None
 
 
 def get_settings() -> Settings:
-    """The process-wide settings (built from the environment on first use)."""
+    """The process-wide settings (built from the environment on first use).
+
+    Raises:
+        pydantic.ValidationError: the environment or ``.env`` holds an invalid value.
+    """
     global _settings
     with _lock:
         if _settings is None:
@@ -157,24 +175,27 @@ def configure(**overrides: Any) -> Settings:
     """Rebuild the process-wide settings with CLI overrides on top of the environment.
 
     ``None`` values are ignored so argparse defaults of ``None`` mean "not given".
-    Resets process-wide singletons that were built from older settings.
+    The settings object is replaced, never mutated: process-wide objects built from
+    older settings (the feature store) compare the object they were built from with
+    ``get_settings()`` and rebuild themselves, so this module imports nothing above it.
+
+    Raises:
+        pydantic.ValidationError: an override or environment value is invalid (a bad
+            symbol, a non-positive interval, an unknown source, ...).
     """
     global _settings
     given = {k: v for k, v in overrides.items() if v is not None}
     with _lock:
         _settings = Settings(**given)
-    _reset_dependents()
-    return _settings
-
-
-def _reset_dependents() -> None:
-    # Imported lazily: the store imports this module.
-    from backend.ml_engine.feature_store import feature_store
-
-    feature_store.reset_feature_store()
+        return _settings
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:
+    """Add the ``--data-dir`` option shared by every command-line app.
+
+    Its default is ``None`` so that ``configure(data_dir=args.data_dir)`` falls back to
+    ``$DATA_DIR`` and then ``<repo>/data`` when the option is not given.
+    """
     parser.add_argument(
         "--data-dir",
         type=Path,

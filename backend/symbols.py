@@ -8,7 +8,7 @@ SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
 
 
 class InvalidSymbolError(ValueError):
-    pass
+    """A symbol is not a plain exchange ticker (2-30 characters of ``A-Z`` and ``0-9``)."""
 
 
 def validate_symbol(symbol: str) -> str:
@@ -16,6 +16,9 @@ def validate_symbol(symbol: str) -> str:
 
     Anything else (lower case, separators, ``..``, slashes) is rejected, so a
     symbol can safely become a folder name.
+
+    Raises:
+        InvalidSymbolError: ``symbol`` is not a string matching ``SYMBOL_RE``.
     """
     if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
         raise InvalidSymbolError(f"invalid symbol {symbol!r}: expected 2-30 characters of A-Z and 0-9, e.g. BTCUSDT")

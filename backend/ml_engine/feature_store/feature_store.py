@@ -343,20 +343,31 @@ def split_by_utc_day(table: pa.Table) -> list[tuple[int, pa.Table]]:
 
 _store_lock = threading.Lock()
 _store: FeatureStore | None = None
+# The settings object ``_store`` was built from. ``backend.config.configure`` replaces the
+# settings object, so comparing identities notices a new DATA_DIR without config having
+# to import (and reset) this module, which would make the two import each other.
+_store_settings: object | None = None
 
 
 def get_feature_store() -> FeatureStore:
-    """The process-wide store rooted at ``<DATA_DIR>/feature_store/offline``."""
-    global _store
-    with _store_lock:
-        if _store is None:
-            from backend.config import get_settings
+    """The process-wide store rooted at ``<DATA_DIR>/feature_store/offline``.
 
-            _store = FeatureStore(get_settings().feature_store_root)
+    Built on first use and rebuilt whenever ``backend.config.configure`` has replaced the
+    settings since, so it always follows the current ``data_dir``.
+    """
+    global _store, _store_settings
+    from backend.config import get_settings
+
+    settings = get_settings()
+    with _store_lock:
+        if _store is None or _store_settings is not settings:
+            _store = FeatureStore(settings.feature_store_root)
+            _store_settings = settings
         return _store
 
 
 def reset_feature_store() -> None:
+    """Forget the process-wide store; the next ``get_feature_store`` builds a new one."""
     global _store
     with _store_lock:
         _store = None
