@@ -21,9 +21,18 @@ from typing import Iterable
 import numpy as np
 import pyarrow as pa
 
+# Label names, horizons and class codes live in the shared vocabulary; re-exported here.
+from backend.contracts.labels import (  # noqa: F401
+    DIRECTION_COLUMNS,
+    DIRECTION_DOWN,
+    DIRECTION_NEUTRAL,
+    DIRECTION_UP,
+    HORIZONS_S,
+    MOVEMENT_COLUMNS,
+)
+
 FEATURE_SCHEMA_VERSION = 1
 FEATURE_COUNT = 110
-HORIZONS_S = (10, 30, 60)
 
 
 @dataclass(frozen=True)
@@ -182,14 +191,11 @@ METADATA_FIELDS: tuple[pa.Field, ...] = (
 )
 METADATA_COLUMNS = tuple(f.name for f in METADATA_FIELDS)
 
-DIRECTION_COLUMNS = tuple(f"future_direction_{h}s" for h in HORIZONS_S)
-MOVEMENT_COLUMNS = tuple(f"future_movement_{h}s" for h in HORIZONS_S)
 LABEL_FIELDS: tuple[pa.Field, ...] = tuple(
     [pa.field(c, pa.int8(), nullable=True) for c in DIRECTION_COLUMNS]
     + [pa.field(c, pa.float64(), nullable=True) for c in MOVEMENT_COLUMNS]
 )
 LABEL_COLUMNS = tuple(f.name for f in LABEL_FIELDS)
-DIRECTION_DOWN, DIRECTION_NEUTRAL, DIRECTION_UP = 0, 1, 2
 
 FEATURE_FIELDS: tuple[pa.Field, ...] = tuple(pa.field(n, pa.float32(), nullable=False) for n in FEATURE_NAMES)
 
