@@ -16,6 +16,13 @@ from backend.venues.orderbook import OrderBook
 
 @dataclass(slots=True)
 class BookArrays:
+    """Many books' levels as padded (n, depth) float64 arrays, best level first.
+
+    Prices are in quote currency, sizes in base currency, as the venue sent them.
+    A missing level has price NaN and size 0; ``n_bid``/``n_ask`` count the levels
+    present per book.
+    """
+
     bid_px: np.ndarray  # (n, depth) float64, best first, NaN where missing
     bid_sz: np.ndarray  # (n, depth) float64, 0 where missing
     ask_px: np.ndarray
@@ -25,14 +32,21 @@ class BookArrays:
 
     @property
     def n(self) -> int:
+        """Number of books stacked."""
         return self.bid_px.shape[0]
 
     @property
     def depth(self) -> int:
+        """Levels per side in the arrays (the padded width)."""
         return self.bid_px.shape[1]
 
 
 def stack_books(books: Sequence[OrderBook], depth: int) -> BookArrays:
+    """Copy the best ``depth`` levels per side of each book into one ``BookArrays``.
+
+    Shapes: ``n = len(books)``; every price/size array is (n, depth) float64 and
+    ``n_bid``/``n_ask`` are (n,) int64. Levels beyond ``depth`` are dropped.
+    """
     n = len(books)
     bid_px = np.full((n, depth), np.nan)
     ask_px = np.full((n, depth), np.nan)

@@ -5,6 +5,13 @@ Input: OHLCV of the last ``CANDLE_LOOKBACK`` closed bars per symbol, shape
 is the most recent bar closed at or before the sample time. Output: (n, 25) in
 ``CANDLE_FEATURES`` order. Degenerate windows (flat prices, no volume, zero
 variance) get the neutral values the schema documents, never NaN.
+
+Sources: realized volatility is the square root of summed squared log-returns
+(Andersen & Bollerslev 1998); the range estimators are Parkinson (1980, "The Extreme
+Value Method for Estimating the Variance of the Rate of Return") and Garman & Klass
+(1980, "On the Estimation of Security Price Volatilities from Historical Data");
+skewness and excess kurtosis are the population moment ratios m3/m2^1.5, m4/m2^2 - 3.
+The schema's formula strings are the definitions the tests check.
 """
 
 from __future__ import annotations
@@ -22,6 +29,20 @@ _REL_STD_FLOOR = 1e-9
 
 
 def candle_features(w: np.ndarray) -> np.ndarray:
+    """The 25 candle features for each of n symbols' bar windows.
+
+    Args:
+        w: (n, 5, >= CANDLE_LOOKBACK) float64 OHLCV, rows open, high, low, close,
+            volume; prices positive, oldest bar first. Only the last
+            ``CANDLE_LOOKBACK`` bars are used.
+
+    Returns:
+        (n, 25) float64 in ``CANDLE_FEATURES`` order: log-returns, volatilities in
+        log-return units, ratios, z-scores and distances in bps of the last close.
+
+    Raises:
+        ValueError: ``w`` is not (n, 5, >= CANDLE_LOOKBACK).
+    """
     if w.ndim != 3 or w.shape[1] != 5 or w.shape[2] < CANDLE_LOOKBACK:
         raise ValueError(f"candle windows must be (n, 5, >= {CANDLE_LOOKBACK}), got {w.shape}")
     w = w[:, :, -CANDLE_LOOKBACK:]

@@ -25,6 +25,14 @@ _FIELDS = ("open", "high", "low", "close", "volume")
 
 
 class CandleHistory:
+    """Closed 1-minute bars of one symbol in growable numpy arrays, oldest first.
+
+    ``capacity`` is the initial number of bars allocated; storage doubles when full.
+    ``add`` validates and appends bars, filling short gaps; ``closed_count``,
+    ``available`` and ``window`` hand out (5, length) OHLCV windows by absolute index.
+    Times are epoch milliseconds (UTC) of the bar start.
+    """
+
     def __init__(self, capacity: int = 512):
         self.start = np.zeros(capacity, dtype=np.int64)
         self.ohlcv = np.zeros((5, capacity))  # rows: open, high, low, close, volume
@@ -35,7 +43,14 @@ class CandleHistory:
 
     # --- writing -----------------------------------------------------------------------
     def add(self, candles: Sequence[Candle]) -> tuple[int, int, list[str]]:
-        """Append newer bars; return (appended, ignored as duplicate/older, rejections)."""
+        """Append newer bars; return (appended, ignored as duplicate/older, rejections).
+
+        Bars must be oldest first. A bar is rejected (and described in the returned
+        list, never raised) when a value is not a finite number, a price is not
+        positive, the volume is negative, high/low do not bound open/close, or it is
+        off the previous bar's 1-minute grid. A gap of at most ``MAX_FILLED_GAP_BARS``
+        minutes is filled with flat zero-volume bars; a longer one starts a segment.
+        """
         added = ignored = 0
         rejected: list[str] = []
         for c in candles:

@@ -10,6 +10,15 @@ windowed indicators get only the tail they need, which gives identical values.
 Where TA-Lib's value is undefined and it returns 0 by convention (e.g. RSI of a
 market that never moved), that convention is kept. Bollinger %B of a flat window
 is 0.5 and z-scores of a constant series are 0.
+
+Sources of the definitions (TA-Lib, https://ta-lib.org, is the reference
+implementation and computes every one): RSI, ATR, ADX/DX/+DI/-DI and Parabolic SAR,
+Wilder (1978, "New Concepts in Technical Trading Systems"); MACD, Appel (1979);
+Bollinger Bands, Bollinger (2001, "Bollinger on Bollinger Bands"); Stochastic
+%K/%D, Lane (1950s; TA-Lib's STOCH); Stochastic RSI, Chande & Kroll (1994); CCI,
+Lambert (1980); Williams %R and the Ultimate Oscillator, Larry Williams; MFI, Quong &
+Soudack (1989); Aroon and CMO, Chande; OBV, Granville (1963); KAMA, Kaufman (1995);
+TRIX, Hutson (1983).
 """
 
 from __future__ import annotations
@@ -24,7 +33,17 @@ _TAIL = 32
 
 
 def indicator_features(w: np.ndarray) -> np.ndarray:
-    """(5, n_bars) OHLCV rows open, high, low, close, volume -> (35,) float64."""
+    """The 35 indicator features of one symbol at the last bar of its window.
+
+    Args:
+        w: (5, n_bars) float64 OHLCV, rows open, high, low, close, volume, oldest
+            bar first; ``n_bars`` is at least ``MIN_CANDLES`` (pipeline.py) so the
+            recursive smoothings have forgotten their seed. Prices must be positive.
+
+    Returns:
+        (35,) float64 in ``INDICATOR_FEATURES`` order; units as the schema says
+        (0..100 oscillators, percent, bps of the last close, z-scores).
+    """
     o, h, l, c, v = (np.ascontiguousarray(w[i], dtype=np.float64) for i in range(5))
     close = c[-1]
     bps = 1e4 / close

@@ -6,6 +6,15 @@ enter as ratios to the mid, so every feature is scale-free.
 
 Conventions for thin books (documented in the schema): "up to k levels" sums the
 levels that exist; "level k" falls back to the deepest level on that side.
+
+Sources: order-flow imbalance (OFI) is Cont, Kukanov & Stoikov (2014, "The Price
+Impact of Order Book Events", J. Financial Econometrics 12(1)) at the best level,
+summed over deeper levels as in Xu, Gould & Howison (2019, "Multi-Level Order-Flow
+Imbalance in a Limit Order Book"); ``ob_microprice_dev_bps`` uses the imbalance-weighted
+mid, the first-order micro-price of Stoikov (2018, "The micro-price: a
+high-frequency estimator of future prices", Quantitative Finance 18(12)). The other
+features (spread, depth imbalance, book slope, level concentration) are plain ratios
+whose exact formulas are the schema's.
 """
 
 from __future__ import annotations
@@ -38,7 +47,17 @@ def _safe_ratio(num: np.ndarray, den: np.ndarray, empty: float = 0.0) -> np.ndar
 
 
 def snapshot_features(b: BookArrays, book_depth: int) -> dict[str, np.ndarray]:
-    """The 35 features that need only the current book; all (n,) float64."""
+    """The 35 features that need only the current book, for n books at once.
+
+    Args:
+        b: the stacked books; each must have at least one level on both sides.
+        book_depth: levels kept per side by the sources (the denominator of
+            ``ob_*_levels_filled``), at least ``b.depth``.
+
+    Returns:
+        Feature name -> (n,) float64, names as in ``ORDERBOOK_FEATURES``: spreads and
+        distances in bps of the mid, imbalances and shares as ratios, slopes in 1/bps.
+    """
     bp, bs, ap, as_ = b.bid_px, b.bid_sz, b.ask_px, b.ask_sz
     bid1, ask1 = bp[:, 0], ap[:, 0]
     B1, A1 = bs[:, 0], as_[:, 0]
@@ -124,6 +143,10 @@ def order_flow_per_level(
 ) -> np.ndarray:
     """Cont-Kukanov-Stoikov (2014) order-flow e_i per level, (n, L) for L given levels.
 
+    Every argument is (n, L) float64: prices (NaN where a level is missing) and sizes
+    (0 where missing) of the previous and the current book. The result is in size
+    units (base currency), positive for net buying pressure.
+
     e = 1{Pb >= Pb'} qb - 1{Pb <= Pb'} qb' - 1{Pa <= Pa'} qa + 1{Pa >= Pa'} qa'
     (primes: previous book). A missing level is a bid at -inf / ask at +inf of size
     0, so a level that vanished counts as its previous size removed and a level that
@@ -139,7 +162,18 @@ def order_flow_per_level(
 
 
 def normalised_ofi(e: np.ndarray, prev_depth_cum: np.ndarray, depth_cum: np.ndarray, k: int) -> np.ndarray:
-    """sum_{i<=k} e_i / mean over both books of sum_{i<=k} (B_i + A_i)."""
+    """sum_{i<=k} e_i / mean over both books of sum_{i<=k} (B_i + A_i): a unitless ratio.
+
+    Args:
+        e: (n, L) per-level order flow from ``order_flow_per_level``.
+        prev_depth_cum, depth_cum: (n, L) cumulative bid + ask size per level of the
+            previous and current book.
+        k: levels summed (capped at L).
+
+    Returns:
+        (n,) float64. Dividing by depth, as Cont-Kukanov-Stoikov (2014) do when they
+        relate price changes to OFI, makes it comparable across symbols of any size.
+    """
     kk = min(k, e.shape[1])
     num = e[:, :kk].sum(axis=1)
     den = 0.5 * (prev_depth_cum[:, kk - 1] + depth_cum[:, kk - 1])

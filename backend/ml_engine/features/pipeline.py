@@ -71,10 +71,30 @@ class FeatureBatch:
         return len(self.symbols)
 
     def row(self, symbol: str) -> np.ndarray:
+        """The (110,) float32 feature row of ``symbol``; ValueError if it is not in the batch."""
         return self.features[self.symbols.index(symbol)]
 
 
 class FeaturePipeline:
+    """Computes the 110 features of every symbol, one ``update`` per tick (pure, no I/O).
+
+    Args:
+        symbols: the symbols it serves; each a plain ticker (``backend.symbols``).
+        book_depth: levels kept per side of every book (``ob_*_levels_filled`` divide
+            by it).
+        min_candles: contiguous closed 1-minute bars a symbol needs before its
+            candle and indicator features count (the window they run on).
+        max_tick_gap_ms: see ``__init__``.
+
+    Raises:
+        ValueError: duplicate symbols, ``book_depth < 1`` or ``min_candles`` shorter
+            than the longest candle feature (``CANDLE_LOOKBACK``).
+        backend.symbols.InvalidSymbolError: a symbol is not a plain ticker.
+
+    Counters ``rejected_candles``, ``ignored_candles`` and ``rejected_trades`` grow
+    as bad input is skipped; ``stats()`` reports them.
+    """
+
     def __init__(
         self,
         symbols: Sequence[str],
@@ -143,6 +163,19 @@ class FeaturePipeline:
 
     # --- one tick --------------------------------------------------------------------------
     def update(self, books: Mapping[str, OrderBook]) -> FeatureBatch:
+        """One tick: the features of every given book, rows in ``books``' order.
+
+        Args:
+            books: symbol -> its current, already validated book (at least one level
+                per side). Symbols absent this tick keep their history untouched.
+
+        Returns:
+            A ``FeatureBatch`` with (n, 110) float32 features; rows flagged not warm
+            may hold NaN and say why in ``not_warm``.
+
+        Raises:
+            ValueError: a symbol this pipeline was not built for.
+        """
         syms = list(books)
         n = len(syms)
         if n == 0:
@@ -252,6 +285,8 @@ class FeaturePipeline:
         return self._status[symbol]
 
     def stats(self) -> dict[str, int]:
+        """Counts of skipped or repaired input since start: rejected/ignored/filled
+        candles, rejected trades and restarts of a symbol's tick history."""
         return {
             "rejected_candles": self.rejected_candles,
             "ignored_candles": self.ignored_candles,

@@ -33,6 +33,13 @@ _REL_STD_FLOOR = 1e-9
 
 
 class TickState:
+    """Tick history of ``n_symbols`` symbols: the previous book and ring buffers.
+
+    ``max_gap_ms``: a book more than this many milliseconds after the symbol's
+    previous one (or older than it) restarts its history; None never restarts on a
+    gap. ``restarts`` counts restarts.
+    """
+
     def __init__(self, n_symbols: int, max_gap_ms: int | None):
         s = n_symbols
         self.max_gap_ms = max_gap_ms
@@ -63,8 +70,20 @@ class TickState:
     ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Advance the history of ``idx`` by one book each.
 
-        Returns the 11 tick-history features and, per row, the number of books in
-        the symbol's history including this one.
+        Args:
+            idx: (n,) int64 symbol indices, each at most once.
+            ts: (n,) int64 book times, epoch ms.
+            books: the n books stacked, rows matching ``idx``.
+            mid, spread_bps, imbalance_1, micro_dev_bps: (n,) float64 snapshot
+                features of those books (mid in quote currency, the others as the
+                schema defines ``ob_spread_bps``, ``ob_imbalance_1`` and
+                ``ob_microprice_dev_bps``).
+
+        Returns:
+            The 11 tick-history features (name -> (n,) float64, NaN until enough
+            history: OFI ratios, mid log-returns and tick volatility in bps, spread
+            z-score, EMAs with alpha 2/(span+1)) and, per row, the (n,) int64 number
+            of books in the symbol's history including this one.
         """
         n = idx.size
         count = self.count[idx]

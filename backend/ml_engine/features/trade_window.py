@@ -17,6 +17,12 @@ TRADE_WINDOW_MS = 60_000
 
 
 class TradeWindow:
+    """Trades of one symbol sorted by time, with prefix sums of buy, sell and notional.
+
+    Sizes are in base currency, prices in quote currency, times epoch ms. Late trades
+    (older than the newest stored) are merged in order.
+    """
+
     __slots__ = ("ts", "side", "cum_buy", "cum_sell", "cum_notional")
 
     def __init__(self) -> None:
@@ -31,7 +37,11 @@ class TradeWindow:
         return len(self.ts)
 
     def add(self, trades: Sequence[Trade]) -> list[str]:
-        """Store valid trades; return a description of each one rejected."""
+        """Store valid trades; return a description of each one rejected.
+
+        A trade is rejected (never raised) when its price or size is not a positive
+        finite number or its side is not +1 (buy) or -1 (sell).
+        """
         rejected: list[str] = []
         good: list[Trade] = []
         for t in trades:
@@ -70,7 +80,11 @@ class TradeWindow:
         return out
 
     def features(self, t_ms: int, mid: float) -> tuple[float, float, float, float]:
-        """(imbalance, log1p(count), VWAP deviation in bps, last side) over (t - 60 s, t]."""
+        """(imbalance, log1p(count), VWAP deviation in bps, last side) over (t - 60 s, t].
+
+        ``mid`` is the book's mid price at ``t_ms``, the reference of the VWAP
+        deviation. With no trades in the window the result is (0, 0, 0, 0).
+        """
         hi = bisect_right(self.ts, t_ms)
         lo = bisect_right(self.ts, t_ms - TRADE_WINDOW_MS, 0, hi)
         count = hi - lo
