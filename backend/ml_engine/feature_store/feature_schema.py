@@ -37,6 +37,8 @@ FEATURE_COUNT = 110
 
 @dataclass(frozen=True)
 class FeatureSpec:
+    """One feature: its column name, group, defining formula and unit (see the notation above)."""
+
     name: str
     group: str  # "orderbook" | "candle" | "indicator"
     formula: str
@@ -250,6 +252,13 @@ def describe_features() -> str:
 # --- validation -------------------------------------------------------------------------
 @dataclass
 class ValidationReport:
+    """What ``validate`` found wrong with a table; empty fields mean nothing wrong.
+
+    ``non_finite`` and ``null_metadata`` map a column to its count of bad rows;
+    ``feature_count`` is the number of feature-like columns seen (110 expected);
+    ``rows`` is the table's row count.
+    """
+
     missing_columns: list[str]
     extra_columns: list[str]
     wrong_dtypes: list[str]  # "column: expected X, got Y"
@@ -260,6 +269,7 @@ class ValidationReport:
 
     @property
     def ok(self) -> bool:
+        """True when the table matches the schema and every feature is finite."""
         return not (
             self.missing_columns
             or self.extra_columns
@@ -270,6 +280,7 @@ class ValidationReport:
         )
 
     def problems(self) -> list[str]:
+        """One readable line per kind of problem (at most 8 columns named in each)."""
         out: list[str] = []
         if self.feature_count != FEATURE_COUNT:
             out.append(f"wrong feature count: {self.feature_count}, expected {FEATURE_COUNT}")
@@ -294,6 +305,12 @@ class ValidationReport:
 
 
 class SchemaValidationError(ValueError):
+    """Raised by writers and readers when ``validate`` finds problems.
+
+    ``report`` holds the ``ValidationReport``; ``where`` (a file or group) prefixes
+    the message.
+    """
+
     def __init__(self, report: ValidationReport, where: str = ""):
         self.report = report
         prefix = f"{where}: " if where else ""
