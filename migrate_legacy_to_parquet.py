@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from backend.ml_engine.migration.cli import main
+from backend.apps.migrate import main
 
 if __name__ == "__main__":
     sys.exit(main())

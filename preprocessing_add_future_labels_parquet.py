@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import sys
 
-from backend.ml_engine.labelling.cli import main_parquet
+from backend.apps.label import main_parquet
 
 if __name__ == "__main__":
     sys.exit(main_parquet())

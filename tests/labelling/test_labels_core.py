@@ -114,13 +114,13 @@ def test_prices_outside_the_window_never_change_a_label(tape_ts, sample_ts, seed
 
 
 def test_run_grouping_matches_a_stable_argsort():
-    from backend.ml_engine.labelling.labels import _runs_permutation
+    from backend.ml_engine.labelling.labels import runs_permutation
 
     rng = np.random.default_rng(3)
     # the store's layout: blocks of long per-symbol runs
     codes = np.concatenate([np.repeat(rng.permutation(7), rng.integers(200, 400, 7)) for _ in range(20)]).astype(np.uint8)
-    perm = _runs_permutation(codes)
+    perm = runs_permutation(codes)
     assert perm is not None
     np.testing.assert_array_equal(perm, np.argsort(codes, kind="stable"))
     # short runs fall back to the argsort path
-    assert _runs_permutation(rng.integers(0, 7, 5000).astype(np.uint8)) is None
+    assert runs_permutation(rng.integers(0, 7, 5000).astype(np.uint8)) is None

@@ -18,7 +18,7 @@ import pytest
 from backend.config import configure
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.feature_store.legacy_format import list_batches, read_batch
-from backend.ml_engine.labelling.cli import main_legacy, main_parquet
+from backend.apps.label import main_legacy, main_parquet
 from tests.labelling.helpers import write_samples, write_tape
 from tests.labelling.test_labels_core import EXPECTED, SAMPLES, TAPE
 

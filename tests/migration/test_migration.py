@@ -12,7 +12,7 @@ import pytest
 from backend.config import configure
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.feature_store.legacy_format import LegacyBatchWriter
-from backend.ml_engine.migration.cli import main
+from backend.apps.migrate import main
 from tests.store.helpers import training_frame
 
 T0 = 1_762_509_600_000  # 2025-11-07 10:00:00 UTC

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from backend.contracts.labels import LABEL_PROVENANCE_KEY, Provenance, decode_provenance
 from backend.ml_engine.feature_store import atomic
 from backend.ml_engine.feature_store.feature_schema import (
     GROUP_SCHEMAS,
@@ -52,14 +53,17 @@ _PARQUET_FORMAT = ds.ParquetFileFormat(default_fragment_scan_options=ds.ParquetF
 
 
 class FeatureStoreError(ValueError):
-    pass
+    """An invalid group name, file id, date or column list; the message says which."""
 
 
 @dataclass(frozen=True)
 class WrittenFile:
+    """One file a write produced: its path, its rows, and ``created`` (False when a file
+    with the same ``file_id`` had already been written, so nothing was written now)."""
+
     path: Path
     rows: int
-    created: bool  # False when an identical file_id had already been written
+    created: bool
 
 
 def _check_group(group: str) -> str:
@@ -84,6 +88,7 @@ def _to_date(value: DateLike, what: str) -> dt.date | None:
 
 
 def partition_dir_date(name: str) -> dt.date | None:
+    """The date of a ``date=YYYY-MM-DD`` folder name; None for any other name."""
     if not name.startswith("date="):
         return None
     try:
@@ -93,6 +98,7 @@ def partition_dir_date(name: str) -> dt.date | None:
 
 
 def parquet_write_options() -> dict:
+    """Keyword arguments of ``pyarrow.parquet.write_table`` for every store file."""
     return dict(
         compression="snappy",
         use_dictionary=list(_STRING_COLUMNS),
@@ -131,6 +137,7 @@ def to_group_table(group: str, data: pd.DataFrame | pa.Table) -> pa.Table:
 
 
 def report_columns(data) -> set[str]:
+    """Column names of a pandas DataFrame or Arrow table."""
     return set(data.column_names) if isinstance(data, pa.Table) else {str(c) for c in data.columns}
 
 
@@ -160,12 +167,28 @@ def _column_as(data, field: pa.Field) -> pa.Array:
     return pc.cast(arr, field.type)
 
 
+def _with_provenance(table: pa.Table, label_provenance: str | None) -> pa.Table:
+    """``table`` whose schema metadata also carries the labels' provenance record (if any)."""
+    if label_provenance is None:
+        return table
+    meta = dict(table.schema.metadata or {})
+    meta[LABEL_PROVENANCE_KEY.encode()] = label_provenance.encode()
+    return table.replace_schema_metadata(meta)
+
+
 class FeatureStore:
+    """The offline store rooted at ``root`` (``<DATA_DIR>/feature_store/offline``); see the module docstring.
+
+    Groups are folder names (lower-case letters, digits, ``_``); dates are UTC.
+    Thread-safe: writes never replace a file another writer created.
+    """
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
     # --- paths ---------------------------------------------------------------------
     def group_dir(self, group: str) -> Path:
+        """``<root>/<group>``; raises ``FeatureStoreError`` for an invalid group name."""
         return self.root / _check_group(group)
 
     def partition_dirs(self, group: str, start_date: DateLike = None, end_date: DateLike = None) -> list[Path]:
@@ -193,16 +216,26 @@ class FeatureStore:
 
     # --- writing ---------------------------------------------------------------------
     def write_offline_features(
-        self, group: str, df: pd.DataFrame | pa.Table, *, file_id: str | None = None, fsync: bool = True
+        self,
+        group: str,
+        df: pd.DataFrame | pa.Table,
+        *,
+        file_id: str | None = None,
+        fsync: bool = True,
+        label_provenance: str | None = None,
     ) -> list[WrittenFile]:
         """Write ``df`` to ``group``, one new file per UTC date it spans.
 
         ``file_id`` makes the file names deterministic: writing the same batch again
         with the same id writes nothing (used by crash recovery to stay exactly-once).
+        ``label_provenance`` (``backend.contracts.labels.encode_provenance`` text) is
+        stored in each file's key-value metadata when the rows carry labels.
+        Raises ``SchemaValidationError`` when ``df`` does not fit the group's schema,
+        ``FeatureStoreError`` for a bad group or file id, ``OSError`` on I/O failure.
         """
         if file_id is not None and not _FILE_ID_RE.match(file_id):
             raise FeatureStoreError(f"invalid file_id {file_id!r}")
-        table = to_group_table(group, df)
+        table = _with_provenance(to_group_table(group, df), label_provenance)
         if table.num_rows == 0:
             return []
         unique = file_id or uuid.uuid4().hex[:16]
@@ -218,17 +251,41 @@ class FeatureStore:
             out.append(WrittenFile(path, part.num_rows, created))
         return out
 
-    def rewrite_file(self, path: Path, table: pa.Table, expected_stat: tuple[int, int] | None, group: str) -> None:
+    def rewrite_file(
+        self,
+        path: Path,
+        table: pa.Table,
+        expected_stat: tuple[int, int] | None,
+        group: str,
+        *,
+        label_provenance: str | None = None,
+    ) -> None:
         """Atomically replace one file of ``group`` (e.g. with labels filled in).
 
-        ``expected_stat`` comes from ``atomic.file_stat`` taken when the file was read.
+        ``expected_stat`` comes from ``atomic.file_stat`` taken when the file was read;
+        ``label_provenance`` is stored in the file's key-value metadata (None stores
+        none: the caller vouches for how the labels it writes were made). Raises
+        ``atomic.FileChangedError`` when the file changed since, ``SchemaValidationError``
+        when ``table`` does not fit the group.
         """
-        table = to_group_table(group, table)
+        table = _with_provenance(to_group_table(group, table), label_provenance)
         atomic.replace_existing(
             Path(path), lambda fh: pq.write_table(table, fh, **parquet_write_options()), expected_stat=expected_stat
         )
 
     # --- reading ---------------------------------------------------------------------
+    def label_provenance(self, path: Path) -> Provenance:
+        """The labels' provenance recorded in one file's footer; ``{}`` when it records none.
+
+        Reads only the footer. Raises ``ProvenanceError`` for a malformed record and
+        ``OSError`` when the file cannot be read.
+        """
+        try:
+            meta = pq.read_schema(path).metadata or {}
+        except pa.ArrowException as exc:
+            raise OSError(f"{path}: unreadable parquet footer ({exc})") from None
+        return decode_provenance(meta.get(LABEL_PROVENANCE_KEY.encode()))
+
     def read_file(
         self, path: Path, group: str, columns: Sequence[str] | None = None, dictionary_columns: Sequence[str] = ()
     ) -> pa.Table:
@@ -342,7 +399,7 @@ def split_by_utc_day(table: pa.Table) -> list[tuple[int, pa.Table]]:
 
 
 _store_lock = threading.Lock()
-_store: FeatureStore | None = None
+_store: FeatureStore | None = None  # the process-wide store; settings may change (tests, --data-dir)
 # The settings object ``_store`` was built from. ``backend.config.configure`` replaces the
 # settings object, so comparing identities notices a new DATA_DIR without config having
 # to import (and reset) this module, which would make the two import each other.
@@ -367,6 +424,7 @@ def get_feature_store() -> FeatureStore:
 
 
 def reset_feature_store() -> None:
+    """Forget the process-wide store, so the next ``get_feature_store`` follows the current settings."""
     """Forget the process-wide store; the next ``get_feature_store`` builds a new one."""
     global _store
     with _store_lock:

@@ -8,12 +8,17 @@ Layout under ``<DATA_DIR>/ml_training``::
     <SYMBOL>/metadata/YYYY-MM-DD_batch_NNNN.json   symbol, batch_number, date, sample_count,
                                                    feature_count, feature_names, feature_version,
                                                    timestamps (ms), source, created_at [, flush_id]
+                                                   [, lobbot.label_provenance]
 
 The metadata file is written last and is the commit marker of a batch: a features
 or labels file without it is the remains of an interrupted write. Batch numbers are
 per symbol, continue after restarts (max existing + 1) and never reuse a name, so
 nothing is ever overwritten. The reader is strict: every inconsistency raises
 ``LegacyFormatError`` naming the file and the problem.
+
+The labeller replaces a labels file in place and records how the labels were made
+(``backend.contracts.labels.LABEL_PROVENANCE_KEY``) as an extra metadata key; older
+readers, which check only the keys above, still read such batches.
 """
 
 from __future__ import annotations
@@ -30,15 +35,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from backend.contracts.labels import DIRECTION_COLUMNS, LABEL_COLUMNS, MOVEMENT_COLUMNS
 from backend.ml_engine.feature_store import atomic
-from backend.ml_engine.feature_store.feature_schema import (
-    DIRECTION_COLUMNS,
-    FEATURE_COUNT,
-    FEATURE_NAMES,
-    FEATURE_SCHEMA_VERSION,
-    LABEL_COLUMNS,
-    MOVEMENT_COLUMNS,
-)
+from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT, FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from backend.symbols import InvalidSymbolError, validate_symbol
 
 DAY_MS = 86_400_000
@@ -70,6 +69,7 @@ class LegacyFormatError(ValueError):
 
 
 def batch_stem(date: dt.date | str, number: int) -> str:
+    """File name stem of batch ``number`` of ``date``: ``YYYY-MM-DD_batch_NNNN``."""
     return f"{date if isinstance(date, str) else date.isoformat()}_batch_{number:04d}"
 
 
@@ -84,22 +84,27 @@ class LegacyBatchRef:
 
     @property
     def stem(self) -> str:
+        """``YYYY-MM-DD_batch_NNNN``."""
         return batch_stem(self.date, self.number)
 
     @property
     def features_path(self) -> Path:
+        """``<root>/<SYMBOL>/features/<stem>.npy``."""
         return self.root / self.symbol / FEATURES_DIR / f"{self.stem}.npy"
 
     @property
     def labels_path(self) -> Path:
+        """``<root>/<SYMBOL>/labels/<stem>.json``."""
         return self.root / self.symbol / LABELS_DIR / f"{self.stem}.json"
 
     @property
     def metadata_path(self) -> Path:
+        """``<root>/<SYMBOL>/metadata/<stem>.json``."""
         return self.root / self.symbol / METADATA_DIR / f"{self.stem}.json"
 
     @classmethod
     def from_features_path(cls, features_path: Path) -> "LegacyBatchRef":
+        """The batch a features path names; raises ``LegacyFormatError`` for a path that is not one."""
         features_path = Path(features_path)
         m = BATCH_RE.match(features_path.stem)
         if features_path.suffix != ".npy" or not m:
@@ -116,16 +121,26 @@ class LegacyBatchRef:
 
 @dataclass
 class LegacyBatch:
+    """One batch as read and checked by ``read_batch``.
+
+    ``features``: float32 (n, 110), None when read with ``load_features=False``;
+    ``labels``: the n label rows; ``metadata``: the metadata object; ``timestamps_ms``:
+    int64 (n,); ``mid_prices``: float64 (n,); ``labels_stat`` / ``metadata_stat``:
+    ``(size, mtime_ns)`` of those files as read, for refusing stale rewrites.
+    """
+
     ref: LegacyBatchRef
-    features: np.ndarray | None  # float32 (n, 110); None when read with load_features=False
+    features: np.ndarray | None
     labels: list[dict[str, Any]]
     metadata: dict[str, Any]
-    timestamps_ms: np.ndarray  # int64 (n,)
-    mid_prices: np.ndarray  # float64 (n,)
-    labels_stat: tuple[int, int] = field(default=(0, 0))  # (size, mtime_ns) of the labels file as read
+    timestamps_ms: np.ndarray
+    mid_prices: np.ndarray
+    labels_stat: tuple[int, int] = field(default=(0, 0))
+    metadata_stat: tuple[int, int] = field(default=(0, 0))
 
     @property
     def sample_count(self) -> int:
+        """Samples in the batch (n)."""
         return int(self.timestamps_ms.size)
 
 
@@ -578,7 +593,7 @@ def read_batch(features_path: Path | LegacyBatchRef, *, load_features: bool = Tr
     else:
         features = None
         n, _ = check_features_file(ref.features_path)
-    meta, _ = _load_json(ref.metadata_path, "metadata")
+    meta, metadata_stat = _load_json(ref.metadata_path, "metadata")
     meta_ts = _check_metadata(ref.metadata_path, meta, ref, n)
     rows, labels_stat = _load_json(ref.labels_path, "labels")
     ts, mids = _check_label_rows(ref.labels_path, rows, n)
@@ -587,10 +602,24 @@ def read_batch(features_path: Path | LegacyBatchRef, *, load_features: bool = Tr
         raise LegacyFormatError(
             ref.labels_path, f"entry {i}: timestamp {ts[i]} differs from the metadata's {meta_ts[i]}"
         )
-    return LegacyBatch(ref, features, rows, meta, ts, mids, labels_stat)
+    return LegacyBatch(ref, features, rows, meta, ts, mids, labels_stat, metadata_stat)
 
 
 def rewrite_labels(path: Path, rows: list[dict[str, Any]], expected_stat: tuple[int, int] | None) -> None:
     """Atomically replace a labels file; refuses (``FileChangedError``) if it changed since read."""
     payload = _dump_json(rows)
     atomic.replace_existing(Path(path), lambda fh: fh.write(payload), expected_stat=expected_stat)
+
+
+def rewrite_metadata(path: Path, metadata: dict[str, Any], expected_stat: tuple[int, int] | None) -> tuple[int, int]:
+    """Atomically replace a metadata file (e.g. to record label provenance); returns its new stat.
+
+    Refuses (``FileChangedError``) if the file changed since it was read. Raises
+    ``ValueError`` when a required key is missing, so a batch is never uncommitted by it.
+    """
+    missing = [k for k in METADATA_KEYS if k not in metadata]
+    if missing:
+        raise ValueError(f"{path}: metadata lacks keys {missing}; not written")
+    payload = _dump_json(metadata)
+    atomic.replace_existing(Path(path), lambda fh: fh.write(payload), expected_stat=expected_stat)
+    return atomic.file_stat(Path(path))

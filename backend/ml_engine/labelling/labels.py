@@ -28,7 +28,9 @@ Defaults:
   the actual data and warn when a class falls below 5 %.
 
 Everything is vectorised: one stable sort of small integer symbol codes, then one
-``np.searchsorted`` per (symbol, horizon, price source) over the whole array.
+``np.searchsorted`` per (symbol, horizon, price source) over the whole array
+(``window_search``, the one window search of the project: training's persistence
+baseline uses it too, mirrored into the past).
 """
 
 from __future__ import annotations
@@ -38,21 +40,32 @@ from typing import Sequence
 
 import numpy as np
 
-from backend.ml_engine.feature_store.feature_schema import (
-    DIRECTION_DOWN,
+from backend.contracts.labels import (
+    DEFAULT_THRESHOLD_PCT,
+    DEFAULT_TOLERANCE_S,
     DIRECTION_NEUTRAL,
-    DIRECTION_UP,
     HORIZONS_S,
+    LabelSetting,
+    direction_column,
+    direction_from_movement,
+    movement_column,
 )
 
 DEFAULT_HORIZONS_S: tuple[int, ...] = tuple(HORIZONS_S)
-DEFAULT_TOLERANCE_S = 5.0
-DEFAULT_THRESHOLD_PCT = 0.02
 MAX_LABEL_REACH_MS = 86_400_000  # horizon + tolerance must stay within one day of look-ahead
+_NEVER = np.iinfo(np.int64).max
 
 
 @dataclass(frozen=True)
 class LabelConfig:
+    """What to label and how: horizons (whole seconds), tolerance (seconds), threshold (percent).
+
+    Raises ``ValueError`` when a horizon is not a positive whole second, horizons
+    repeat, the tolerance is negative or not below the smallest horizon (a label
+    would drift to a later horizon), the threshold is negative or not finite, or
+    horizon + tolerance exceeds one day (the look-ahead the apply loop reads).
+    """
+
     horizons_s: tuple[int, ...] = DEFAULT_HORIZONS_S
     tolerance_s: float = DEFAULT_TOLERANCE_S
     threshold_pct: float = DEFAULT_THRESHOLD_PCT
@@ -76,23 +89,36 @@ class LabelConfig:
 
     @property
     def tolerance_ms(self) -> int:
+        """The tolerance in whole milliseconds."""
         return int(round(self.tolerance_s * 1000))
 
     @property
     def reach_ms(self) -> int:
-        """How far past a sample's time its labels may look."""
+        """How far past a sample's time its labels may look (ms): longest horizon plus tolerance."""
         return int(max(self.horizons_s)) * 1000 + self.tolerance_ms
 
+    @property
+    def setting(self) -> LabelSetting:
+        """The provenance entry of labels made with this configuration."""
+        return LabelSetting(float(self.threshold_pct), float(self.tolerance_s))
+
     def direction_column(self, h: int) -> str:
-        return f"future_direction_{h}s"
+        """Direction column of horizon ``h`` (see ``backend.contracts.labels.direction_column``)."""
+        return direction_column(h)
 
     def movement_column(self, h: int) -> str:
-        return f"future_movement_{h}s"
+        """Movement column of horizon ``h`` (see ``backend.contracts.labels.movement_column``)."""
+        return movement_column(h)
 
 
 @dataclass
 class PriceRows:
-    """Price rows of many symbols: timestamps (ms), integer symbol codes, mid prices."""
+    """Price rows of many symbols, row i of each array being one row.
+
+    ``ts_ms``: (n,) int64 ms since epoch; ``codes``: (n,) integer symbol codes (see
+    ``symbol_codes``); ``mid``: (n,) float64 prices. Raises ``ValueError`` when the
+    arrays are not 1-D or differ in length.
+    """
 
     ts_ms: np.ndarray
     codes: np.ndarray
@@ -105,12 +131,32 @@ class PriceRows:
         if not (self.ts_ms.shape == self.codes.shape == self.mid.shape) or self.ts_ms.ndim != 1:
             raise ValueError("ts_ms, codes and mid must be 1-D arrays of the same length")
 
+    @classmethod
+    def concat(cls, parts: Sequence["PriceRows"]) -> "PriceRows":
+        """All rows of ``parts`` in order (an empty sequence gives no rows)."""
+        if not parts:
+            return cls(np.empty(0, np.int64), np.empty(0, np.int32), np.empty(0))
+        if len(parts) == 1:
+            return parts[0]
+        return cls(
+            np.concatenate([p.ts_ms for p in parts]),
+            np.concatenate([p.codes for p in parts]),
+            np.concatenate([p.mid for p in parts]),
+        )
+
 
 @dataclass
 class HorizonLabels:
-    direction: np.ndarray  # int8; meaningful where valid
-    movement: np.ndarray  # float64 percent; NaN where not valid
-    valid: np.ndarray  # bool
+    """Labels of n samples at one horizon: ``direction`` (n,) int8 class codes, meaningful
+    where ``valid``; ``movement`` (n,) float64 percent, NaN where not valid; ``valid`` (n,) bool."""
+
+    direction: np.ndarray
+    movement: np.ndarray
+    valid: np.ndarray
+
+    def slice(self, start: int, stop: int) -> "HorizonLabels":
+        """Rows ``start:stop`` (views, no copy)."""
+        return HorizonLabels(self.direction[start:stop], self.movement[start:stop], self.valid[start:stop])
 
 
 def _code_dtype(n_codes: int) -> type:
@@ -118,22 +164,51 @@ def _code_dtype(n_codes: int) -> type:
     return np.uint8 if n_codes <= 256 else np.uint16 if n_codes <= 65_536 else np.int64
 
 
-class _Grouped:
-    """Row positions grouped by symbol code (stable), each group sorted by time.
+def window_search(ts: np.ndarray, lo: np.ndarray, hi: np.ndarray, *, last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """The one window search: per query, the first (or ``last``) index of sorted ``ts`` in ``[lo, hi]``.
 
-    Only the timestamps are gathered; prices are looked up through ``perm`` for the
-    rows a search actually finds, which saves a full pass over a large tape.
+    ``ts``: (m,) sorted int64; ``lo``, ``hi``: (q,) int64 window bounds (inclusive).
+    Returns ``(index, found)``, both (q,): ``index`` is a valid position into ``ts``
+    (0 when ``ts`` is empty) and means something only where ``found``. Among equal
+    timestamps, first takes the earliest row and last the latest (input order).
+    """
+    if ts.size == 0:
+        return np.zeros(lo.shape, np.intp), np.zeros(lo.shape, bool)
+    if last:
+        idx = np.searchsorted(ts, hi, side="right") - 1
+        found = idx >= 0
+        safe = np.maximum(idx, 0)
+        found &= ts[safe] >= lo
+    else:
+        idx = np.searchsorted(ts, lo, side="left")
+        found = idx < ts.size
+        safe = np.minimum(idx, ts.size - 1)
+        found &= ts[safe] <= hi
+    return safe, found
+
+
+class PriceIndex:
+    """Price rows grouped by symbol code (stable), each group sorted by time.
+
+    ``rows``: the price rows; ``n_codes``: size of the symbol-code space (codes in
+    ``[0, n_codes)``). Only the timestamps are gathered; prices are looked up through
+    the permutation for the rows a search finds, which saves a full pass over a large
+    tape. Grouping costs one radix sort of small codes, or nothing when the rows are
+    already grouped (one symbol, or files written per symbol).
     """
 
-    def __init__(self, ts: np.ndarray, codes: np.ndarray, n_codes: int):
+    def __init__(self, rows: PriceRows, n_codes: int):
+        ts, codes = rows.ts_ms, rows.codes
+        self.rows = rows
+        self.n_codes = n_codes
         n = ts.size
         if n_codes == 1 or n == 0 or not (codes[1:] < codes[:-1]).any():
-            perm = None  # already grouped (one symbol, or files written per symbol)
+            perm = None
             self.ts = ts
             sorted_codes = codes
         else:
             small = codes.astype(_code_dtype(n_codes), copy=False)
-            perm = _runs_permutation(small)
+            perm = runs_permutation(small)
             if perm is None:
                 perm = np.argsort(small, kind="stable")
             self.ts = ts[perm]
@@ -155,19 +230,70 @@ class _Grouped:
                 perm[lo:hi] = perm[lo:hi][sub]
         self.perm = perm
 
+    def __len__(self) -> int:
+        return int(self.ts.size)
+
     def span(self, code: int) -> tuple[int, int]:
+        """``[start, stop)`` of symbol ``code`` in grouped order."""
         return int(self.bounds[code]), int(self.bounds[code + 1])
 
     def original(self, idx: np.ndarray) -> np.ndarray:
+        """Input-order row numbers of grouped positions ``idx``."""
         return idx if self.perm is None else self.perm[idx]
 
+    def grouped(self, values: np.ndarray) -> np.ndarray:
+        """``values`` given per input row, in grouped order."""
+        return values if self.perm is None else values[self.perm]
 
-def _runs_permutation(codes: np.ndarray) -> np.ndarray | None:
+    def to_input_order(self, values: np.ndarray) -> np.ndarray:
+        """``values`` given in grouped order, back in input-row order."""
+        if self.perm is None:
+            return values
+        out = np.empty_like(values)
+        out[self.perm] = values
+        return out
+
+    def lookup(
+        self,
+        queries: "PriceIndex",
+        lo_offset_ms: int,
+        hi_offset_ms: int,
+        *,
+        last: bool = False,
+        codes: np.ndarray | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Price and time of the first (or ``last``) row of the query's symbol in ``[t + lo, t + hi]``.
+
+        ``queries``: an index over the query rows (same code space); offsets in ms,
+        negative to look into the past. ``codes``: optional (n_codes,) bool mask of the
+        symbols to search (others find nothing). Returns ``(price, when_ms)`` in the
+        queries' grouped order: float64 NaN and int64 max where nothing is found.
+        """
+        n = len(queries)
+        price = np.full(n, np.nan)
+        when = np.full(n, _NEVER, dtype=np.int64)
+        for c in range(min(self.n_codes, queries.n_codes)):
+            a, b = queries.span(c)
+            ra, rb = self.span(c)
+            if a == b or ra == rb or (codes is not None and not codes[c]):
+                continue
+            t = queries.ts[a:b]
+            i, found = window_search(self.ts[ra:rb], t + lo_offset_ms, t + hi_offset_ms, last=last)
+            hit = np.flatnonzero(found)
+            price[a + hit] = self.rows.mid[self.original(ra + i[hit])]
+            when[a + hit] = self.ts[ra + i[hit]]
+        return price, when
+
+
+def runs_permutation(codes: np.ndarray) -> np.ndarray | None:
     """Stable grouping permutation built from runs of equal codes, or None if runs are short.
 
-    The store writes each flush as one run per symbol, so a tape read back is a few
-    hundred long runs: ordering the runs and gathering them sequentially is several
-    times cheaper than a full argsort followed by a random-access gather.
+    ``codes``: (n,) small unsigned integers. Returns the permutation a stable argsort
+    of ``codes`` would give, or None when there are more than n/64 runs (then the
+    argsort is cheaper). The store writes each flush as one run per symbol, so a tape
+    read back is a few hundred long runs: ordering the runs and gathering them
+    sequentially is several times cheaper than a full argsort followed by a
+    random-access gather.
     """
     n = codes.size
     starts = np.flatnonzero(codes[1:] != codes[:-1]) + 1
@@ -182,32 +308,17 @@ def _runs_permutation(codes: np.ndarray) -> np.ndarray | None:
     return np.repeat(starts[order] - first, lengths) + np.arange(n)
 
 
-def _first_in_window(ts: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Index of the first ``ts`` >= lo per query, and whether it is <= hi."""
-    idx = np.searchsorted(ts, lo, side="left")
-    found = idx < ts.size
-    safe = np.minimum(idx, max(ts.size - 1, 0))
-    if ts.size:
-        found &= ts[safe] <= hi
-    return safe, found
-
-
-def direction_from_movement(movement: np.ndarray, valid: np.ndarray, threshold_pct: float) -> np.ndarray:
-    out = np.full(movement.shape, DIRECTION_NEUTRAL, dtype=np.int8)
-    with np.errstate(invalid="ignore"):
-        out[movement > threshold_pct] = DIRECTION_UP
-        out[movement < -threshold_pct] = DIRECTION_DOWN
-    out[~valid] = DIRECTION_NEUTRAL
-    return out
-
-
-def _usable(rows: PriceRows) -> PriceRows:
-    """Drop price rows without a finite positive price (rare: no copy when all are fine)."""
+def usable(rows: PriceRows) -> PriceRows:
+    """The rows with a finite positive price (no copy when all are fine)."""
     ok = np.isfinite(rows.mid) & (rows.mid > 0)
     if ok.all():
         return rows
     idx = np.flatnonzero(ok)
     return PriceRows(rows.ts_ms[idx], rows.codes[idx], rows.mid[idx])
+
+
+def _n_codes(rows: Sequence[PriceRows]) -> int:
+    return 1 + max((int(r.codes.max()) for r in rows if r.codes.size), default=-1)
 
 
 def compute_labels(
@@ -217,16 +328,16 @@ def compute_labels(
     n_codes: int | None = None,
     extra_prices: Sequence[PriceRows] = (),
 ) -> dict[int, HorizonLabels]:
-    """Labels for every sample, per horizon (seconds).
+    """Labels for every sample, per horizon (seconds), by the definition in the module docstring.
 
-    ``samples`` are the rows to label (their mid is ``mid_price_t``) and also a
-    fallback price source. ``extra_prices`` are more sample rows used only as price
-    sources (e.g. the look-ahead day). Symbol codes must index the same symbol
-    space in all inputs; ``n_codes`` is its size (default: max code + 1).
+    ``samples``: the n rows to label (their mid is ``mid_price_t``), also a fallback
+    price source. ``tape``: price-tape rows or None. ``extra_prices``: more sample
+    rows used only as price sources (e.g. the look-ahead day). Symbol codes must index
+    the same symbol space in all inputs; ``n_codes`` is its size (default: max code
+    + 1). Returns ``{h: HorizonLabels}`` with arrays of length n in input order.
     """
-    all_rows = ([tape] if tape is not None else []) + [samples, *extra_prices]
     if n_codes is None:
-        n_codes = 1 + max((int(r.codes.max()) for r in all_rows if r.codes.size), default=-1)
+        n_codes = _n_codes(([tape] if tape is not None else []) + [samples, *extra_prices])
     n = samples.ts_ms.size
     result = {
         h: HorizonLabels(
@@ -237,75 +348,51 @@ def compute_labels(
     if n == 0:
         return result
 
-    tape = _usable(tape) if tape is not None and tape.ts_ms.size else None
-    if extra_prices:
-        fallback = PriceRows(
-            np.concatenate([samples.ts_ms, *[r.ts_ms for r in extra_prices]]),
-            np.concatenate([samples.codes, *[r.codes for r in extra_prices]]),
-            np.concatenate([samples.mid, *[r.mid for r in extra_prices]]),
-        )
-    else:
-        fallback = samples
-    fallback = _usable(fallback)
-    tape_g = _Grouped(tape.ts_ms, tape.codes, n_codes) if tape is not None else None
-    smp_g = _Grouped(samples.ts_ms, samples.codes, n_codes)  # the rows to label
-    fall_g = smp_g if fallback is samples else _Grouped(fallback.ts_ms, fallback.codes, n_codes)
-    p0_all = samples.mid if smp_g.perm is None else samples.mid[smp_g.perm]
-    base_ok = np.isfinite(p0_all) & (p0_all > 0)
+    tape = usable(tape) if tape is not None and tape.ts_ms.size else None
+    fallback = usable(PriceRows.concat([samples, *extra_prices]))
+    tape_ix = PriceIndex(tape, n_codes) if tape is not None else None
+    query_ix = PriceIndex(samples, n_codes)  # the rows to label
+    fall_ix = query_ix if fallback is samples else PriceIndex(fallback, n_codes)
+    p0 = query_ix.grouped(samples.mid)
+    base_ok = np.isfinite(p0) & (p0 > 0)
     tol = config.tolerance_ms
-    never = np.iinfo(np.int64).max
 
     # A symbol whose fallback rows all sit on tape timestamps can never get a strictly
     # earlier price from them (the collector writes a tape row at every sample tick):
     # skip those searches.
     fallback_needed = np.ones(n_codes, dtype=bool)
-    if tape_g is not None:
+    if tape_ix is not None:
         for c in range(n_codes):
-            fa, fb = fall_g.span(c)
-            ta, tb = tape_g.span(c)
+            fa, fb = fall_ix.span(c)
+            ta, tb = tape_ix.span(c)
             if fa < fb and ta < tb:
-                f_ts, t_ts = fall_g.ts[fa:fb], tape_g.ts[ta:tb]
+                f_ts, t_ts = fall_ix.ts[fa:fb], tape_ix.ts[ta:tb]
                 j = np.minimum(np.searchsorted(t_ts, f_ts), t_ts.size - 1)
                 fallback_needed[c] = not np.array_equal(t_ts[j], f_ts)
 
     for h in config.horizons_s:
-        mov = np.full(n, np.nan)  # in grouped order; scattered back once per horizon
-        for c in range(n_codes):
-            a, b = smp_g.span(c)
-            if a == b:
-                continue
-            lo = smp_g.ts[a:b] + int(h) * 1000
-            hi = lo + tol
-            price = np.full(b - a, np.nan)
-            when = np.full(b - a, never, dtype=np.int64)
-            if tape_g is not None:
-                ta, tb = tape_g.span(c)
-                if ta < tb:
-                    i, f = _first_in_window(tape_g.ts[ta:tb], lo, hi)
-                    hit = np.flatnonzero(f)
-                    price[hit] = tape.mid[tape_g.original(ta + i[hit])]
-                    when[hit] = tape_g.ts[ta + i[hit]]
-            fa, fb = fall_g.span(c)
-            if fa < fb and fallback_needed[c]:
-                i, f = _first_in_window(fall_g.ts[fa:fb], lo, hi)
-                hit = np.flatnonzero(f)
-                earlier = hit[fall_g.ts[fa + i[hit]] < when[hit]]  # strictly earlier: the tape wins ties
-                price[earlier] = fallback.mid[fall_g.original(fa + i[earlier])]
-            with np.errstate(invalid="ignore", divide="ignore"):
-                mov[a:b] = (price / p0_all[a:b] - 1.0) * 100.0
+        lo = int(h) * 1000
+        if tape_ix is not None:
+            price, when = tape_ix.lookup(query_ix, lo, lo + tol)
+        else:
+            price, when = np.full(n, np.nan), np.full(n, _NEVER, dtype=np.int64)
+        if fallback_needed.any():
+            f_price, f_when = fall_ix.lookup(query_ix, lo, lo + tol, codes=fallback_needed)
+            earlier = f_when < when  # strictly earlier: the tape wins ties
+            price[earlier] = f_price[earlier]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mov = (price / p0 - 1.0) * 100.0
         mov[~base_ok] = np.nan
         out = result[h]
-        if smp_g.perm is None:
-            out.movement[:] = mov
-        else:
-            out.movement[smp_g.perm] = mov
+        out.movement[:] = query_ix.to_input_order(mov)
         out.valid[:] = ~np.isnan(out.movement)
-        out.direction[:] = direction_from_movement(out.movement, out.valid, config.threshold_pct)
+        out.direction[:] = direction_from_movement(out.movement, config.threshold_pct)
+        out.direction[~out.valid] = DIRECTION_NEUTRAL
     return result
 
 
 def class_balance(labels: dict[int, HorizonLabels]) -> dict[int, tuple[int, int, int, int]]:
-    """Per horizon: (DOWN, NEUTRAL, UP, unlabelled) counts."""
+    """Per horizon: (DOWN, NEUTRAL, UP, unlabelled) counts of ``compute_labels``' result."""
     out = {}
     for h, lab in labels.items():
         d = lab.direction[lab.valid]

@@ -1,21 +1,34 @@
-"""Label legacy batches (labels JSON files) with the same core and price rows as the store.
+"""Legacy adapter of the apply loop: label one symbol's legacy batches (labels JSON files).
 
 Price rows are the store's ``price_tape`` of the symbol plus the legacy samples
 themselves, exactly as for the parquet store, so both scripts give identical labels
-on the same samples. Each labels file whose labels change is replaced atomically
-(refusing if it changed since it was read); the .npy and metadata are never touched.
+on the same samples. The .npy files are never touched. A batch whose labels change
+is rewritten in three atomic steps, each refusing if its file changed since read:
+metadata recording the union of the old and new provenance, the labels file, then
+metadata recording the new provenance. A crash between steps leaves metadata that
+claims at most a mix of settings, never a wrong single one; the next run repairs it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 from collections import defaultdict
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import pyarrow as pa
 
-from backend.ml_engine.feature_store import atomic
+from backend.contracts.groups import PRICE_TAPE
+from backend.contracts.labels import (
+    LABEL_PROVENANCE_KEY,
+    Provenance,
+    ProvenanceError,
+    decode_provenance,
+    encode_provenance,
+    merge_provenance,
+)
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.feature_store.legacy_format import (
     LegacyBatch,
@@ -23,15 +36,17 @@ from backend.ml_engine.feature_store.legacy_format import (
     list_batches,
     read_batch,
     rewrite_labels,
+    rewrite_metadata,
 )
-from backend.ml_engine.labelling import console as c
-from backend.ml_engine.labelling.labels import HorizonLabels, LabelConfig, PriceRows, compute_labels
-from backend.ml_engine.labelling.merge import ColumnLabels, merge
-from backend.ml_engine.labelling.store_labelling import DAY_MS, PRICE_COLUMNS, TAPE_GROUP, ts_ms
-from backend.ml_engine.labelling.summary import RunSummary
+from backend.ml_engine.labelling.apply import DayInput, LabelUnit, Progress, lookahead_days, no_progress
+from backend.ml_engine.labelling.labels import LabelConfig, PriceRows
+from backend.ml_engine.labelling.merge import ColumnLabels
+from backend.ml_engine.labelling.store_labelling import PRICE_COLUMNS, ts_ms
+from backend.ml_engine.labelling.summary import LabelEvent
 
 
 def existing_from_rows(rows: list[dict], config: LabelConfig) -> dict[int, ColumnLabels]:
+    """The label keys of legacy label rows as columns per horizon (null -> invalid / NaN)."""
     out = {}
     for h in config.horizons_s:
         d = [r.get(config.direction_column(h)) for r in rows]
@@ -44,6 +59,7 @@ def existing_from_rows(rows: list[dict], config: LabelConfig) -> dict[int, Colum
 
 
 def apply_to_rows(rows: list[dict], columns: dict[int, ColumnLabels], config: LabelConfig) -> list[dict]:
+    """Copies of ``rows`` with ``columns`` written into their label keys (invalid / NaN -> null)."""
     new_rows = [dict(r) for r in rows]
     for h in config.horizons_s:
         col = columns[h]
@@ -56,82 +72,132 @@ def apply_to_rows(rows: list[dict], columns: dict[int, ColumnLabels], config: La
     return new_rows
 
 
-def _date(s: str) -> dt.date:
-    return dt.date.fromisoformat(s)
-
-
-def label_symbol(
-    legacy_root: Path,
-    store: FeatureStore,
-    symbol: str,
-    config: LabelConfig,
-    summary: RunSummary,
-    start_date: dt.date | None = None,
-    end_date: dt.date | None = None,
-    *,
-    dry_run: bool = False,
-    progress: bool = True,
-) -> None:
-    ahead_days = -(-config.reach_ms // DAY_MS)
-    last_needed = end_date + dt.timedelta(days=ahead_days) if end_date else None
-    by_date: dict[dt.date, list[LegacyBatch]] = defaultdict(list)
-    refs = [
-        r
-        for r in list_batches(legacy_root, symbol)
-        if (start_date is None or _date(r.date) >= start_date) and (last_needed is None or _date(r.date) <= last_needed)
-    ]
-    in_range = lambda d: end_date is None or d <= end_date  # noqa: E731
-    for ref in c.progress(refs, desc=f"reading {symbol}", unit="batch", enabled=progress):
-        try:
-            by_date[_date(ref.date)].append(read_batch(ref, load_features=False))
-        except LegacyFormatError as exc:
-            if in_range(_date(ref.date)):
-                summary.files_total += 1
-                summary.files_failed.append(str(exc.path))
-                c.out(f"  {c.FAIL} {exc}")
-            else:
-                c.out(f"  note: look-ahead batch not used as a price source: {exc}")
-
-    tape_cache: dict[dt.date, pa.Table] = {}
-    for day in sorted(d for d in by_date if in_range(d)):
-        ahead = [day + dt.timedelta(days=i) for i in range(1, ahead_days + 1)]
-        for d in [d for d in tape_cache if d < day]:
-            del tape_cache[d]
-        for d in [day, *ahead]:
-            if d not in tape_cache:
-                tape_cache[d] = store.read_offline_table(TAPE_GROUP, d, d, symbols=[symbol], columns=PRICE_COLUMNS)
-        tape = pa.concat_tables([tape_cache[d] for d in [day, *ahead]])
-        batches = by_date[day]
-        samples = _rows([b for b in batches])
-        extra = [_rows(by_date[d]) for d in ahead if by_date.get(d)]
-        tape_rows = PriceRows(ts_ms(tape), np.zeros(tape.num_rows, np.int32), tape.column("mid_price").to_numpy())
-        computed = compute_labels(samples, tape_rows if tape.num_rows else None, config, n_codes=1, extra_prices=extra)
-        offset = 0
-        for b in batches:
-            n = b.sample_count
-            part = {
-                h: HorizonLabels(lab.direction[offset : offset + n], lab.movement[offset : offset + n], lab.valid[offset : offset + n])
-                for h, lab in computed.items()
-            }
-            offset += n
-            merged = merge(part, existing_from_rows(b.labels, config))
-            summary.files_total += 1
-            summary.kept_existing += merged.kept
-            summary.add(np.full(n, symbol, dtype=object), merged.columns)
-            if not merged.changed:
-                continue
-            summary.files_changed += 1
-            if dry_run:
-                continue
-            try:
-                rewrite_labels(b.ref.labels_path, apply_to_rows(b.labels, merged.columns, config), b.labels_stat)
-            except (atomic.FileChangedError, OSError, ValueError) as exc:
-                summary.files_changed -= 1
-                summary.files_failed.append(str(b.ref.labels_path))
-                c.out(f"  {c.FAIL} {b.ref.labels_path}: {exc}")
-
-
 def _rows(batches: list[LegacyBatch]) -> PriceRows:
     ts = np.concatenate([b.timestamps_ms for b in batches]) if batches else np.empty(0, np.int64)
     mid = np.concatenate([b.mid_prices for b in batches]) if batches else np.empty(0)
     return PriceRows(ts, np.zeros(ts.size, np.int32), mid)
+
+
+class LegacyAdapter:
+    """The apply loop's view of one symbol's legacy batches between two dates (inclusive; None = open).
+
+    Batches are read (labels and metadata; features only checked) when ``days`` is
+    first called. An unreadable batch in range becomes a failure of its day; one in
+    the look-ahead only is reported as a note through ``on_event``.
+    """
+
+    def __init__(
+        self,
+        legacy_root: Path,
+        store: FeatureStore,
+        symbol: str,
+        config: LabelConfig,
+        start_date: dt.date | None = None,
+        end_date: dt.date | None = None,
+        *,
+        on_event: Callable[[LabelEvent], None] | None = None,
+        progress: Progress = no_progress,
+    ):
+        self.legacy_root = Path(legacy_root)
+        self.store = store
+        self.symbol = symbol
+        self.config = config
+        self.start_date = start_date
+        self.end_date = end_date
+        self.on_event = on_event
+        self.progress = progress
+        self.lookahead_days = lookahead_days(config)
+        self._by_date: dict[dt.date, list[LegacyBatch]] | None = None
+        self._failures: dict[dt.date, list[tuple[str, str]]] = defaultdict(list)
+        self._tape: dict[dt.date, pa.Table] = {}
+
+    def _in_range(self, day: dt.date) -> bool:
+        return (self.start_date is None or day >= self.start_date) and (self.end_date is None or day <= self.end_date)
+
+    def _load(self) -> dict[dt.date, list[LegacyBatch]]:
+        if self._by_date is not None:
+            return self._by_date
+        last_needed = self.end_date + dt.timedelta(days=self.lookahead_days) if self.end_date else None
+        refs = [
+            r
+            for r in list_batches(self.legacy_root, self.symbol)
+            if (self.start_date is None or dt.date.fromisoformat(r.date) >= self.start_date)
+            and (last_needed is None or dt.date.fromisoformat(r.date) <= last_needed)
+        ]
+        by_date: dict[dt.date, list[LegacyBatch]] = defaultdict(list)
+        for ref in self.progress(refs, desc=f"reading {self.symbol}", unit="batch"):
+            day = dt.date.fromisoformat(ref.date)
+            try:
+                by_date[day].append(read_batch(ref, load_features=False))
+            except LegacyFormatError as exc:
+                if self._in_range(day):
+                    self._failures[day].append((str(exc.path), exc.problem))
+                elif self.on_event is not None:
+                    self.on_event(LabelEvent("note", f"look-ahead batch not used as a price source: {exc}"))
+        self._by_date = by_date
+        return by_date
+
+    def days(self) -> list[dt.date]:
+        """Days in range with a batch (readable or not), oldest first."""
+        by_date = self._load()
+        return sorted(d for d in set(by_date) | set(self._failures) if self._in_range(d))
+
+    def load_day(self, day: dt.date) -> DayInput:
+        """The day's batches, the look-ahead days' batches and the symbol's tape (one symbol: code 0)."""
+        by_date = self._load()
+        ahead = [day + dt.timedelta(days=i) for i in range(1, self.lookahead_days + 1)]
+        for d in [d for d in self._tape if d < day]:
+            del self._tape[d]
+        for d in [day, *ahead]:
+            if d not in self._tape:
+                self._tape[d] = self.store.read_offline_table(
+                    PRICE_TAPE, d, d, symbols=[self.symbol], columns=PRICE_COLUMNS
+                )
+        tape = pa.concat_tables([self._tape[d] for d in [day, *ahead]])
+        failures = list(self._failures.get(day, []))
+        units, good = [], []
+        for b in by_date.get(day, []):
+            try:
+                provenance = decode_provenance(b.metadata.get(LABEL_PROVENANCE_KEY))
+            except ProvenanceError as exc:
+                failures.append((str(b.ref.metadata_path), f"{exc}; remove the {LABEL_PROVENANCE_KEY!r} key to re-label"))
+                continue
+            good.append(b)
+            units.append(
+                LabelUnit(
+                    name=str(b.ref.labels_path),
+                    rows=b.sample_count,
+                    symbols=np.full(b.sample_count, self.symbol, dtype=object),
+                    existing=existing_from_rows(b.labels, self.config),
+                    provenance=provenance,
+                    handle=b,
+                )
+            )
+        extra = [_rows(by_date[d]) for d in ahead if by_date.get(d)]
+        tape_rows = PriceRows(ts_ms(tape), np.zeros(tape.num_rows, np.int32), tape.column("mid_price").to_numpy())
+        return DayInput(
+            units=units,
+            samples=_rows(good),
+            tape=tape_rows if tape.num_rows else None,
+            extra=extra,
+            n_codes=1,
+            failures=failures,
+        )
+
+    def write(self, unit: LabelUnit, columns: dict[int, ColumnLabels], provenance: str) -> None:
+        """Rewrite the batch's labels file and record ``provenance`` in its metadata (see module docstring)."""
+        b: LegacyBatch = unit.handle
+        new = decode_provenance(provenance)
+        meta_stat = b.metadata_stat
+        if new != unit.provenance:
+            both = encode_provenance(merge_provenance(unit.provenance, new))
+            meta_stat = rewrite_metadata(b.ref.metadata_path, self._with(b.metadata, both), meta_stat)
+        rewrite_labels(b.ref.labels_path, apply_to_rows(b.labels, columns, self.config), b.labels_stat)
+        if new != unit.provenance:
+            rewrite_metadata(b.ref.metadata_path, self._with(b.metadata, provenance), meta_stat)
+
+    @staticmethod
+    def _with(metadata: dict[str, Any], provenance: str) -> dict[str, Any]:
+        out = dict(metadata)
+        out[LABEL_PROVENANCE_KEY] = json.loads(provenance)  # a JSON object, not a string inside JSON
+        return out

@@ -1,4 +1,7 @@
-"""Counting and printing what a labelling run did (the guide's console layout)."""
+"""What a labelling run did: per-symbol counts, class balance, files rewritten and failed.
+
+Counting only; ``backend.apps.label`` prints it in the guide's layout.
+"""
 
 from __future__ import annotations
 
@@ -6,25 +9,44 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from backend.ml_engine.labelling import console as c
+from backend.contracts.labels import CLASS_NAMES
 from backend.ml_engine.labelling.labels import LabelConfig
 from backend.ml_engine.labelling.merge import ColumnLabels
 
-CLASS_NAMES = ("DOWN", "NEUTRAL", "UP")
+#: a class below this share of a horizon's labels earns a warning (with >= ``RARE_CLASS_MIN_LABELS`` labels)
 RARE_CLASS_SHARE = 0.05
+RARE_CLASS_MIN_LABELS = 100
 
 
 @dataclass
 class SymbolCounts:
+    """Samples of one symbol seen, and how many have every requested horizon labelled."""
+
     total: int = 0
-    labelled: int = 0  # every requested horizon labelled
+    labelled: int = 0
+
+
+@dataclass(frozen=True)
+class LabelEvent:
+    """Something a run reports as it happens: ``kind`` "failed" (``name`` is the file not
+    labelled, ``text`` the reason) or "note" (``text`` only)."""
+
+    kind: str
+    text: str
+    name: str = ""
 
 
 @dataclass
 class RunSummary:
+    """Totals of one labelling run (all fields are counts unless noted).
+
+    ``balance``: per horizon, int64 [DOWN, NEUTRAL, UP, unlabelled]; ``abs_moves``: per
+    horizon, float32 arrays of |movement| in percent of the labelled rows.
+    """
+
     config: LabelConfig
     symbols: dict[str, SymbolCounts] = field(default_factory=dict)
-    balance: dict[int, np.ndarray] = field(default_factory=dict)  # h -> [down, neutral, up, null]
+    balance: dict[int, np.ndarray] = field(default_factory=dict)
     abs_moves: dict[int, list[np.ndarray]] = field(default_factory=dict)
     files_total: int = 0
     files_changed: int = 0
@@ -32,7 +54,7 @@ class RunSummary:
     kept_existing: int = 0
 
     def add(self, symbols: np.ndarray, columns: dict[int, ColumnLabels]) -> None:
-        """Count final labels of some rows (``symbols``: one name per row)."""
+        """Count final labels of some rows (``symbols``: (n,) one name per row)."""
         if symbols.size == 0:
             return
         all_valid = np.logical_and.reduce([columns[h].direction_valid for h in self.config.horizons_s])
@@ -53,53 +75,23 @@ class RunSummary:
 
     @property
     def total(self) -> int:
+        """Samples seen."""
         return sum(s.total for s in self.symbols.values())
 
     @property
     def labelled(self) -> int:
+        """Samples with every requested horizon labelled."""
         return sum(s.labelled for s in self.symbols.values())
 
+    def median_abs_move(self, h: int) -> float | None:
+        """Median |movement| (percent) of the labelled rows at horizon ``h``; None without labels."""
+        moves = np.concatenate(self.abs_moves.get(h, [np.empty(0, np.float32)]))
+        return float(np.median(moves)) if moves.size else None
 
-def print_symbol_sections(summary: RunSummary) -> None:
-    for name in sorted(summary.symbols):
-        sc = summary.symbols[name]
-        c.section(f"Processing {name}")
-        c.out(f"  Samples: {sc.total:,}")
-        c.out(f"  {c.OK} Labelled: {sc.labelled:,}/{sc.total:,} samples ({c.pct(sc.labelled, sc.total)})")
-
-
-def print_totals(summary: RunSummary, title: str, *, dry_run: bool, unit: str = "files") -> None:
-    cfg = summary.config
-    c.out()
-    c.header(title)
-    c.out(f"{c.OK} Samples processed: {summary.total:,}")
-    c.out(f"{c.OK} Future labels added: {summary.labelled:,}")
-    c.out(f"  Label percentage: {c.pct(summary.labelled, summary.total)}")
-    verb = "would be rewritten" if dry_run else "rewritten"
-    c.out(f"  {unit.capitalize()} {verb}: {summary.files_changed:,} of {summary.files_total:,} (others unchanged)")
-    if summary.kept_existing:
-        c.out(f"  Existing labels kept where no price was found now: {summary.kept_existing:,}")
-    if summary.files_failed:
-        c.out(f"{c.FAIL} {unit.capitalize()} skipped with errors: {len(summary.files_failed):,} (see above)")
-    c.out()
-    c.out(
-        f"Class balance (threshold ±{cfg.threshold_pct:g}%, tolerance {cfg.tolerance_s:g} s; "
-        "0=DOWN 1=NEUTRAL 2=UP):"
-    )
-    warnings = []
-    for h in cfg.horizons_s:
-        down, neutral, up, null = (int(x) for x in summary.balance.get(h, np.zeros(4)))
+    def rare_classes(self, h: int) -> list[tuple[str, int, int]]:
+        """(class name, count, labelled total) of each class under ``RARE_CLASS_SHARE`` at ``h``."""
+        down, neutral, up, _null = (int(x) for x in self.balance.get(h, np.zeros(4)))
         n = down + neutral + up
-        moves = np.concatenate(summary.abs_moves.get(h, [np.empty(0, np.float32)]))
-        median = f"{float(np.median(moves)):.4f}%" if moves.size else "n/a"
-        c.out(
-            f"  {h:>4}s: DOWN {down:,} ({c.pct(down, n)})  NEUTRAL {neutral:,} ({c.pct(neutral, n)})  "
-            f"UP {up:,} ({c.pct(up, n)})  unlabelled {null:,}  median |move| {median}"
-        )
-        if n >= 100:
-            for name, count in zip(CLASS_NAMES, (down, neutral, up)):
-                if count < RARE_CLASS_SHARE * n:
-                    warnings.append(f"{h}s {name} is only {c.pct(count, n)} of labels")
-    for w in warnings:
-        c.out(f"  WARNING: {w}; consider --threshold near the median |move| printed above")
-    c.footer()
+        if n < RARE_CLASS_MIN_LABELS:
+            return []
+        return [(name, k, n) for name, k in zip(CLASS_NAMES, (down, neutral, up)) if k < RARE_CLASS_SHARE * n]

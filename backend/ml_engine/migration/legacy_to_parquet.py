@@ -5,6 +5,9 @@ and is written with a deterministic ``file_id`` derived from the batch, so a sec
 run finds the file and writes nothing. Rows whose (symbol, timestamp) the store
 already holds (e.g. the collector wrote both formats) are not written again. A bad
 batch is reported with its file and reason and skipped; sources are only read.
+The labels' provenance recorded in a batch's metadata (see ``backend.contracts.labels``)
+goes into the parquet file's key-value metadata; a batch without one migrates
+without one (its labels' settings stay unknown).
 """
 
 from __future__ import annotations
@@ -15,14 +18,17 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
-from backend.ml_engine.feature_store.feature_schema import (
+from backend.contracts.groups import TRAINING_FEATURES
+from backend.contracts.labels import (
     DIRECTION_COLUMNS,
-    FEATURE_NAMES,
+    LABEL_PROVENANCE_KEY,
     MOVEMENT_COLUMNS,
-    TRAINING_SCHEMA,
+    ProvenanceError,
+    decode_provenance,
+    encode_provenance,
 )
+from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES, TRAINING_SCHEMA, SchemaValidationError
 from backend.ml_engine.feature_store.feature_store import FeatureStore, FeatureStoreError
-from backend.ml_engine.feature_store.feature_schema import SchemaValidationError
 from backend.ml_engine.feature_store.legacy_format import (
     LegacyBatch,
     LegacyBatchRef,
@@ -35,24 +41,32 @@ from backend.ml_engine.feature_store.legacy_format import (
 
 @dataclass
 class BatchOutcome:
+    """What happened to one batch: ``status`` "migrated", "present" (already in the store) or
+    "failed"; ``samples``: rows written (migrated) or found already present; ``error``: why it failed."""
+
     ref: LegacyBatchRef
-    status: str  # "migrated" | "present" | "failed"
-    samples: int = 0  # rows written (migrated) or found already present
+    status: str
+    samples: int = 0
     error: str = ""
 
 
 @dataclass
 class MigrationTotals:
+    """The outcomes of a run, with counts by status."""
+
     outcomes: list[BatchOutcome] = field(default_factory=list)
 
     def count(self, status: str) -> int:
+        """Batches with ``status``."""
         return sum(1 for o in self.outcomes if o.status == status)
 
     def samples(self, status: str) -> int:
+        """Samples of the batches with ``status``."""
         return sum(o.samples for o in self.outcomes if o.status == status)
 
 
 def file_id_for(ref: LegacyBatchRef) -> str:
+    """The deterministic store file id of a batch: ``legacy_<SYMBOL>_<stem>``."""
     return f"legacy_{ref.symbol}_{ref.stem}"
 
 
@@ -62,7 +76,7 @@ def _label_array(rows: list[dict], key: str, typ: pa.DataType) -> pa.Array:
 
 
 def batch_to_table(batch: LegacyBatch) -> pa.Table:
-    """The batch as a table of the training schema."""
+    """The batch as a table of the training schema (n rows; ``source`` "legacy" when the metadata has none)."""
     n = batch.sample_count
     ts = pa.array(batch.timestamps_ms, type=pa.int64()).cast(TRAINING_SCHEMA.field("timestamp").type)
     created = parse_created_at(batch.metadata["created_at"])
@@ -88,8 +102,19 @@ def batch_to_table(batch: LegacyBatch) -> pa.Table:
     return pa.Table.from_arrays([columns[f.name] for f in TRAINING_SCHEMA], schema=TRAINING_SCHEMA)
 
 
+def batch_provenance(batch: LegacyBatch) -> str | None:
+    """The encoded label provenance of a batch's metadata; None when it records none.
+
+    Raises ``ProvenanceError`` when the record is malformed.
+    """
+    record = batch.metadata.get(LABEL_PROVENANCE_KEY)
+    return None if record is None else encode_provenance(decode_provenance(record))
+
+
 class Migrator:
-    def __init__(self, legacy_root: Path, store: FeatureStore, group: str = "training_features", *, dry_run: bool = False):
+    """Migrates the batches of a legacy root into one feature group (``dry_run``: check, write nothing)."""
+
+    def __init__(self, legacy_root: Path, store: FeatureStore, group: str = TRAINING_FEATURES, *, dry_run: bool = False):
         self.legacy_root = Path(legacy_root)
         self.store = store
         self.group = group
@@ -97,6 +122,7 @@ class Migrator:
         self._present: dict[tuple[str, str], np.ndarray] = {}
 
     def batches(self, symbol: str) -> list[LegacyBatchRef]:
+        """The batches of ``symbol``, ordered by number."""
         return list_batches(self.legacy_root, symbol)
 
     def _present_ts(self, symbol: str, date: str) -> np.ndarray:
@@ -108,10 +134,14 @@ class Migrator:
         return self._present[key]
 
     def migrate_batch(self, ref: LegacyBatchRef) -> BatchOutcome:
+        """Read, check and write one batch; never raises for bad data (the outcome says what happened)."""
         try:
             batch = read_batch(ref)
+            provenance = batch_provenance(batch)
         except LegacyFormatError as exc:
             return BatchOutcome(ref, "failed", error=str(exc))
+        except ProvenanceError as exc:
+            return BatchOutcome(ref, "failed", error=f"{ref.metadata_path}: {exc}")
         present = self._present_ts(ref.symbol, ref.date)
         new = ~np.isin(batch.timestamps_ms, present, assume_unique=False)
         if not new.any():
@@ -122,7 +152,9 @@ class Migrator:
         if self.dry_run:
             return BatchOutcome(ref, "migrated", samples=table.num_rows)
         try:
-            written = self.store.write_offline_features(self.group, table, file_id=file_id_for(ref))
+            written = self.store.write_offline_features(
+                self.group, table, file_id=file_id_for(ref), label_provenance=provenance
+            )
         except (SchemaValidationError, FeatureStoreError, OSError) as exc:
             return BatchOutcome(ref, "failed", error=f"{ref.features_path}: cannot write to the store: {exc}")
         if not any(w.created for w in written):

@@ -1,4 +1,11 @@
-"""Command lines of the two labelling scripts (thin: parse, configure, run, print)."""
+"""The labelling app: command lines of the two labelling scripts (parse, configure, run, print).
+
+``preprocessing_add_future_labels_parquet.py`` calls ``main_parquet`` and
+``preprocessing_add_future_labels.py`` calls ``main_legacy``. The work is done by
+``backend.ml_engine.labelling`` (one apply loop, a parquet and a legacy adapter);
+this module only turns arguments into a ``LabelConfig`` and prints the guide's
+console layout. Exit status: 0 done, 1 some file not labelled, 2 bad arguments.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +13,19 @@ import argparse
 import datetime as dt
 import sys
 
+from functools import partial
+
+from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure
-from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
-from backend.ml_engine.feature_store.feature_store import get_feature_store
+from backend.contracts.groups import MARKET_GROUPS, PRICE_TAPE
+from backend.contracts.labels import CLASS_NAMES, HORIZONS_S
+from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
 from backend.ml_engine.feature_store.legacy_format import list_symbols
-from backend.ml_engine.labelling import console as c
 from backend.ml_engine.labelling import labels as core
-from backend.ml_engine.labelling.summary import RunSummary, print_symbol_sections, print_totals
+from backend.ml_engine.labelling.apply import apply_labels
+from backend.ml_engine.labelling.legacy_labelling import LegacyAdapter
+from backend.ml_engine.labelling.store_labelling import StoreAdapter
+from backend.ml_engine.labelling.summary import LabelEvent, RunSummary
 from backend.symbols import InvalidSymbolError, validate_symbol
 
 EPILOG = f"""\
@@ -22,6 +35,8 @@ symbol with timestamp in [t+h, t+h+tolerance]. future_movement_<h>s = (p_future 
 - 1) * 100 (percent); future_direction_<h>s = 2 (UP) if movement > threshold, 0 (DOWN) if
 < -threshold, else 1 (NEUTRAL). No price is found -> the label stays null and a later run
 fills it once the data exists. Re-running with the same settings changes nothing.
+The threshold and tolerance are stored with the labels (parquet file metadata; the legacy
+batch's metadata JSON), so training classifies its baseline with the same threshold.
 
 Defaults: tolerance {core.DEFAULT_TOLERANCE_S:g} s (one 3 s tape interval plus jitter, below the
 smallest horizon); threshold {core.DEFAULT_THRESHOLD_PCT:g}% (about 0.67 sigma of a 10 s move and
@@ -108,6 +123,61 @@ def _describe(args: argparse.Namespace, cfg: core.LabelConfig) -> None:
     )
 
 
+def _print_event(event: LabelEvent) -> None:
+    if event.kind == "failed":
+        c.out(f"  {c.FAIL} {event.name}: {event.text}")
+    else:
+        c.out(f"  note: {event.text}")
+
+
+def print_symbol_sections(summary: RunSummary) -> None:
+    """One section per symbol: samples seen and how many have every horizon labelled."""
+    for name in sorted(summary.symbols):
+        sc = summary.symbols[name]
+        c.section(f"Processing {name}")
+        c.out(f"  Samples: {sc.total:,}")
+        c.out(f"  {c.OK} Labelled: {sc.labelled:,}/{sc.total:,} samples ({c.pct(sc.labelled, sc.total)})")
+
+
+def print_totals(summary: RunSummary, title: str, *, dry_run: bool, unit: str = "files") -> None:
+    """The guide's summary block, files rewritten, and the class balance per horizon with rare-class warnings."""
+    cfg = summary.config
+    c.out()
+    c.header(title)
+    c.out(f"{c.OK} Samples processed: {summary.total:,}")
+    c.out(f"{c.OK} Future labels added: {summary.labelled:,}")
+    c.out(f"  Label percentage: {c.pct(summary.labelled, summary.total)}")
+    verb = "would be rewritten" if dry_run else "rewritten"
+    c.out(f"  {unit.capitalize()} {verb}: {summary.files_changed:,} of {summary.files_total:,} (others unchanged)")
+    if summary.kept_existing:
+        c.out(f"  Existing labels kept where no price was found now: {summary.kept_existing:,}")
+    if summary.files_failed:
+        c.out(f"{c.FAIL} {unit.capitalize()} skipped with errors: {len(summary.files_failed):,} (see above)")
+    c.out()
+    c.out(
+        f"Class balance (threshold ±{cfg.threshold_pct:g}%, tolerance {cfg.tolerance_s:g} s; "
+        f"0={CLASS_NAMES[0]} 1={CLASS_NAMES[1]} 2={CLASS_NAMES[2]}):"
+    )
+    warnings = []
+    for h in cfg.horizons_s:
+        down, neutral, up, null = (int(x) for x in summary.balance.get(h, (0, 0, 0, 0)))
+        n = down + neutral + up
+        median = summary.median_abs_move(h)
+        shown = f"{median:.4f}%" if median is not None else "n/a"
+        c.out(
+            f"  {h:>4}s: DOWN {down:,} ({c.pct(down, n)})  NEUTRAL {neutral:,} ({c.pct(neutral, n)})  "
+            f"UP {up:,} ({c.pct(up, n)})  unlabelled {null:,}  median |move| {shown}"
+        )
+        warnings += [f"{h}s {name} is only {c.pct(k, total)} of labels" for name, k, total in summary.rare_classes(h)]
+    for w in warnings:
+        c.out(f"  WARNING: {w}; consider --threshold near the median |move| printed above")
+    c.footer()
+
+
+def _progress(enabled: bool):
+    return partial(c.progress, enabled=enabled)
+
+
 def _exit_code(summary: RunSummary) -> int:
     if summary.files_failed:
         c.out(f"{c.FAIL} {len(summary.files_failed)} file(s) not labelled; fix them (or re-run if they changed) and run again")
@@ -116,6 +186,7 @@ def _exit_code(summary: RunSummary) -> int:
 
 
 def main_parquet(argv: list[str] | None = None) -> int:
+    """Label a feature-store group in place; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="preprocessing_add_future_labels_parquet.py",
         description="Fill the six future-label columns of a feature-store group in place (atomic rewrites, "
@@ -131,17 +202,15 @@ def main_parquet(argv: list[str] | None = None) -> int:
     cfg = _config(parser, args)
     settings = configure(data_dir=args.data_dir)
     group = args.feature_group or settings.feature_store_group
-    if group in ("price_tape", "candles"):
+    if group in MARKET_GROUPS:
         parser.error(f"--feature-group {group!r} holds no samples to label")
-    from backend.ml_engine.feature_store.feature_store import FeatureStoreError
-    from backend.ml_engine.labelling.store_labelling import StoreLabeller, run
-
     store = get_feature_store()
     c.header("PREPROCESSING: Adding Future Labels (Parquet)")
     c.out(f"Feature group: {group} ({store.root / group})")
     _describe(args, cfg)
+    adapter = StoreAdapter(store, group, cfg, args.start_date, args.end_date)
     try:
-        rows, symbols = StoreLabeller(store, group, cfg).count(args.start_date, args.end_date)
+        rows, symbols = adapter.count()
     except FeatureStoreError as exc:
         parser.error(str(exc))
     if rows == 0:
@@ -150,8 +219,13 @@ def main_parquet(argv: list[str] | None = None) -> int:
         return 0
     c.out(f"{c.OK} Loaded {rows:,} samples")
     c.out(f"  Symbols: {symbols}")
-    summary = run(
-        store, group, cfg, args.start_date, args.end_date, dry_run=args.dry_run, progress=not args.no_progress
+    summary = apply_labels(
+        adapter,
+        cfg,
+        RunSummary(cfg),
+        dry_run=args.dry_run,
+        on_event=_print_event,
+        progress=_progress(not args.no_progress),
     )
     print_symbol_sections(summary)
     print_totals(summary, "PREPROCESSING SUMMARY", dry_run=args.dry_run, unit="files")
@@ -159,6 +233,7 @@ def main_parquet(argv: list[str] | None = None) -> int:
 
 
 def main_legacy(argv: list[str] | None = None) -> int:
+    """Label the legacy batches' labels files; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="preprocessing_add_future_labels.py",
         description="Fill the six future-label keys of the legacy labels JSON files (data/ml_training/<SYMBOL>/labels/), "
@@ -171,13 +246,11 @@ def main_legacy(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     cfg = _config(parser, args)
     settings = configure(data_dir=args.data_dir)
-    from backend.ml_engine.labelling.legacy_labelling import label_symbol
-
     store = get_feature_store()
     root = settings.legacy_root
     c.header("PREPROCESSING: Adding Future Labels (legacy .npy/.json)")
     c.out(f"Legacy data: {root}")
-    c.out(f"Price tape: {store.root / 'price_tape'}")
+    c.out(f"Price tape: {store.root / PRICE_TAPE}")
     _describe(args, cfg)
     found, ignored = list_symbols(root)
     for name in ignored:
@@ -192,11 +265,12 @@ def main_legacy(argv: list[str] | None = None) -> int:
         return 0
     c.out(f"Symbols: {symbols}")
     summary = RunSummary(cfg)
+    progress = _progress(not args.no_progress)
     for symbol in symbols:
-        label_symbol(
-            root, store, symbol, cfg, summary, args.start_date, args.end_date,
-            dry_run=args.dry_run, progress=not args.no_progress,
+        adapter = LegacyAdapter(
+            root, store, symbol, cfg, args.start_date, args.end_date, on_event=_print_event, progress=progress
         )
+        apply_labels(adapter, cfg, summary, dry_run=args.dry_run, on_event=_print_event, progress=progress)
     c.out(f"{c.OK} Loaded {summary.total:,} samples")
     print_symbol_sections(summary)
     print_totals(summary, "PREPROCESSING SUMMARY", dry_run=args.dry_run, unit="label files")

@@ -1,14 +1,20 @@
-"""Command line of ``migrate_legacy_to_parquet.py`` (the guide's step 2)."""
+"""The migration app: command line of ``migrate_legacy_to_parquet.py`` (the guide's step 2).
+
+Parses arguments, prints the guide's console layout and drives
+``backend.ml_engine.migration.legacy_to_parquet.Migrator`` batch by batch.
+Exit status: 0 every batch migrated or already present, 1 any batch failed, 2 bad arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure
+from backend.contracts.groups import MARKET_GROUPS
 from backend.ml_engine.feature_store.feature_store import get_feature_store
 from backend.ml_engine.feature_store.legacy_format import list_symbols
-from backend.ml_engine.labelling import console as c
 from backend.ml_engine.migration.legacy_to_parquet import MigrationTotals, Migrator
 from backend.symbols import InvalidSymbolError, validate_symbol
 
@@ -21,6 +27,7 @@ def _symbols(value: str) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run the migration; returns the exit status."""
     parser = argparse.ArgumentParser(
         prog="migrate_legacy_to_parquet.py",
         description="Copy legacy batches (data/ml_training/<SYMBOL>/{features,labels,metadata}) into the parquet "
@@ -39,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     settings = configure(data_dir=args.data_dir)
     group = args.feature_group or settings.feature_store_group
-    if group in ("price_tape", "candles"):
+    if group in MARKET_GROUPS:
         parser.error(f"--feature-group {group!r} does not hold training samples")
     store = get_feature_store()
     root = settings.legacy_root
