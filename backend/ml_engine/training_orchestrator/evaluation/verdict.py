@@ -1,0 +1,100 @@
+"""The verdict against each baseline, read off the interval of the paired difference model - baseline.
+
+* "beats X": the whole interval is above zero.
+* "worse than X": the whole interval is below zero.
+* "not distinguishable from X": the interval holds zero, so this test set cannot tell
+  the two apart; it does not say they are equal. Also given, whatever the interval,
+  when the test set holds fewer than ``MIN_BLOCKS`` blocks: with so few independent
+  stretches the bootstrap's spread is itself too uncertain to trust.
+
+With 95 % intervals and a model no better than a baseline, "beats" still comes out
+about 2.5 % of the time (one tail of the interval); that is the price of the level.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from backend.ml_engine.training_orchestrator.evaluation.bootstrap import Comparison, Interval
+
+BEATS = "beats"
+NOT_DISTINGUISHABLE = "not_distinguishable"
+WORSE = "worse"
+# Signed code for MLflow metrics and sorting: +1 beats, 0 not distinguishable, -1 worse.
+CODES = {BEATS: 1, NOT_DISTINGUISHABLE: 0, WORSE: -1}
+PHRASES = {BEATS: "beats", NOT_DISTINGUISHABLE: "not distinguishable from", WORSE: "worse than"}
+MIN_BLOCKS = 8
+DEFAULT_METRIC = "macro_f1"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    baseline: str
+    outcome: str  # BEATS | NOT_DISTINGUISHABLE | WORSE
+    metric: str
+    diff: Interval  # model - baseline
+    reason: str = ""  # set when the outcome is forced by too few blocks
+
+    @property
+    def code(self) -> int:
+        return CODES[self.outcome]
+
+    def text(self) -> str:
+        """E.g. "beats persistence (macro-F1 +0.041, 95 % interval +0.012 .. +0.070)"."""
+        d = self.diff
+        label = self.metric.replace("macro_f1", "macro-F1")
+        tail = f"; {self.reason}" if self.reason else ""
+        return f"{PHRASES[self.outcome]} {self.baseline} ({label} {d.estimate:+.3f}, interval {d.low:+.3f} .. {d.high:+.3f}{tail})"
+
+
+def judge(diff: Interval) -> str:
+    """BEATS when ``diff.low > 0``, WORSE when ``diff.high < 0``, else NOT_DISTINGUISHABLE."""
+    if diff.low > 0:
+        return BEATS
+    if diff.high < 0:
+        return WORSE
+    return NOT_DISTINGUISHABLE
+
+
+def verdicts(comparison: Comparison, metric: str = DEFAULT_METRIC, min_blocks: float = MIN_BLOCKS) -> dict[str, Verdict]:
+    """Baseline name -> verdict on ``metric``, in the comparison's baseline order.
+
+    Raises:
+        KeyError: when the comparison has no intervals for ``metric``.
+    """
+    out: dict[str, Verdict] = {}
+    for name, by_metric in comparison.diffs.items():
+        diff = by_metric[metric]
+        if comparison.n_blocks < min_blocks:
+            reason = f"only {comparison.n_blocks:.1f} blocks of {comparison.block} samples in the test set, need {min_blocks:g}"
+            out[name] = Verdict(name, NOT_DISTINGUISHABLE, metric, diff, reason)
+        else:
+            out[name] = Verdict(name, judge(diff), metric, diff)
+    return out
+
+
+def summary_line(model_name: str, estimate: Interval, found: dict[str, Verdict]) -> str:
+    """One line for the console, e.g. "Model macro-F1 0.548 [0.521, 0.575]: beats majority; not distinguishable from logreg"."""
+    head = f"{model_name.capitalize()} macro-F1 {estimate.estimate:.3f} [{estimate.low:.3f}, {estimate.high:.3f}]"
+    groups = []
+    for outcome in (BEATS, NOT_DISTINGUISHABLE, WORSE):
+        names = [v.baseline for v in found.values() if v.outcome == outcome]
+        if names:
+            groups.append(f"{PHRASES[outcome]} {', '.join(names)}")
+    return f"{head}: {'; '.join(groups) if groups else 'no baselines'}"
+
+
+def persistence_warning(found: dict[str, Verdict], baseline: str = "persistence") -> str | None:
+    """The warning for the console and the run description when the model does not beat ``baseline``; None when it does."""
+    v = found.get(baseline)
+    if v is None or v.outcome == BEATS:
+        return None
+    how = "scores below" if v.outcome == WORSE else "cannot be told apart from"
+    label = v.metric.replace("macro_f1", "macro-F1")
+    return (
+        f"WARNING: the model {how} the {baseline} baseline on {label} (difference {v.diff.estimate:+.3f}, "
+        f"interval {v.diff.low:+.3f} .. {v.diff.high:+.3f}{'; ' + v.reason if v.reason else ''}). "
+        f"{baseline.capitalize()} only says the price keeps moving as it just did; a model that does not beat it "
+        "has shown no skill of its own: do not trade on it. Collect more data, evaluate with --folds 5, "
+        "or revisit the features and the horizon."
+    )
