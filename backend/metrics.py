@@ -58,6 +58,12 @@ class Metrics:
         self.venue_faults = Counter("lobbot_venue_faults", "Faults seen talking to a venue, by kind.",
                                     ["venue", "reason"], registry=r)
         self.ws_reconnects = Counter("lobbot_ws_reconnects", "WebSocket reconnects.", ["venue"], registry=r)
+        self.ws_resyncs = Counter("lobbot_ws_resyncs", "Books discarded and resubscribed for a fresh snapshot.",
+                                  ["venue"], registry=r)
+        self.ws_messages = Counter("lobbot_ws_messages", "WebSocket book messages by outcome (book_applied, "
+                                   "book_reset, book_gap, ...) and pongs.", ["venue", "kind"], registry=r)
+        self.venue_retries = Counter("lobbot_venue_retries", "REST requests sent again after a transient fault.",
+                                     ["venue"], registry=r)
         self.clock_offset = Gauge("lobbot_exchange_clock_offset_seconds",
                                   "Exchange clock minus local clock, estimated from server times.", ["venue"], registry=r)
         # the collector

@@ -24,8 +24,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.market_data.bybit_messages import BookMessage  # noqa: E402
-from backend.market_data.local_book import ApplyResult, LocalBook  # noqa: E402
+from backend.venues.bybit.messages import BookMessage  # noqa: E402
+from backend.venues.local_book import ApplyResult, LocalBook  # noqa: E402
 
 
 class NaiveDictBook:
@@ -72,11 +72,18 @@ def make_stream(n: int, seed: int, depth: int = 500) -> list[BookMessage]:
     return out
 
 
+def apply(lb: LocalBook, m: BookMessage) -> ApplyResult:
+    """What BybitProtocol does with an in-order message, without the sequence check."""
+    if m.kind == "snapshot":
+        return lb.apply_snapshot(m.bids, m.asks, m.u, m.ts_ms)
+    return lb.apply_delta(m.bids, m.asks, m.u, m.ts_ms)
+
+
 def bench_local(stream: list[BookMessage], top: bool) -> float:
     lb = LocalBook("XRPUSDT", depth=50)
     t = time.perf_counter()
     for m in stream:
-        r = lb.apply(m)
+        r = apply(lb, m)
         if top:
             lb.book(50)
     dt = time.perf_counter() - t
@@ -108,7 +115,7 @@ def main() -> int:
     # equal results first: a benchmark of a wrong book is worthless
     lb, nb = LocalBook("XRPUSDT", depth=500), NaiveDictBook()
     for m, (b, a, s) in zip(stream[:2000], lists[:2000]):
-        lb.apply(m)
+        apply(lb, m)
         nb.apply(b, a, s)
     book = lb.book(500)
     tb, ta = nb.top(500)

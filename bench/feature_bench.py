@@ -27,8 +27,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from backend.market_data.orderbook import OrderBook  # noqa: E402
-from backend.market_data.types import CANDLE_MS, Candle, Trade  # noqa: E402
+from backend.venues.orderbook import OrderBook  # noqa: E402
+from backend.venues.types import CANDLE_MS, Candle, Trade  # noqa: E402
 from backend.ml_engine.feature_store.feature_schema import FEATURE_INDEX, FEATURE_NAMES  # noqa: E402
 from backend.ml_engine.features import MIN_CANDLES, TICKS_NEEDED, FeaturePipeline  # noqa: E402
 from backend.ml_engine.features.indicator_features import indicator_features  # noqa: E402

@@ -208,6 +208,10 @@ class FakeBybit:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
         self._faults.append(_Fault(kind, symbol, count, params))
 
+    def clear_faults(self) -> None:
+        """Drop every fault injected and not yet applied."""
+        self._faults.clear()
+
     def pending_faults(self) -> int:
         return sum(f.count for f in self._faults)
 

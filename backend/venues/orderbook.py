@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import enum
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -17,6 +16,8 @@ import numpy as np
 
 
 class BookInvalid(str, enum.Enum):
+    """Why a book was rejected; the value is the ``reason`` label of ``lobbot_books_rejected_total``."""
+
     EMPTY = "empty"
     ONE_SIDED = "one_sided"
     CROSSED = "crossed"
@@ -31,6 +32,8 @@ class BookInvalid(str, enum.Enum):
 
 @dataclass(frozen=True, slots=True)
 class OrderBook:
+    """One L2 book: float64 price and size arrays per side, best level first; times in ms since the epoch."""
+
     symbol: str
     bid_prices: np.ndarray
     bid_sizes: np.ndarray
@@ -77,21 +80,26 @@ class OrderBook:
 
     @property
     def depth(self) -> int:
+        """Levels on the deeper side."""
         return max(self.bid_prices.size, self.ask_prices.size)
 
     @property
     def best_bid(self) -> float:
+        """Highest bid price; NaN without bids."""
         return float(self.bid_prices[0]) if self.bid_prices.size else float("nan")
 
     @property
     def best_ask(self) -> float:
+        """Lowest ask price; NaN without asks."""
         return float(self.ask_prices[0]) if self.ask_prices.size else float("nan")
 
     @property
     def mid(self) -> float:
+        """(best bid + best ask) / 2."""
         return (self.best_bid + self.best_ask) / 2.0
 
     def trimmed(self, depth: int) -> "OrderBook":
+        """The top ``depth`` levels per side (views, not copies); ``self`` when already that shallow."""
         if self.bid_prices.size <= depth and self.ask_prices.size <= depth:
             return self
         return OrderBook(
@@ -155,7 +163,13 @@ def validate_book(
     max_future_ms: float = 5_000,
     last_ts_ms: int | None = None,
 ) -> BookInvalid | None:
-    """Return why ``book`` must not be used, or ``None`` if it is sound."""
+    """Return why ``book`` must not be used at local time ``now_ms``, or ``None`` if it is sound.
+
+    Checks, in order: both sides present, finite positive prices and sizes, bids
+    strictly descending and asks strictly ascending, not crossed or locked, exchange
+    time ``ts_ms`` at most ``max_future_ms`` ahead of and ``max_age_ms`` behind
+    ``now_ms``, and not older than ``last_ts_ms`` (the symbol's last accepted book).
+    """
     nb, na = book.bid_prices.size, book.ask_prices.size
     if nb == 0 and na == 0:
         return BookInvalid.EMPTY
@@ -186,15 +200,18 @@ def validate_book(
 
 @dataclass
 class BookValidator:
-    """Per-symbol validation with counters; remembers the last accepted timestamp."""
+    """``validate_book`` with per-symbol memory of the last accepted exchange time (for ``OUT_OF_ORDER``).
+
+    Thresholds in ms. It counts nothing: the engine counts every rejection by reason
+    in the shared ``Metrics`` (``lobbot_books_rejected_total``).
+    """
 
     max_age_ms: float = 15_000
     max_future_ms: float = 5_000
-    counts: Counter = field(default_factory=Counter)
-    accepted: int = 0
     _last_ts: dict[str, int] = field(default_factory=dict)
 
     def check(self, book: OrderBook, now_ms: int) -> BookInvalid | None:
+        """Why ``book`` must not be used at local time ``now_ms``, or None (then it becomes the symbol's latest)."""
         reason = validate_book(
             book,
             now_ms,
@@ -204,19 +221,7 @@ class BookValidator:
         )
         if reason is None:
             self._last_ts[book.symbol] = book.ts_ms
-            self.accepted += 1
-        else:
-            self.counts[reason] += 1
         return reason
-
-    @property
-    def rejected(self) -> int:
-        return sum(self.counts.values())
-
-    def summary(self) -> str:
-        if not self.counts:
-            return "none"
-        return ", ".join(f"{r.value}={n}" for r, n in sorted(self.counts.items(), key=lambda kv: kv[0].value))
 
 
 def books_equal(a: OrderBook, b: OrderBook, depth: int | None = None) -> bool:

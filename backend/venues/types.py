@@ -1,6 +1,7 @@
-"""Plain market records shared by the sources, the feature pipeline and the stores.
+"""Plain market records shared by the sources, the engine, the feature pipeline and the stores.
 
-Times are integer milliseconds since the Unix epoch, UTC.
+Times are integer milliseconds since the Unix epoch, UTC; prices in quote currency,
+sizes in base currency, as the venue sends them.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ CANDLE_MS = 60_000
 
 @dataclass(frozen=True, slots=True)
 class Trade:
+    """One public trade: exchange time ``ts_ms``, price, size, and the taker's side."""
+
     ts_ms: int
     price: float
     size: float
@@ -41,9 +44,13 @@ class Candle:
 class MarketSnapshot:
     """What one symbol's source produced for one tick.
 
-    ``book`` is None when nothing usable arrived (``error`` says why). ``trades``
-    are those new since the previous tick; ``candles`` are bars newly closed since
-    the previous tick, oldest first, each bar delivered once.
+    ``book`` is the book as the venue gave it (trimmed to the configured depth, not
+    validated: the engine validates every book once), or None when none arrived;
+    then ``reason`` is a short snake_case word for counting (``no_book``,
+    ``resync_pending``, ``ws_disconnected``, ``http_429``, ``poll_timeout`` ...) and
+    ``error`` a sentence for a log line. ``trades`` are those new since the previous
+    tick; ``candles`` are bars newly closed since the previous tick, oldest first,
+    each bar delivered once.
     """
 
     symbol: str
@@ -51,3 +58,4 @@ class MarketSnapshot:
     trades: list[Trade] = field(default_factory=list)
     candles: list[Candle] = field(default_factory=list)
     error: str | None = None
+    reason: str | None = None

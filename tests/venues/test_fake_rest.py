@@ -5,10 +5,11 @@ import asyncio
 import numpy as np
 import pytest
 
+from backend.metrics import Metrics
 from backend.venues.bybit.messages import BybitApiError
 from backend.venues.bybit.rest import BybitRequestError, BybitRestClient
+from backend.venues.bybit.source import BybitRestSource
 from backend.venues.orderbook import books_equal, validate_book
-from backend.venues.sources import BybitRestSource
 from backend.venues.types import CANDLE_MS
 from backend.testing.fake_bybit import FakeBybit
 
@@ -23,7 +24,16 @@ async def fake():
 
 
 def client(fake, **kw):
-    return BybitRestClient(fake.rest_url, timeout_s=kw.pop("timeout_s", 1.0), max_retries=kw.pop("max_retries", 4), **FAST, **kw)
+    return BybitRestClient(fake.rest_url, timeout_s=kw.pop("timeout_s", 1.0), max_retries=kw.pop("max_retries", 4),
+                           metrics=Metrics(), **FAST, **kw)
+
+
+def retries(c):
+    return c.metrics.value("lobbot_venue_retries_total", venue="bybit")
+
+
+def faults(m):
+    return m.by_label("lobbot_venue_faults_total", "reason", venue="bybit")
 
 
 async def test_orderbook_equals_server_book(fake):
@@ -53,8 +63,8 @@ async def test_transient_faults_are_retried(fake, fault, params, reason):
         b = await c.get_orderbook("BTCUSDT", limit=50)
         assert books_equal(b, fake.market["BTCUSDT"].book_at(b.ts_ms))
         # aiohttp itself silently re-sends once when a kept-alive connection is dropped
-        assert c.counts["retries"] >= (1 if fault == "rest_drop" else 2)
-        assert any(k.startswith(reason) for k in c.counts), c.counts
+        assert retries(c) >= (1 if fault == "rest_drop" else 2)
+        assert faults(c.metrics).get(reason, 0) >= (1 if fault == "rest_drop" else 2), faults(c.metrics)
     assert fake.pending_faults() == 0
 
 
@@ -63,7 +73,7 @@ async def test_other_ret_codes_fail_at_once_with_a_clear_error(fake):
     async with client(fake) as c:
         with pytest.raises(BybitApiError, match="10001.*params error"):
             await c.get_orderbook("BTCUSDT")
-        assert c.counts["retries"] == 0
+        assert retries(c) == 0 and faults(c.metrics) == {"ret_code_10001": 1}
         with pytest.raises(BybitApiError, match="symbol invalid"):
             await c.get_orderbook("ETHUSDT")  # the fake does not serve it
 
@@ -71,8 +81,10 @@ async def test_other_ret_codes_fail_at_once_with_a_clear_error(fake):
 async def test_retries_are_bounded(fake):
     fake.inject("http_5xx", count=10)
     async with client(fake, max_retries=2) as c:
-        with pytest.raises(BybitRequestError, match="after 3 attempts"):
+        with pytest.raises(BybitRequestError, match="after 3 attempts") as err:
             await c.get_orderbook("BTCUSDT")
+        assert err.value.reason == "http_503"
+        assert faults(c.metrics) == {"http_503": 3, "request_failed": 1} and retries(c) == 2
 
 
 async def test_closed_candles_only_and_paging(fake):
@@ -87,16 +99,20 @@ async def test_closed_candles_only_and_paging(fake):
 
 
 async def test_rest_source_poll_never_raises_and_isolates_symbols(fake):
-    src = BybitRestSource(SYMS + ["ETHUSDT"], rest_url=fake.rest_url, timeout_s=0.5, max_retries=2, **FAST)
+    metrics = Metrics()
+    src = BybitRestSource(SYMS + ["ETHUSDT"], rest_url=fake.rest_url, timeout_s=0.5, max_retries=2, metrics=metrics, **FAST)
     await src.start()
     assert len(src.initial_candles("BTCUSDT")) == src.history_candles
     assert src.initial_candles("ETHUSDT") == []  # not served: back-fill failed, counted
+    assert faults(metrics) == {"ret_code_10001": 1}
     fake.inject("http_5xx", symbol="4USDT", count=50)
     snaps = await src.poll()
-    assert snaps["BTCUSDT"].book is not None and snaps["BTCUSDT"].error is None
+    assert snaps["BTCUSDT"].book is not None and snaps["BTCUSDT"].error is None and snaps["BTCUSDT"].reason is None
     assert snaps["4USDT"].book is None and "after 3 attempts" in snaps["4USDT"].error
+    assert snaps["4USDT"].reason == "http_503"
     assert snaps["ETHUSDT"].book is None and "10001" in snaps["ETHUSDT"].error
-    fake._faults.clear()
+    assert snaps["ETHUSDT"].reason == "ret_code_10001"
+    fake.clear_faults()
     await asyncio.sleep(0.3)
     snaps2 = await src.poll()
     assert snaps2["4USDT"].book is not None
@@ -109,7 +125,7 @@ async def test_rest_source_poll_never_raises_and_isolates_symbols(fake):
         trades += (await src.poll())["BTCUSDT"].trades
     seen = [(t.ts_ms, t.price, t.size) for t in trades]
     assert len(seen) == len(set(seen)) and len(seen) > 0
-    assert src.stats()["backfill_errors"] == 1
+    assert faults(metrics)["http_503"] >= 3
     await src.close()
 
 
@@ -122,10 +138,11 @@ async def test_rest_source_with_random_faults_hands_out_only_valid_books():
             for sym, snap in (await src.poll()).items():
                 if snap.book is not None:
                     books += 1
+                    # the fake's books are sound: what the venue gave arrives unchanged, trimmed
                     assert validate_book(snap.book, snap.book.recv_ms) is None
                     assert snap.book.depth <= 50
                 else:
-                    assert isinstance(snap.error, str) and snap.error
+                    assert isinstance(snap.error, str) and snap.error and snap.reason
         assert books >= 20
         assert sum(v for k, v in fake.counts.items() if k.startswith("fault_")) > 5
         await src.close()

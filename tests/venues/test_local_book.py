@@ -1,5 +1,6 @@
+"""The exchange-neutral local book: snapshot and delta level arrays in, top levels out."""
+
 import numpy as np
-import pytest
 
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.orderbook import validate_book
@@ -7,85 +8,90 @@ from backend.venues.orderbook import validate_book
 from .helpers import DictBook, levels, msg
 
 
-def snap(u=100):
-    return msg("snapshot", u, bids=[[100.0, 1], [99.0, 2], [98.0, 3]], asks=[[101.0, 1], [102.0, 2], [103.0, 3]])
+def arr(levels_):
+    return np.array(levels_, dtype=np.float64).reshape(-1, 2)
+
+
+def snapshot(lb, uid=100, bids=((100.0, 1), (99.0, 2), (98.0, 3)), asks=((101.0, 1), (102.0, 2), (103.0, 3))):
+    return lb.apply_snapshot(arr(bids), arr(asks), uid, ts_ms=1000, recv_ms=1001)
+
+
+def delta(lb, uid, bids=(), asks=()):
+    return lb.apply_delta(arr(bids), arr(asks), uid, ts_ms=1000 + uid, recv_ms=1001 + uid)
 
 
 def test_snapshot_then_deltas_insert_update_delete():
     lb = LocalBook("BTCUSDT", depth=50)
     assert lb.book() is None
-    assert lb.apply(snap()) is ApplyResult.RESET
+    assert snapshot(lb) is ApplyResult.RESET
     # update 99, delete 98, insert 99.5 and 97; on asks delete a level we do not hold (no-op) and insert 100.5
-    r = lb.apply(msg("delta", 101, bids=[[99.0, 5], [98.0, 0], [99.5, 7], [97.0, 1]], asks=[[150.0, 0], [100.5, 4]]))
+    r = delta(lb, 101, bids=[[99.0, 5], [98.0, 0], [99.5, 7], [97.0, 1]], asks=[[150.0, 0], [100.5, 4]])
     assert r is ApplyResult.APPLIED
-    b, a = levels(lb.book(), 50)
+    book = lb.book()
+    b, a = levels(book, 50)
     assert b == [(100.0, 1), (99.5, 7), (99.0, 5), (97.0, 1)]
     assert a == [(100.5, 4), (101.0, 1), (102.0, 2), (103.0, 3)]
-    assert lb.book().update_id == 101
-    assert validate_book(lb.book(), now_ms=1000) is None
+    assert (book.update_id, book.ts_ms, book.recv_ms) == (101, 1101, 1102)
+    assert validate_book(book, now_ms=1101) is None
 
 
 def test_last_update_wins_within_one_message():
     lb = LocalBook("BTCUSDT")
-    lb.apply(snap())
-    lb.apply(msg("delta", 101, bids=[[99.5, 1], [99.5, 0], [99.0, 4], [99.0, 6]]))
+    snapshot(lb)
+    delta(lb, 101, bids=[[99.5, 1], [99.5, 0], [99.0, 4], [99.0, 6]])
     b, _ = levels(lb.book(), 50)
     assert b == [(100.0, 1), (99.0, 6), (98.0, 3)]
 
 
-def test_u_gap_discards_book_until_next_snapshot():
+def test_delta_before_any_snapshot_is_not_applied():
     lb = LocalBook("BTCUSDT")
-    lb.apply(snap(100))
-    assert lb.apply(msg("delta", 102, bids=[[99.0, 9]])) is ApplyResult.GAP
-    assert lb.book() is None and not lb.ready
-    assert lb.apply(msg("delta", 103, bids=[[99.0, 9]])) is ApplyResult.NOT_READY
-    assert lb.apply(snap(200)) is ApplyResult.RESET
-    assert lb.book().update_id == 200
+    assert delta(lb, 5, bids=[[99.0, 1]], asks=[[100.0, 1]]) is ApplyResult.NOT_READY
+    assert lb.book() is None and lb.update_id is None
 
 
-def test_duplicate_delta_is_ignored():
+def test_a_later_snapshot_replaces_everything():
     lb = LocalBook("BTCUSDT")
-    lb.apply(snap(100))
-    lb.apply(msg("delta", 101, bids=[[99.0, 9]]))
-    assert lb.apply(msg("delta", 101, bids=[[99.0, 1]])) is ApplyResult.STALE
-    assert levels(lb.book(), 2)[0] == [(100.0, 1), (99.0, 9)]
-
-
-def test_u_equal_1_and_later_snapshots_reset():
-    lb = LocalBook("BTCUSDT")
-    lb.apply(snap(500))
-    lb.apply(msg("delta", 501, bids=[[99.5, 1]]))
-    # service restart: u drops to 1; it must not be mistaken for an old message
-    assert lb.apply(msg("snapshot", 1, bids=[[90.0, 1]], asks=[[91.0, 1]])) is ApplyResult.RESET
+    snapshot(lb, 500)
+    delta(lb, 501, bids=[[99.5, 1]])
+    assert snapshot(lb, 3, bids=[[90.0, 1]], asks=[[91.0, 1]]) is ApplyResult.RESET
     assert levels(lb.book(), 5) == ([(90.0, 1)], [(91.0, 1)])
-    assert lb.apply(msg("delta", 2, asks=[[92.0, 1]])) is ApplyResult.APPLIED
-    # a later snapshot replaces everything, even without a gap
-    assert lb.apply(snap(3)) is ApplyResult.RESET
-    assert levels(lb.book(), 5)[0] == [(100.0, 1), (99.0, 2), (98.0, 3)]
+    assert lb.update_id == 3
 
 
-def test_crossing_delta_discards_book():
+def test_unsorted_snapshot_with_duplicates_and_zero_sizes_is_normalised():
     lb = LocalBook("BTCUSDT")
-    lb.apply(snap())
-    assert lb.apply(msg("delta", 101, bids=[[101.5, 1]])) is ApplyResult.CROSSED
+    snapshot(lb, bids=[[98.0, 3], [100.0, 1], [99.0, 2], [98.0, 4], [97.0, 0]], asks=[[102.0, 2], [101.0, 1]])
+    assert levels(lb.book(), 5) == ([(100.0, 1), (99.0, 2), (98.0, 4)], [(101.0, 1), (102.0, 2)])
+
+
+def test_crossing_delta_or_snapshot_discards_book():
+    lb = LocalBook("BTCUSDT")
+    snapshot(lb)
+    assert delta(lb, 101, bids=[[101.5, 1]]) is ApplyResult.CROSSED
+    assert lb.book() is None and not lb.ready
+    assert delta(lb, 102, bids=[[99.0, 1]]) is ApplyResult.NOT_READY
+    assert snapshot(lb, bids=[[101.0, 1]], asks=[[101.0, 1]]) is ApplyResult.CROSSED  # locked counts as crossed
     assert lb.book() is None
     assert ApplyResult.CROSSED.needs_resync and ApplyResult.GAP.needs_resync
+    assert not ApplyResult.STALE.needs_resync and not ApplyResult.APPLIED.needs_resync
+
+
+def test_reset_forgets_the_book():
+    lb = LocalBook("BTCUSDT")
+    snapshot(lb)
+    lb.reset()
+    assert lb.book() is None and lb.update_id is None and lb.levels == (0, 0)
 
 
 def test_trimmed_to_depth_and_not_aliased():
     lb = LocalBook("BTCUSDT", depth=2)
-    lb.apply(snap())
+    snapshot(lb)
     book = lb.book()
     assert book.bid_prices.tolist() == [100.0, 99.0] and book.ask_prices.tolist() == [101.0, 102.0]
-    lb.apply(msg("delta", 101, bids=[[100.0, 42]]))
+    delta(lb, 101, bids=[[100.0, 42]])
     assert book.bid_sizes[0] == 1  # a handed-out book never changes under the consumer
     assert lb.book(depth=3).bid_prices.size == 3
-
-
-def test_wrong_symbol_is_rejected():
-    lb = LocalBook("BTCUSDT")
-    assert lb.apply(msg("snapshot", 1, [[1, 1]], [[2, 1]], symbol="ETHUSDT")) is ApplyResult.WRONG_SYMBOL
-    assert lb.book() is None
+    assert lb.levels == (3, 3)
 
 
 def test_random_deltas_match_dict_reference():
@@ -94,7 +100,7 @@ def test_random_deltas_match_dict_reference():
     grid_b = np.round(1000 - np.arange(300) * 0.5, 1)
     grid_a = np.round(1000.5 + np.arange(300) * 0.5, 1)
     first = msg("snapshot", 1, bids=np.c_[grid_b[:200], rng.integers(1, 50, 200)], asks=np.c_[grid_a[:200], rng.integers(1, 50, 200)])
-    lb.apply(first)
+    lb.apply_snapshot(first.bids, first.asks, 1, 0)
     ref.apply(first)
     for u in range(2, 1500):
         nb, na = rng.integers(0, 30, 2)
@@ -103,6 +109,6 @@ def test_random_deltas_match_dict_reference():
         bs = np.where(rng.random(nb) < 0.4, 0, rng.integers(1, 50, nb))
         as_ = np.where(rng.random(na) < 0.4, 0, rng.integers(1, 50, na))
         m = msg("delta", u, bids=np.c_[bp, bs], asks=np.c_[ap, as_])
-        assert lb.apply(m) is ApplyResult.APPLIED
+        assert lb.apply_delta(m.bids, m.asks, u, u) is ApplyResult.APPLIED
         ref.apply(m)
         assert levels(lb.book(500), 500) == ref.top(500)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
+from backend.metrics import Metrics
 from backend.venues.bybit.messages import parse_ws_book
 from backend.venues.bybit.ws import BybitWsClient
 from backend.venues.local_book import ApplyResult
@@ -42,13 +43,16 @@ async def test_replay_capture_matches_straightforward_reconstruction():
         checked.append(book.update_id)
 
     async with FakeBybit(["XRPUSDT"], replay_path=CAPTURE) as fake:
-        ws = BybitWsClient(fake.ws_url, ["XRPUSDT"], depth=500, trades=False, klines=False, on_book=on_book)
+        metrics = Metrics()
+        ws = BybitWsClient(fake.ws_url, ["XRPUSDT"], depth=500, trades=False, klines=False, on_book=on_book,
+                           metrics=metrics)
         await ws.start()
         assert await wait_for(lambda: len(checked) == len(lines), 10)
         await ws.close()
     assert crossed == 0
     assert np.all(np.diff(checked) == 1) and len(checked) == 50
-    assert ws.counts["resyncs"] == 0 and ws.counts["malformed"] == 0
+    assert metrics.value("lobbot_ws_resyncs_total", venue="bybit") == 0
+    assert metrics.total("lobbot_venue_faults_total") == 0
 
 
 def test_cli_serves_and_exits_cleanly_on_sigterm(tmp_path):

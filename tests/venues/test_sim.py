@@ -7,7 +7,8 @@ from backend.config import Settings
 from backend.venues.orderbook import validate_book
 from backend.venues.sim.market import SymbolSim, default_spec, parse_sim_start
 from backend.venues.source import VirtualClock
-from backend.venues.sources import SimSource, make_source
+from backend.venues.factory import make_source
+from backend.venues.sim.source import SimSource
 from backend.venues.types import CANDLE_MS
 
 START = parse_sim_start("2024-12-01T00:00:30Z")

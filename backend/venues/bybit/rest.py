@@ -1,14 +1,18 @@
 """Bybit v5 public REST client (linear market data) on one aiohttp session.
 
-Endpoints: ``/v5/market/orderbook`` (limit 1..200), ``/v5/market/kline``
-(1-minute bars; Bybit answers newest first and includes the still-forming bar,
-which is dropped here), ``/v5/market/recent-trade``.
+Endpoints (Bybit v5 docs, "Market"): ``/v5/market/orderbook`` (limit 1..200),
+``/v5/market/kline`` (1-minute bars; Bybit answers newest first and includes the
+still-forming bar, which is dropped here), ``/v5/market/recent-trade`` (limit 1..1000).
 
 Transient failures are retried with exponential backoff and full jitter:
 HTTP 429 and 5xx, the rate-limit/restart ``retCode``s 10006, 10016 and 10018,
 timeouts, dropped connections and unparseable bodies. Any other non-zero
 ``retCode`` (bad symbol, bad parameter, ...) raises ``BybitApiError`` at once,
-because asking again cannot fix it.
+because asking again cannot fix it. Every fault is counted in the shared ``Metrics``
+as ``lobbot_venue_faults_total{venue,reason}`` (reasons ``http_429``, ``http_503``,
+``ret_code_10006``, ``timeout``, ``connection_error``, ``malformed_response``,
+``malformed_book``, ``request_failed``, ...) and every re-sent request as
+``lobbot_venue_retries_total{venue}``.
 """
 
 from __future__ import annotations
@@ -16,11 +20,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections import Counter
 from typing import Any
 
 import aiohttp
 
+from backend.metrics import Metrics
 from backend.venues.bybit.messages import (
     BybitApiError,
     BybitMessageError,
@@ -43,12 +47,20 @@ MAX_TRADE_LIMIT = 1000
 
 
 class BybitRequestError(RuntimeError):
-    """A request that still failed after every retry (the last cause is chained)."""
+    """A request that still failed after every retry (the last cause is chained), or a malformed answer.
+
+    ``reason`` is the fault word of the last cause (``http_429``, ``timeout``,
+    ``malformed_book``, ...), for a snapshot's ``reason``.
+    """
+
+    def __init__(self, message: str, reason: str = "request_failed"):
+        super().__init__(message)
+        self.reason = reason
 
 
 class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None):
-        super().__init__(reason)
+    def __init__(self, reason: str, retry_after: float | None = None, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
         self.reason = reason
         self.retry_after = retry_after
 
@@ -60,6 +72,12 @@ def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random)
 
 
 class BybitRestClient:
+    """GET requests to one Bybit REST base URL with retries; an async context manager.
+
+    ``timeout_s`` bounds one attempt; ``max_retries`` attempts follow the first.
+    ``metrics`` is the bot's registry (a new one when None).
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -71,6 +89,8 @@ class BybitRestClient:
         category: str = "linear",
         clock: Clock | None = None,
         seed: int | None = None,
+        metrics: Metrics | None = None,
+        venue: str = "bybit",
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
@@ -81,7 +101,11 @@ class BybitRestClient:
         self.clock = clock or Clock()
         self._rng = random.Random(seed)
         self._session: aiohttp.ClientSession | None = None
-        self.counts: Counter = Counter()  # requests, retries, and retry reasons
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.venue = venue
+
+    def _fault(self, reason: str) -> None:
+        self.metrics.venue_faults.labels(venue=self.venue, reason=reason).inc()
 
     async def __aenter__(self) -> "BybitRestClient":
         return self
@@ -98,37 +122,42 @@ class BybitRestClient:
         return self._session
 
     async def close(self) -> None:
+        """Close the HTTP session; safe to call twice."""
         if self._session is not None and not self._session.closed:
             await self._session.close()
         self._session = None
 
     async def request(self, path: str, params: dict[str, Any]) -> tuple[Any, int | None]:
-        """GET ``path`` and return ``(result, server_time_ms)``, retrying transient failures."""
+        """GET ``path`` and return ``(result, server_time_ms)``, retrying transient failures.
+
+        Raises ``BybitRequestError`` when every attempt failed, ``BybitApiError`` at once
+        for a non-retryable retCode or HTTP status (``ret_code`` is ``-status`` then).
+        """
         url = self.base_url + path
         where = f"GET {path} {params.get('symbol', '')}".rstrip()
         last: Exception | None = None
         for attempt in range(self.max_retries + 1):
             if attempt:
-                self.counts["retries"] += 1
+                self.metrics.venue_retries.labels(venue=self.venue).inc()
                 delay = backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_max_s, self._rng)
                 if isinstance(last, _Transient) and last.retry_after is not None:
                     delay = max(delay, min(last.retry_after, self.backoff_max_s))
                 await asyncio.sleep(delay)
-            self.counts["requests"] += 1
             try:
                 return await self._once(url, params, where)
             except _Transient as exc:
-                self.counts[exc.reason] += 1
+                self._fault(exc.reason)
                 last = exc
                 log.debug("%s: %s (attempt %d/%d)", where, exc, attempt + 1, self.max_retries + 1)
             except BybitApiError as exc:
+                self._fault(f"ret_code_{exc.ret_code}" if exc.ret_code >= 0 else f"http_{-exc.ret_code}")
                 if not exc.retryable:
-                    self.counts["api_errors"] += 1
                     raise
-                self.counts[f"ret_code_{exc.ret_code}"] += 1
                 last = exc
-        self.counts["failures"] += 1
-        raise BybitRequestError(f"{where}: failed after {self.max_retries + 1} attempts: {last}") from last
+        self._fault("request_failed")
+        reason = last.reason if isinstance(last, _Transient) else (
+            f"ret_code_{last.ret_code}" if isinstance(last, BybitApiError) else "request_failed")
+        raise BybitRequestError(f"{where}: failed after {self.max_retries + 1} attempts: {last}", reason) from last
 
     async def _once(self, url: str, params: dict[str, Any], where: str) -> tuple[Any, int | None]:
         session = self._get_session()
@@ -145,7 +174,7 @@ class BybitRestClient:
         except asyncio.TimeoutError:
             raise _Transient("timeout") from None
         except aiohttp.ClientError as exc:
-            raise _Transient(f"connection_error:{type(exc).__name__}") from None
+            raise _Transient("connection_error", detail=type(exc).__name__) from None
         try:
             payload = decode_json(body, where)
             return unwrap_envelope(payload, where)
@@ -154,6 +183,11 @@ class BybitRestClient:
 
     # --- endpoints -------------------------------------------------------------------
     async def get_orderbook(self, symbol: str, limit: int = 50, depth: int | None = None) -> OrderBook:
+        """The book as Bybit sent it (``limit`` levels per side, trimmed to ``depth``), not validated.
+
+        Raises ``BybitRequestError`` (after retries, or a malformed book), ``BybitApiError``
+        (a non-retryable retCode) or ``ValueError`` (limit outside 1..200).
+        """
         validate_symbol(symbol)
         if not 1 <= limit <= MAX_BOOK_LIMIT:
             raise ValueError(f"orderbook limit must be 1..{MAX_BOOK_LIMIT}, got {limit}")
@@ -163,8 +197,8 @@ class BybitRestClient:
         try:
             return parse_rest_orderbook(result, symbol, self.clock.now_ms(), depth=depth)
         except BybitMessageError as exc:
-            self.counts["malformed_book"] += 1
-            raise BybitRequestError(str(exc)) from exc
+            self._fault("malformed_book")
+            raise BybitRequestError(str(exc), "malformed_book") from exc
 
     async def get_klines(
         self, symbol: str, *, start_ms: int | None = None, end_ms: int | None = None, limit: int = 200
@@ -181,7 +215,8 @@ class BybitRestClient:
         try:
             candles = parse_kline_rows(result, symbol)
         except BybitMessageError as exc:
-            raise BybitRequestError(str(exc)) from exc
+            self._fault("malformed_klines")
+            raise BybitRequestError(str(exc), "malformed_klines") from exc
         return candles, server_ms if server_ms is not None else self.clock.now_ms()
 
     async def get_closed_candles(self, symbol: str, *, count: int | None = None, after_ms: int | None = None) -> list[Candle]:
@@ -226,4 +261,5 @@ class BybitRestClient:
         try:
             return parse_rest_trades(result, symbol)
         except BybitMessageError as exc:
-            raise BybitRequestError(str(exc)) from exc
+            self._fault("malformed_trades")
+            raise BybitRequestError(str(exc), "malformed_trades") from exc

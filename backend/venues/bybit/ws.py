@@ -1,52 +1,56 @@
-"""Bybit v5 public WebSocket client: local order books, trades and closed 1-minute bars.
+"""The async driver of the Bybit v5 public WebSocket: it only moves bytes.
 
-Per symbol it subscribes ``orderbook.<depth>.<SYM>``, ``publicTrade.<SYM>`` and
-``kline.1.<SYM>`` and keeps a ``LocalBook`` from snapshot + deltas. Guarantees:
+Everything the messages mean (local books, sequence checks, resyncs, trades, bars)
+is ``BybitProtocol``'s (``venues/bybit/protocol.py``). This driver:
 
-* a gap in ``u`` or a crossed book discards that symbol's book and resubscribes its
-  book topic for a fresh snapshot (unsubscribe + subscribe; counted as a resync);
-  until the snapshot arrives the book is reported as unavailable, never half-built;
-* an application ping ``{"op": "ping"}`` every ``ping_interval_s`` (Bybit drops
-  silent connections); no traffic for ``dead_after_s`` counts as a dead link;
-* on any disconnect: reconnect with exponential backoff and jitter, resubscribe
-  every topic, and rebuild every book from new snapshots;
-* malformed frames are counted and skipped.
+* connects (``websockets``), tells the protocol, and sends what it asks to send;
+* feeds every received frame to the protocol with the local receive time, then sends
+  its answers and counts its events in the shared ``Metrics``: book updates and pongs
+  in ``lobbot_ws_messages_total{venue,kind}``, faults in
+  ``lobbot_venue_faults_total{venue,reason}``, resyncs in ``lobbot_ws_resyncs_total``;
+* sends an application ping every ``ping_interval_s`` (Bybit drops connections that
+  stay silent; its docs recommend a ping every 20 s), and closes a link with no traffic
+  for ``dead_after_s`` (reason ``dead_link``);
+* on any disconnect, counts the reason and ``lobbot_ws_reconnects_total`` and
+  reconnects with exponential backoff and full jitter; the backoff restarts once a
+  snapshot has arrived on the new connection.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
-from collections import Counter, deque
 from typing import Callable, Sequence
 
 import websockets
 from websockets.asyncio.client import connect
 
-from backend.venues.bybit.messages import (
-    BybitMessageError,
-    decode_json,
-    parse_ws_book,
-    parse_ws_klines,
-    parse_ws_trades,
-    topic_kind,
-)
+from backend.metrics import Metrics
+from backend.venues.bybit.protocol import BookUpdate, BybitProtocol, Fault, Pong, ResyncNeeded
 from backend.venues.bybit.rest import backoff_delay
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.source import Clock
 from backend.venues.types import Candle, Trade
-from backend.symbols import validate_symbol
+
+__all__ = ["BookHook", "BybitWsClient"]
 
 log = logging.getLogger(__name__)
 
-MAX_ARGS_PER_SUBSCRIBE = 10  # Bybit's limit of topics per subscribe request
 BookHook = Callable[[str, ApplyResult, LocalBook], None]
+_LOGGED_FAULTS = frozenset({"malformed", "subscribe_error", "sequence_gap", "crossed_book"})
 
 
 class BybitWsClient:
+    """One WebSocket connection (re-established as needed) for a fixed list of symbols.
+
+    ``on_book(symbol, result, local_book)``, when given, is called after every book
+    message is applied, before the next frame is read (tests use it to check every
+    intermediate state). ``metrics`` is the bot's registry (a new one when None);
+    counts carry the label ``venue``.
+    """
+
     def __init__(
         self,
         url: str,
@@ -63,10 +67,12 @@ class BybitWsClient:
         clock: Clock | None = None,
         seed: int | None = None,
         on_book: BookHook | None = None,
+        metrics: Metrics | None = None,
+        venue: str = "bybit",
     ):
         self.url = url
-        self.symbols = [validate_symbol(s) for s in symbols]
-        self.depth = depth
+        self.protocol = BybitProtocol(symbols, depth=depth, trades=trades, klines=klines)
+        self.symbols = self.protocol.symbols
         self.ping_interval_s = ping_interval_s
         self.dead_after_s = dead_after_s if dead_after_s is not None else 2.5 * ping_interval_s
         self.backoff_base_s = backoff_base_s
@@ -74,37 +80,31 @@ class BybitWsClient:
         self.open_timeout_s = open_timeout_s
         self.clock = clock or Clock()
         self.on_book = on_book
-        self._rng = random.Random(seed)
-        self.books = {s: LocalBook(s, depth) for s in self.symbols}
-        self._topics: list[str] = []
-        for s in self.symbols:
-            self._topics.append(self.book_topic(s))
-            if trades:
-                self._topics.append(f"publicTrade.{s}")
-            if klines:
-                self._topics.append(f"kline.1.{s}")
-        self._trades: dict[str, list[Trade]] = {s: [] for s in self.symbols}
-        self._seen_ids: dict[str, tuple[deque, set]] = {s: (deque(), set()) for s in self.symbols}
-        self._candles: dict[str, list[Candle]] = {s: [] for s in self.symbols}
-        self.counts: Counter = Counter()
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.venue = venue
         self.last_error: str | None = None
         self.connected = asyncio.Event()
+        self._rng = random.Random(seed)
         self._ws = None
         self._task: asyncio.Task | None = None
         self._closing = False
         self._last_rx = time.monotonic()
-        self._req = 0
+        self._dead_link = False
 
-    def book_topic(self, symbol: str) -> str:
-        return f"orderbook.{self.depth}.{symbol}"
+    @property
+    def books(self) -> dict[str, LocalBook]:
+        """symbol -> its ``LocalBook`` (owned by the protocol)."""
+        return self.protocol.books
 
     # --- lifecycle ---------------------------------------------------------------------------
     async def start(self) -> None:
+        """Start the connection task (returns at once; see ``wait_synced``)."""
         if self._task is None:
             self._closing = False
             self._task = asyncio.create_task(self._run(), name="bybit-ws")
 
     async def close(self) -> None:
+        """Close the connection and stop reconnecting; safe to call twice."""
         self._closing = True
         ws = self._ws
         if ws is not None:
@@ -121,54 +121,58 @@ class BybitWsClient:
             self._task = None
 
     async def wait_synced(self, timeout_s: float, symbols: Sequence[str] | None = None) -> bool:
-        """Wait until every (given) symbol has a book; False on timeout."""
+        """Wait until every (given) symbol has a book; False on timeout (seconds)."""
         deadline = time.monotonic() + timeout_s
-        wanted = symbols or self.symbols
-        while not all(self.books[s].ready for s in wanted):
+        while not self.protocol.synced(symbols):
             if time.monotonic() >= deadline:
                 return False
             await asyncio.sleep(0.01)
         return True
 
     def drain_trades(self, symbol: str) -> list[Trade]:
-        out, self._trades[symbol] = self._trades[symbol], []
-        return out
+        """Trades received since the last call."""
+        return self.protocol.drain_trades(symbol)
 
     def drain_candles(self, symbol: str) -> list[Candle]:
-        out, self._candles[symbol] = self._candles[symbol], []
-        return out
+        """Closed bars received since the last call."""
+        return self.protocol.drain_candles(symbol)
 
-    def status(self, symbol: str) -> str:
-        """Why a symbol has no book right now."""
+    def status(self, symbol: str) -> tuple[str, str]:
+        """Why a symbol has no book right now: (reason word, sentence)."""
         if self._ws is None:
-            return f"websocket disconnected ({self.last_error or 'connecting'}); reconnecting"
-        return "waiting for an order-book snapshot (resync in progress)"
+            return "ws_disconnected", f"websocket disconnected ({self.last_error or 'connecting'}); reconnecting"
+        return "resync_pending", "waiting for an order-book snapshot (resync in progress)"
 
     # --- connection loop ------------------------------------------------------------------------
     async def _run(self) -> None:
         attempt = 0
         while not self._closing:
             pinger = None
+            reason = "closed_by_server"
             try:
                 async with connect(self.url, ping_interval=None, open_timeout=self.open_timeout_s,
                                    close_timeout=1.0, max_size=2**24) as ws:
                     self._ws = ws
-                    self.counts["connects"] += 1
+                    self._dead_link = False
                     self._last_rx = time.monotonic()
-                    for b in self.books.values():
-                        b.reset()
-                    for i in range(0, len(self._topics), MAX_ARGS_PER_SUBSCRIBE):
-                        await self._send(ws, "subscribe", self._topics[i : i + MAX_ARGS_PER_SUBSCRIBE])
+                    self.protocol.connection_opened()
+                    await self._flush(ws)
                     self.connected.set()
                     pinger = asyncio.create_task(self._ping_loop(ws))
                     async for raw in ws:
                         self._last_rx = time.monotonic()
-                        if await self._on_text(ws, raw):
+                        self.protocol.receive_text(raw, self.clock.now_ms())
+                        if self._handle_events():
                             attempt = 0  # a snapshot arrived: the link is healthy again
-                self.last_error = "closed by server"
+                        await self._flush(ws)
+                if self._dead_link:
+                    reason = "dead_link"
+                else:
+                    self.last_error = "closed by server"
             except asyncio.CancelledError:
                 raise
             except (OSError, asyncio.TimeoutError, websockets.exceptions.WebSocketException) as exc:
+                reason = "connect_error" if self._ws is None else "connection_error"
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("Bybit WebSocket %s: %s", self.url, self.last_error)
             finally:
@@ -176,102 +180,51 @@ class BybitWsClient:
                     pinger.cancel()
                 self._ws = None
                 self.connected.clear()
-                for b in self.books.values():
-                    b.reset()
+                self.protocol.connection_closed()
             if self._closing:
                 break
-            self.counts["reconnects"] += 1
+            self.metrics.venue_faults.labels(venue=self.venue, reason=reason).inc()
+            self.metrics.ws_reconnects.labels(venue=self.venue).inc()
             delay = backoff_delay(attempt, self.backoff_base_s, self.backoff_max_s, self._rng)
             attempt += 1
             await asyncio.sleep(delay)
 
-    async def _send(self, ws, op: str, args: list[str] | None = None) -> None:
-        self._req += 1
-        msg: dict = {"op": op, "req_id": str(self._req)}
-        if args is not None:
-            msg["args"] = args
-        await ws.send(json.dumps(msg))
+    async def _flush(self, ws) -> None:
+        for text in self.protocol.data_to_send():
+            await ws.send(text)
 
     async def _ping_loop(self, ws) -> None:
         try:
             while True:
                 await asyncio.sleep(self.ping_interval_s)
                 if time.monotonic() - self._last_rx > self.dead_after_s:
-                    self.counts["dead_links"] += 1
                     self.last_error = f"no traffic for {self.dead_after_s:.1f} s"
+                    log.warning("Bybit WebSocket %s: %s; reconnecting", self.url, self.last_error)
+                    self._dead_link = True
                     await ws.close()
                     return
-                await self._send(ws, "ping")
-                self.counts["pings"] += 1
+                self.protocol.send_ping()
+                await self._flush(ws)
         except (websockets.exceptions.WebSocketException, OSError):
             return
 
-    async def _resync(self, ws, symbol: str) -> None:
-        self.counts["resyncs"] += 1
-        topic = self.book_topic(symbol)
-        await self._send(ws, "unsubscribe", [topic])
-        await self._send(ws, "subscribe", [topic])
-
-    # --- messages --------------------------------------------------------------------------------
-    async def _on_text(self, ws, raw: str | bytes) -> bool:
-        """Handle one frame; True if it was a book snapshot that (re)synced a book."""
-        self.counts["messages"] += 1
-        try:
-            msg = decode_json(raw, "websocket frame")
-            if not isinstance(msg, dict):
-                raise BybitMessageError(f"websocket frame: expected an object, got {type(msg).__name__}")
-            kind = topic_kind(msg)
-            if kind is None:
-                self._on_control(msg)
-                return False
-            channel, symbol = kind
-            if symbol not in self.books:
-                self.counts["unknown_topic"] += 1
-                return False
-            if channel == "orderbook":
-                return await self._on_book(ws, symbol, msg)
-            if channel == "publicTrade":
-                self._on_trades(symbol, msg)
-            elif channel == "kline":
-                self._candles[symbol].extend(parse_ws_klines(msg))
-            else:
-                self.counts["unknown_topic"] += 1
-        except BybitMessageError as exc:
-            self.counts["malformed"] += 1
-            log.warning("skipping malformed Bybit message: %s", exc)
-        return False
-
-    def _on_control(self, msg: dict) -> None:
-        op = msg.get("op")
-        if op == "ping" or msg.get("ret_msg") == "pong":
-            self.counts["pongs"] += 1
-        elif op in ("subscribe", "unsubscribe"):
-            if not msg.get("success", False):
-                self.counts["subscribe_errors"] += 1
-                log.warning("Bybit %s failed: %s", op, msg.get("ret_msg"))
-        else:
-            self.counts["other_control"] += 1
-
-    async def _on_book(self, ws, symbol: str, msg: dict) -> bool:
-        book_msg = parse_ws_book(msg)
-        local = self.books[symbol]
-        result = local.apply(book_msg, recv_ms=self.clock.now_ms())
-        self.counts[f"book_{result.value}"] += 1
-        if self.on_book is not None:
-            self.on_book(symbol, result, local)
-        if result.needs_resync:
-            log.warning("%s order book %s at u=%s: resubscribing for a fresh snapshot", symbol, result.value, book_msg.u)
-            await self._resync(ws, symbol)
-        return result is ApplyResult.RESET
-
-    def _on_trades(self, symbol: str, msg: dict) -> None:
-        order, seen = self._seen_ids[symbol]
-        for exec_id, trade in parse_ws_trades(msg):
-            if exec_id in seen:
-                self.counts["duplicate_trades"] += 1
-                continue
-            seen.add(exec_id)
-            order.append(exec_id)
-            if len(order) > 20_000:
-                seen.discard(order.popleft())
-            self._trades[symbol].append(trade)
+    def _handle_events(self) -> bool:
+        """Count and log the protocol's events; True if one was a snapshot that (re)synced a book."""
+        synced = False
+        m, venue = self.metrics, self.venue
+        for ev in self.protocol.events_received():
+            if isinstance(ev, BookUpdate):
+                m.ws_messages.labels(venue=venue, kind=f"book_{ev.result.value}").inc()
+                synced |= ev.result is ApplyResult.RESET
+                if self.on_book is not None:
+                    self.on_book(ev.symbol, ev.result, self.books[ev.symbol])
+            elif isinstance(ev, Pong):
+                m.ws_messages.labels(venue=venue, kind="pong").inc()
+            elif isinstance(ev, Fault):
+                m.venue_faults.labels(venue=venue, reason=ev.reason).inc()
+                if ev.reason in _LOGGED_FAULTS:
+                    log.warning("Bybit WebSocket: %s (%s)", ev.detail, ev.reason)
+            elif isinstance(ev, ResyncNeeded):
+                m.ws_resyncs.labels(venue=venue).inc()
+                log.warning("%s order book discarded (%s): resubscribing for a fresh snapshot", ev.symbol, ev.reason)
+        return synced

@@ -1,0 +1,129 @@
+"""The bot's command line: ``python -m backend.main [options]``.
+
+Parses the options (each can also come from the environment or ``.env`` as
+``LOBBOT_<NAME>``), sets up logging, runs ``backend.engine.bot.Bot`` and prints its
+run summary. Expected problems (bad settings, a second bot on the same data folder,
+an unreachable exchange) end with one clear message and exit code 2 or 1, never a
+traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+
+from pydantic import ValidationError
+
+from backend.config import Settings, add_data_dir_argument, configure
+from backend.engine.bot import Bot, StartupError, parse_duration, parse_start_ms
+from backend.ml_engine.data_collection.spool import SpoolLockedError
+from backend.venues.factory import SOURCES
+
+__all__ = ["build_parser", "main", "settings_from_args"]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The option parser. Option defaults are ``None`` ("not given", so settings apply); help shows the real default once."""
+    p = argparse.ArgumentParser(
+        prog="python -m backend.main",
+        description="Collect order-book ML training data: live from Bybit, or from the built-in simulated market.",
+        epilog="Every option can also be set in the environment or .env as LOBBOT_<NAME> "
+        "(e.g. LOBBOT_SYMBOLS=BTCUSDT,ETHUSDT); command-line flags win.",
+    )
+    d = {name: f.default for name, f in Settings.model_fields.items()}
+    p.add_argument("--source", choices=list(SOURCES), default=None,
+                   help=f"market source: Bybit REST polling, Bybit WebSocket local book, or the simulator (default: {d['source']})")
+    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: BTCUSDT,ETHUSDT)")
+    p.add_argument("--interval", type=float, default=None, help=f"seconds between ticks (default: {d['interval']})")
+    p.add_argument("--collection-interval", type=int, default=None,
+                   help=f"ticks between collected samples (default: {d['collection_interval']})")
+    p.add_argument("--max-samples-per-file", type=int, default=None,
+                   help=f"samples per symbol buffered before a flush to disk (default: {d['max_samples_per_file']})")
+    p.add_argument("--max-buffer-memory-mb", type=float, default=None,
+                   help=f"memory cap of all buffers; above it the largest buffer is flushed (default: {d['max_buffer_memory_mb']})")
+    p.add_argument("--no-legacy", action="store_true", help="do not write the legacy .npy/.json batches")
+    p.add_argument("--no-feature-store", action="store_true",
+                   help="do not write training samples to the parquet feature store (the price tape and candles are still written)")
+    add_data_dir_argument(p)
+    p.add_argument("--seed", type=int, default=None, help="random seed of the simulator (default: 0)")
+    p.add_argument("--stats-interval", type=int, default=None,
+                   help=f"ticks between 'MLDataCollector statistics' log lines (default: {d['stats_interval']})")
+    p.add_argument("--max-iterations", type=int, default=None,
+                   help="stop after N ticks; 0 only recovers and flushes spooled samples of an earlier run, then exits "
+                   "(default: no limit)")
+    p.add_argument("--fast", action="store_true", help="sim only: run on a virtual clock (a simulated day takes seconds)")
+    p.add_argument("--duration", default=None, help="sim only: simulated time to run, e.g. 90m, 24h, 2d (default: until stopped)")
+    p.add_argument("--sim-start", default=None, help="sim only: ISO start time of the simulated market, UTC (default: now)")
+    p.add_argument("--log-level", default=None, help=f"DEBUG, INFO, WARNING or ERROR (default: {d['log_level']})")
+    return p
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    """Settings from parsed options over the environment; raises pydantic ``ValidationError`` for bad values."""
+    return configure(
+        source=args.source,
+        symbols=args.symbols,
+        interval=args.interval,
+        collection_interval=args.collection_interval,
+        max_samples_per_file=args.max_samples_per_file,
+        max_buffer_memory_mb=args.max_buffer_memory_mb,
+        use_legacy_format=False if args.no_legacy else None,
+        enable_feature_store=False if args.no_feature_store else None,
+        data_dir=args.data_dir,
+        seed=args.seed,
+        stats_interval=args.stats_interval,
+        max_iterations=args.max_iterations,
+        fast=True if args.fast else None,
+        duration=args.duration,
+        sim_start=args.sim_start,
+        log_level=args.log_level,
+    )
+
+
+def _print_summary(bot: Bot) -> None:
+    for line in bot.summary:
+        print(line, flush=True)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the bot; returns the exit code (0 done or stopped, 1 could not run, 2 bad arguments)."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
+        print(f"error: invalid settings: {msgs}", file=sys.stderr)
+        return 2
+    logging.basicConfig(
+        level=getattr(logging, settings.log_level.upper(), logging.INFO),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stdout,
+    )
+    if settings.source != "sim" and (settings.fast or settings.duration or settings.sim_start):
+        print("error: --fast, --duration and --sim-start apply to --source sim only", file=sys.stderr)
+        return 2
+    try:
+        parse_start_ms(settings.sim_start)
+        if settings.duration:
+            parse_duration(settings.duration)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        bot = Bot(settings)
+    except SpoolLockedError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        code = asyncio.run(bot.run())
+    except StartupError as exc:
+        _print_summary(bot)
+        print(f"\n{exc}\n", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        _print_summary(bot)
+        return 0
+    _print_summary(bot)
+    return code

@@ -1,0 +1,244 @@
+"""The runtime ``Bot``: a market source, the ``TickEngine`` and the collector under the fixed-rate scheduler.
+
+Every ``interval`` seconds (tick k starts at t0 + k * interval) it polls the books of
+all symbols, runs one ``TickEngine.step`` (validation once, price tape, features,
+which samples to take), and hands the result to ``MLDataCollector``: candles and tape
+rows every tick, samples every ``collection_interval`` ticks. ``request_stop()`` (the
+app wires SIGINT/SIGTERM to it) ends the loop after the current tick; everything
+buffered is flushed before ``run()`` returns.
+
+One ``Metrics`` registry is shared by the source, the engine, the scheduler and the
+collector; the run summary (``summary_lines``) reads from it. Nothing here prints: the
+app (``backend/apps/bot.py``) prints the summary.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import inspect
+import logging
+import re
+import signal
+import time
+
+from backend.config import Settings
+from backend.engine.scheduler import Scheduler
+from backend.engine.tick import TickEngine
+from backend.metrics import Metrics, format_reasons
+from backend.ml_engine.data_collection import MLDataCollector
+from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
+from backend.venues.factory import make_source
+from backend.venues.source import Clock, MarketSource, OffsetClock, VirtualClock
+
+__all__ = ["Bot", "StartupError", "parse_duration", "parse_start_ms", "unreachable_message"]
+
+log = logging.getLogger(__name__)
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+SYNC_PERIOD_S = 1.0  # at most one spool fsync per second of wall time
+
+
+class StartupError(RuntimeError):
+    """An expected condition that stops the bot with a clear message, not a traceback."""
+
+
+def parse_duration(text: str) -> float:
+    """'24h' -> 86400.0 seconds; accepts s, m, h, d or plain seconds. Raises ``ValueError`` otherwise."""
+    m = _DURATION_RE.match(text or "")
+    if not m:
+        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 30m, 24h or 2d")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def parse_start_ms(text: str | None) -> int:
+    """ISO time (naive means UTC) -> ms since the epoch; now when empty. Raises ``ValueError`` for other text."""
+    if not text:
+        return int(time.time() * 1000)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise ValueError(f"invalid --sim-start {text!r}: use an ISO time such as 2025-11-07T00:00:00Z") from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.timezone.utc)
+    return int(when.timestamp() * 1000)
+
+
+def unreachable_message(s: Settings, exc: Exception) -> str:
+    """The one paragraph shown when a live source cannot connect at start."""
+    url = s.bybit_ws_url if s.source == "bybit-ws" else s.bybit_rest_url
+    return (
+        f"Cannot reach the exchange: the '{s.source}' source failed to connect to {url} "
+        f"({type(exc).__name__}: {exc}). Live collection needs network access to Bybit's public API; "
+        "check the connection, a proxy or firewall, or point BYBIT_REST_URL / BYBIT_WS_URL at a reachable "
+        "endpoint. To try the bot without network, run the simulated market instead, e.g.: "
+        "python -m backend.main --source sim --fast --duration 24h"
+    )
+
+
+def _make_collector(s: Settings, metrics: Metrics) -> tuple[MLDataCollector, bool]:
+    kwargs = dict(
+        storage_path=s.legacy_root,
+        max_samples_per_file=s.max_samples_per_file,
+        collection_interval=s.collection_interval,
+        max_buffer_memory_mb=s.max_buffer_memory_mb,
+        enable_feature_store=s.enable_feature_store,
+        use_legacy_format=s.use_legacy_format,
+        feature_store_group=s.feature_store_group,
+        source=s.source,
+        spool_dir=s.spool_dir,
+        fsync=s.spool_fsync,
+    )
+    shares = "metrics" in inspect.signature(MLDataCollector).parameters
+    if shares:
+        kwargs["metrics"] = metrics
+    return MLDataCollector(**kwargs), shares
+
+
+class Bot:
+    """One collector run as configured by ``settings``.
+
+    Construction opens the collector (and takes the data folder's spool lock: raises
+    ``SpoolLockedError`` when another bot holds it). ``run()`` returns the exit code;
+    it raises ``StartupError`` when a live source cannot reach the exchange.
+    ``metrics`` is the run's registry (a new one when None).
+    """
+
+    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+        self.settings = settings
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.symbols = list(settings.symbols)
+        self.fast = settings.source == "sim" and settings.fast
+        self.start_ms = parse_start_ms(settings.sim_start) if settings.source == "sim" else int(time.time() * 1000)
+        self.duration_s = parse_duration(settings.duration) if settings.duration else None
+        if self.fast:
+            self.clock: Clock = VirtualClock(self.start_ms)
+        elif settings.source == "sim" and settings.sim_start:
+            self.clock = OffsetClock(self.start_ms)  # real-time pace, simulated dates
+        else:
+            self.clock = Clock()
+        self.ml_data_collector, self._shared_collector = _make_collector(settings, self.metrics)
+        self.stop_event = asyncio.Event()
+        self.source: MarketSource | None = None
+        self.scheduler: Scheduler | None = None
+        self.summary: list[str] = []
+        self._last_sync = 0.0
+
+    @property
+    def ticks(self) -> int:
+        """Ticks run so far."""
+        return self.scheduler.ticks if self.scheduler is not None else 0
+
+    def request_stop(self, signame: str = "") -> None:
+        """Stop after the current tick (idempotent); ``run()`` then flushes and returns."""
+        if not self.stop_event.is_set():
+            log.info("Received %s: stopping after the current tick and flushing all buffers", signame or "stop")
+        self.stop_event.set()
+
+    async def run(self) -> int:
+        """Recover the spool, collect until stopped, flush; fills ``summary``. Returns the exit code."""
+        s = self.settings
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, self.request_stop, sig.name)
+        remove_stale_temp_files(s.data_dir / "feature_store")
+        remove_stale_temp_files(s.legacy_root)
+        collector = self.ml_data_collector
+        recovered = await asyncio.to_thread(collector.recover)
+        if recovered:
+            log.info("Recovered and flushed %d samples left by an earlier run", recovered)
+        if s.max_iterations == 0:
+            log.info("--max-iterations 0: recovery done, exiting")
+            self.summary = [collector.statistics_line()]
+            await collector.close()
+            return 0
+        try:
+            return await self._collect()
+        finally:
+            clean = await collector.close()
+            if self.source is not None:
+                await self.source.close()
+            self.summary = self.summary_lines(clean)
+
+    async def _collect(self) -> int:
+        s = self.settings
+        collector = self.ml_data_collector
+        self.source = make_source(s, self.symbols, self.clock, metrics=self.metrics)
+        log.info(
+            "Starting %s for %s: interval %.3gs, a sample every %d ticks, data in %s",
+            s.source, ",".join(self.symbols), s.interval, s.collection_interval, s.data_dir,
+        )
+        try:
+            await self.source.start()
+        except Exception as exc:
+            if s.source == "sim":
+                raise
+            raise StartupError(unreachable_message(s, exc)) from None
+        engine = TickEngine(self.symbols, book_depth=s.book_depth, max_age_ms=s.max_book_age_s * 1000,
+                            max_future_ms=s.max_clock_skew_s * 1000, metrics=self.metrics)
+        for sym in self.symbols:
+            candles = self.source.initial_candles(sym)
+            engine.add_history(sym, candles)
+            collector.add_candles(sym, candles)
+        self.scheduler = Scheduler(self.clock, s.interval, metrics=self.metrics, stop=self.stop_event,
+                                   duration_s=self.duration_s, max_ticks=s.max_iterations)
+        async for tick in self.scheduler:
+            await self._tick(engine, collect=collector.should_collect(tick))
+            if (tick + 1) % s.stats_interval == 0:
+                log.info(collector.statistics_line())
+        return 0
+
+    async def _tick(self, engine: TickEngine, collect: bool) -> None:
+        collector = self.ml_data_collector
+        snaps = await self.source.poll()
+        out = engine.step(snaps, self.clock.now_ms(), collect)
+        for sym in self.symbols:
+            candles = out.candles.get(sym)
+            if candles:
+                collector.add_candles(sym, candles)
+            row = out.tape.get(sym)
+            if row is not None:
+                collector.add_tape(sym, row.ts_ms, row.mid, row.bid, row.ask)
+        for sym, reason in out.skips:
+            collector.skip(sym, reason)
+        for sample in out.samples:
+            collector.collect_sample(sample.symbol, sample.features, sample.ts_ms, sample.mid)
+        # group commit: one fsync per tick, but at most one per second of wall time
+        # (a --fast run does thousands of ticks per second)
+        if time.monotonic() - self._last_sync >= SYNC_PERIOD_S:
+            self._last_sync = time.monotonic()
+            await asyncio.to_thread(collector.sync)
+        collector.maybe_flush()
+
+    def summary_lines(self, clean: bool) -> list[str]:
+        """The run summary, read from the registry: statistics, rejections, skips, venue faults."""
+        c, m = self.ml_data_collector, self.metrics
+        rejected = m.by_label("lobbot_books_rejected_total", "reason")
+        if self._shared_collector:
+            skips = m.by_label("lobbot_samples_skipped_total", "reason")
+            recovered = int(m.value("lobbot_rows_recovered_total", stream="sample"))
+            flush_failures = int(m.total("lobbot_flush_failures_total"))
+        else:  # a collector that keeps its own counts (before it takes the shared registry)
+            skips = dict(c.stats.skip_reasons)
+            recovered, flush_failures = c.stats.recovered, c.stats.flush_failures
+        lines = [
+            c.statistics_line(),
+            f"Run summary: ticks={self.ticks} overruns={int(m.value('lobbot_tick_overruns_total'))} "
+            f"books_rejected={int(sum(rejected.values()))} ({format_reasons(rejected)}) "
+            f"recovered={recovered} flush_failures={flush_failures}",
+        ]
+        if skips:
+            lines.append("Skipped samples by reason: " + format_reasons(skips))
+        if self.source is not None:
+            venue = self.source.venue
+            faults = m.by_label("lobbot_venue_faults_total", "reason", venue=venue)
+            lines.append(
+                f"Source: {self.source.name} faults={int(sum(faults.values()))} ({format_reasons(faults)}) "
+                f"reconnects={int(m.value('lobbot_ws_reconnects_total', venue=venue))} "
+                f"resyncs={int(m.value('lobbot_ws_resyncs_total', venue=venue))} "
+                f"retries={int(m.value('lobbot_venue_retries_total', venue=venue))}"
+            )
+        lines.append("All collected samples are on disk." if clean else
+                     "Some rows could not be written; they stay in the spool and are flushed on the next start.")
+        return lines
