@@ -1,19 +1,45 @@
+"""MLDataCollector through its public API: files on disk, registry values, real crashes (SIGKILL)."""
+
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from backend.venues.types import Candle
+from backend.metrics import Metrics
 from backend.ml_engine.data_collection import MLDataCollector
-from backend.ml_engine.data_collection.spool import Spool
+from backend.ml_engine.data_collection.spool import SpoolLockedError
 from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.feature_store.legacy_format import list_batches, read_batch
+from backend.venues.types import Candle
 
 T0 = 1_762_473_600_000  # 2025-11-07 00:00:00 UTC
+REPO = Path(__file__).resolve().parents[2]
+
+# The child half of a crash test: build a collector like make(), run BODY, then SIGKILL itself.
+CHILD = """
+import os, signal, sys
+import numpy as np
+sys.path.insert(0, {repo!r})
+from backend.ml_engine.data_collection import MLDataCollector
+T0 = {t0}
+def features(i):
+    return (np.arange(110, dtype=np.float32) + i).astype(np.float32)
+def collect(c, symbol, n, start=0, step_ms=30_000):
+    for i in range(start, start + n):
+        assert c.collect_sample(symbol, features(i), T0 + i * step_ms, 100.0 + i)
+c = MLDataCollector(storage_path={storage!r}, source="sim", fsync=False, **{kw!r})
+c.recover()
+{body}
+sys.stdout.flush()
+os.kill(os.getpid(), signal.SIGKILL)
+"""
 
 
 def make(tmp_path: Path, **kw) -> MLDataCollector:
@@ -25,11 +51,13 @@ def make(tmp_path: Path, **kw) -> MLDataCollector:
     return c
 
 
-def crash(c: MLDataCollector) -> None:
-    """What a kill -9 leaves: no flush, no close; the OS drops the spool's lock."""
-    c._executor.shutdown(wait=True)
-    os.close(c.spool._lock_fd)
-    c.spool._lock_fd = None
+def run_and_kill(tmp_path: Path, body: str, **kw) -> str:
+    """Run ``body`` against a fresh collector in a child process that then dies by SIGKILL; returns its stdout."""
+    kw.setdefault("max_samples_per_file", 50)
+    code = CHILD.format(repo=str(REPO), t0=T0, storage=str(tmp_path / "ml_training"), kw=kw, body=textwrap.dedent(body))
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert res.returncode == -9, res.stderr[-3000:]
+    return res.stdout
 
 
 def features(i: int) -> np.ndarray:
@@ -58,7 +86,7 @@ def legacy_rows(tmp_path: Path, symbol: str):
 def test_flush_at_max_samples_writes_identical_rows_in_both_formats(tmp_path):
     c = make(tmp_path)
     collect(c, "BTCUSDT", 120)
-    c.maybe_flush()  # first 50-row batch? no: flush happens once a buffer reaches 50
+    c.maybe_flush()
     assert c.close_sync()
     df = parquet_rows(tmp_path, "BTCUSDT")
     ts, feats = legacy_rows(tmp_path, "BTCUSDT")
@@ -67,6 +95,10 @@ def test_flush_at_max_samples_writes_identical_rows_in_both_formats(tmp_path):
     np.testing.assert_array_equal(df["timestamp"].astype("int64").to_numpy() // 1, ts)
     np.testing.assert_array_equal(feats[7], features(7))
     assert c.stats.collected == 120 and c.stats.flushed == 120 and c.buffered == 0
+    assert c.metrics.value("lobbot_samples_collected_total", symbol="BTCUSDT") == 120
+    assert c.metrics.value("lobbot_rows_flushed_total", stream="sample") == 120
+    # a clean close leaves no spool segment behind: nothing to recover
+    assert not list((tmp_path / "spool").glob("wal_*.log"))
 
 
 def test_buffer_is_flushed_when_it_reaches_max_samples(tmp_path):
@@ -74,9 +106,10 @@ def test_buffer_is_flushed_when_it_reaches_max_samples(tmp_path):
     for i in range(100):
         c.collect_sample("ETHUSDT", features(i), T0 + i * 30_000, 10.0)
         c.maybe_flush()
-    c._executor.submit(lambda: None).result()
-    c.maybe_flush()
+    c.wait_for_flushes()
     assert c.stats.flushed == 80 and c.buffered == 20
+    assert c.metrics.value("lobbot_rows_buffered", stream="sample") == 20
+    assert "collected=100 buffered=20 flushed=80" in c.statistics_line()
     c.close_sync()
     assert len(list_batches(tmp_path / "ml_training", "ETHUSDT")) == 3
 
@@ -86,22 +119,41 @@ def test_memory_cap_flushes_largest_buffer_first(tmp_path):
     collect(c, "BTCUSDT", 600)
     collect(c, "ETHUSDT", 100)
     c.maybe_flush()
-    c._executor.submit(lambda: None).result()
+    c.wait_for_flushes()
     c.maybe_flush()
     assert c.stats.flushed == 600  # the larger buffer went, the small one stayed
-    assert sum(b.nbytes for b in c._buffers.values()) <= 0.3 * 1024 * 1024
+    assert 0 < c.metrics.value("lobbot_buffer_bytes") <= 0.3 * 1024 * 1024
     c.close_sync()
 
 
-def test_invalid_samples_are_skipped_and_counted(tmp_path):
+def test_invalid_samples_are_skipped_and_counted_by_reason(tmp_path):
     c = make(tmp_path)
     bad = features(0)
     bad[3] = np.nan
     assert not c.collect_sample("BTCUSDT", bad, T0, 1.0)
     assert not c.collect_sample("BTCUSDT", np.zeros(109, np.float32), T0, 1.0)
     assert not c.collect_sample("BTCUSDT", features(0), T0, 0.0)
-    assert c.stats.skipped == 3 and c.stats.collected == 0
+    c.skip("ETHUSDT", "warming_up")
+    assert c.stats.skipped == 4 and c.stats.collected == 0
+    assert c.stats.skip_reasons == {"invalid_sample": 3, "warming_up": 1}
+    assert c.metrics.value("lobbot_samples_skipped_total", symbol="BTCUSDT", reason="invalid_sample") == 3
     c.close_sync()
+
+
+def test_counts_go_to_the_registry_it_is_given(tmp_path):
+    m = Metrics()
+    c = make(tmp_path, metrics=m)
+    collect(c, "BTCUSDT", 50)
+    c.add_tape("BTCUSDT", T0, 100.0, 99.9, 100.1)
+    c.maybe_flush()
+    c.wait_for_flushes()
+    assert m.value("lobbot_rows_flushed_total", stream="sample") == 50
+    assert m.value("lobbot_files_written_total", sink="parquet") == 1
+    assert m.value("lobbot_files_written_total", sink="legacy") == 1
+    assert m.value("lobbot_flush_seconds_count") == 1
+    assert m.value("lobbot_spool_bytes") > 0
+    c.close_sync()
+    assert m.value("lobbot_rows_flushed_total", stream="tape") == 1
 
 
 def test_memory_per_sample_is_close_to_raw_float32(tmp_path):
@@ -112,17 +164,17 @@ def test_memory_per_sample_is_close_to_raw_float32(tmp_path):
     c.close_sync()
 
 
-def test_unflushed_samples_survive_a_crash_and_are_flushed_exactly_once(tmp_path):
-    c = make(tmp_path)
-    collect(c, "BTCUSDT", 50)
-    c.maybe_flush()  # one flush due at 50
-    collect(c, "BTCUSDT", 25, start=50)  # 25 left in RAM
-    c._executor.submit(lambda: None).result()
-    crash(c)  # no close(): the process state is simply dropped
+def test_unflushed_samples_survive_a_kill_9_and_are_flushed_exactly_once(tmp_path):
+    run_and_kill(tmp_path, """
+        collect(c, "BTCUSDT", 50)
+        c.maybe_flush()  # one flush due at 50
+        collect(c, "BTCUSDT", 25, start=50)  # 25 left in RAM
+        c.wait_for_flushes()
+    """)
     c2 = MLDataCollector(storage_path=tmp_path / "ml_training", max_samples_per_file=50, source="sim", fsync=False)
-    recovered = c2.recover()
-    assert recovered == 25
-    assert c2.stats.collected == 25
+    assert c2.recover() == 25
+    assert c2.stats.collected == 25 and c2.stats.recovered == 25
+    assert c2.metrics.value("lobbot_rows_recovered_total", stream="sample") == 25
     c2.close_sync()
     df = parquet_rows(tmp_path)
     ts, _ = legacy_rows(tmp_path, "BTCUSDT")
@@ -137,49 +189,41 @@ def test_unflushed_samples_survive_a_crash_and_are_flushed_exactly_once(tmp_path
 
 
 def test_interrupted_flush_is_completed_with_the_same_id(tmp_path):
-    c = make(tmp_path)
-    collect(c, "BTCUSDT", 30)
-    # dispatch the flush but make the legacy sink fail after parquet was written
-    original = c.legacy.write_batch
-
-    def boom(*a, **kw):
-        raise OSError(28, "No space left on device")
-
-    c.legacy.write_batch = boom
-    c.flush_all()
-    c._executor.submit(lambda: None).result()
-    c._reap()
-    assert c.stats.flush_failures == 1 and c.buffered == 30
-    assert len(parquet_rows(tmp_path)) == 30  # parquet sink already done
-    # crash now; a new process finishes the same flush without duplicating parquet rows
-    crash(c)
+    # A file where the legacy symbol folder belongs makes the legacy sink fail after parquet was written.
+    (tmp_path / "ml_training").mkdir(parents=True)
+    blocker = tmp_path / "ml_training" / "BTCUSDT"
+    blocker.write_text("not a folder")
+    out = run_and_kill(tmp_path, """
+        collect(c, "BTCUSDT", 30)
+        c.flush_all()
+        c.wait_for_flushes()
+        print(c.stats.flush_failures, c.buffered)
+    """)
+    assert out.split() == ["1", "30"]
+    assert len(parquet_rows(tmp_path)) == 30  # the parquet sink was done before the crash
+    blocker.unlink()
     c2 = make(tmp_path)
     assert c2.stats.recovered == 30
     c2.close_sync()
-    assert len(parquet_rows(tmp_path)) == 30
+    assert len(parquet_rows(tmp_path)) == 30  # re-run under the same flush id: no duplicate file
     ts, _ = legacy_rows(tmp_path, "BTCUSDT")
     assert len(ts) == 30
-    c.legacy.write_batch = original
 
 
 def test_failing_sink_keeps_samples_and_retries(tmp_path):
     c = make(tmp_path, retry_delay_s=0.0)
-    store_write = c.store.write_offline_features
-    calls = {"n": 0}
-
-    def flaky(*a, **kw):
-        calls["n"] += 1
-        if calls["n"] == 1:
-            raise PermissionError(13, "Permission denied")
-        return store_write(*a, **kw)
-
-    c.store.write_offline_features = flaky
+    # A file where the sample group's folder belongs: the parquet sink fails until it is gone.
+    group = tmp_path / "feature_store" / "offline" / "training_features"
+    group.parent.mkdir(parents=True, exist_ok=True)
+    group.write_text("in the way")
     collect(c, "BTCUSDT", 50)
     c.maybe_flush()
-    c._executor.submit(lambda: None).result()
-    c.maybe_flush()  # reaps the failure, resubmits
-    c._executor.submit(lambda: None).result()
-    c.maybe_flush()
+    c.wait_for_flushes()
+    assert c.stats.flush_failures == 1 and c.buffered == 50 and c.stats.flushed == 0
+    assert sum(v for _, v in c.metrics.samples("lobbot_flush_failures_total")) == 1
+    group.unlink()
+    c.maybe_flush()  # resubmits the failed job
+    c.wait_for_flushes()
     assert c.stats.flush_failures == 1 and c.stats.flushed == 50
     c.close_sync()
     assert len(parquet_rows(tmp_path)) == 50
@@ -207,20 +251,17 @@ def test_tape_and_candles_are_flushed_and_candles_stored_once(tmp_path):
 
 
 def test_torn_spool_tail_is_ignored(tmp_path):
-    c = make(tmp_path)
-    collect(c, "BTCUSDT", 5)
-    seg = c.spool.segments()[-1]
-    c.spool.close()
+    run_and_kill(tmp_path, 'collect(c, "BTCUSDT", 5)')
+    seg = sorted((tmp_path / "spool").glob("wal_*.log"))[-1]
     with open(seg, "ab") as fh:
         fh.write(b"\x10\x00\x00\x00garbage")
     c2 = MLDataCollector(storage_path=tmp_path / "ml_training", max_samples_per_file=50, source="sim", fsync=False)
     assert c2.recover() == 5
     c2.close_sync()
+    assert len(parquet_rows(tmp_path)) == 5
 
 
 def test_a_second_collector_on_the_same_data_is_refused(tmp_path):
-    from backend.ml_engine.data_collection.spool import SpoolLockedError
-
     c = make(tmp_path)
     with pytest.raises(SpoolLockedError, match="another collector is already running"):
         MLDataCollector(storage_path=tmp_path / "ml_training", source="sim", fsync=False)
@@ -228,27 +269,16 @@ def test_a_second_collector_on_the_same_data_is_refused(tmp_path):
     make(tmp_path).close_sync()  # free again once the first one closed
 
 
-def test_storage_path_is_relative_to_backend_not_cwd(tmp_path, monkeypatch):
-    monkeypatch.chdir(tmp_path)
-    c = MLDataCollector.__new__(MLDataCollector)
-    from backend.ml_engine.data_collection.ml_data_collector import PACKAGE_DIR
-    assert (PACKAGE_DIR / "../data/ml_training").resolve() == PACKAGE_DIR.parent / "data" / "ml_training"
-
-
-def test_checkpoint_rewrites_unflushed_rows_into_a_new_segment(tmp_path):
-    c = make(tmp_path, max_samples_per_file=1000)
-    collect(c, "BTCUSDT", 30)
-    for i in range(20):
-        c.add_tape("BTCUSDT", T0 + i * 3000, 100.0 + i, 99.9 + i, 100.1 + i)
-    old = c.spool.segments()
-    c.checkpoint()
-    new = c.spool.segments()
-    assert len(new) == 1 and new[0] not in old
-    crash(c)
-    c2 = MLDataCollector(storage_path=tmp_path / "ml_training", max_samples_per_file=1000, source="sim", fsync=False)
-    assert c2.recover() == 30
-    c2.close_sync()
-    df = parquet_rows(tmp_path)
-    np.testing.assert_array_equal(df[list(FEATURE_NAMES)].to_numpy(np.float32)[5], features(5))
-    tape = FeatureStore(tmp_path / "feature_store" / "offline").read_offline_features("price_tape")
-    assert sorted(tape["mid_price"].tolist()) == [100.0 + i for i in range(20)]
+def test_relative_storage_path_is_relative_to_backend_not_cwd(tmp_path, monkeypatch):
+    backend_dir = REPO / "backend"
+    target = tmp_path / "data" / "ml_training"
+    elsewhere = tmp_path / "cwd"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    c = MLDataCollector(storage_path=os.path.relpath(target, backend_dir), max_samples_per_file=5, source="sim", fsync=False)
+    c.recover()
+    collect(c, "BTCUSDT", 5)
+    assert c.close_sync()
+    assert len(list_batches(target, "BTCUSDT")) == 1
+    assert len(FeatureStore(tmp_path / "data" / "feature_store" / "offline").read_offline_features("training_features")) == 5
+    assert not any(elsewhere.iterdir())  # nothing was written relative to the current directory

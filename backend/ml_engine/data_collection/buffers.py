@@ -2,7 +2,8 @@
 
 A row append writes into preallocated arrays (no per-row Python objects), so a
 buffered sample costs its raw bytes plus a few int64 columns, and appending never
-copies earlier rows: when a block is full a new one is allocated.
+copies earlier rows: when a block is full a new one is allocated. The byte count is
+kept as a running total, so asking a buffer its size costs O(1).
 """
 
 from __future__ import annotations
@@ -11,12 +12,18 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from backend.ml_engine.data_collection.records import RowLayout
+
 BLOCK_ROWS = 256
 
 
 @dataclass
 class Columns:
-    """Rows taken out of a buffer: ``seq``, named int64/float64 columns and an optional float32 matrix."""
+    """Rows of one stream key, oldest first.
+
+    ``seq`` int64 (n,); ``ints`` name -> int64 (n,); ``floats`` name -> float64 (n,);
+    ``matrix`` float32 (n, width), or None for a stream without a vector.
+    """
 
     seq: np.ndarray
     ints: dict[str, np.ndarray]
@@ -26,19 +33,46 @@ class Columns:
     def __len__(self) -> int:
         return int(self.seq.size)
 
-    @staticmethod
-    def concat(parts: list["Columns"]) -> "Columns":
-        first = parts[0]
+    @property
+    def nbytes(self) -> int:
+        """Bytes held by the arrays."""
+        total = self.seq.nbytes + sum(a.nbytes for a in self.ints.values()) + sum(a.nbytes for a in self.floats.values())
+        return total + (self.matrix.nbytes if self.matrix is not None else 0)
+
+    def select(self, index: np.ndarray | slice) -> "Columns":
+        """The rows at ``index`` (a slice, an integer index array or a boolean mask)."""
         return Columns(
-            np.concatenate([p.seq for p in parts]),
-            {k: np.concatenate([p.ints[k] for p in parts]) for k in first.ints},
-            {k: np.concatenate([p.floats[k] for p in parts]) for k in first.floats},
-            None if first.matrix is None else np.concatenate([p.matrix for p in parts]),
+            self.seq[index],
+            {k: v[index] for k, v in self.ints.items()},
+            {k: v[index] for k, v in self.floats.items()},
+            None if self.matrix is None else self.matrix[index],
         )
+
+    @staticmethod
+    def from_arrays(layout: RowLayout, seq: np.ndarray, ints: np.ndarray, floats: np.ndarray, matrix: np.ndarray | None) -> "Columns":
+        """Columns from (n,) seq, (n, len(layout.ints)) int64, (n, len(layout.floats)) float64, (n, width) float32."""
+        return Columns(
+            np.ascontiguousarray(seq, dtype=np.int64),
+            {name: np.ascontiguousarray(ints[:, j], dtype=np.int64) for j, name in enumerate(layout.ints)},
+            {name: np.ascontiguousarray(floats[:, j], dtype=np.float64) for j, name in enumerate(layout.floats)},
+            None if not layout.width else np.ascontiguousarray(matrix, dtype=np.float32),
+        )
+
+    def int_matrix(self, layout: RowLayout) -> np.ndarray:
+        """The int fields as one (n, len(layout.ints)) int64 array, in layout order."""
+        if not layout.ints:
+            return np.empty((len(self), 0), np.int64)
+        return np.column_stack([self.ints[n] for n in layout.ints]).astype(np.int64, copy=False)
+
+    def float_matrix(self, layout: RowLayout) -> np.ndarray:
+        """The float fields as one (n, len(layout.floats)) float64 array, in layout order."""
+        if not layout.floats:
+            return np.empty((len(self), 0), np.float64)
+        return np.column_stack([self.floats[n] for n in layout.floats]).astype(np.float64, copy=False)
 
 
 class _Block:
-    __slots__ = ("seq", "ints", "floats", "matrix", "n")
+    __slots__ = ("seq", "ints", "floats", "matrix", "n", "nbytes")
 
     def __init__(self, n_ints: int, n_floats: int, width: int):
         self.seq = np.empty(BLOCK_ROWS, dtype=np.int64)
@@ -46,35 +80,31 @@ class _Block:
         self.floats = np.empty((BLOCK_ROWS, n_floats), dtype=np.float64)
         self.matrix = np.empty((BLOCK_ROWS, width), dtype=np.float32) if width else None
         self.n = 0
-
-    @property
-    def nbytes(self) -> int:
         m = self.matrix.nbytes if self.matrix is not None else 0
-        return self.seq.nbytes + self.ints.nbytes + self.floats.nbytes + m
+        self.nbytes = self.seq.nbytes + self.ints.nbytes + self.floats.nbytes + m
 
 
 class RowBuffer:
-    def __init__(self, int_names: tuple[str, ...], float_names: tuple[str, ...], width: int = 0):
-        self.int_names, self.float_names, self.width = int_names, float_names, width
+    """Rows of one stream key waiting for a flush (event-loop thread only)."""
+
+    def __init__(self, layout: RowLayout):
+        self.layout = layout
         self._blocks: list[_Block] = []
         self._rows = 0
+        self.nbytes = 0  #: bytes allocated by the blocks (running total)
 
     def __len__(self) -> int:
         return self._rows
 
-    @property
-    def nbytes(self) -> int:
-        return sum(b.nbytes for b in self._blocks)
-
-    @property
-    def row_nbytes(self) -> int:
-        return 8 + 8 * len(self.int_names) + 8 * len(self.float_names) + 4 * self.width
-
-    def append(self, seq: int, ints: tuple, floats: tuple, vector: np.ndarray | None = None) -> None:
+    def append(self, seq: int, ints: tuple, floats: tuple, vector: np.ndarray | None = None) -> int:
+        """Append one row; returns the bytes newly allocated (0, or one block when the last was full)."""
         block = self._blocks[-1] if self._blocks else None
+        grown = 0
         if block is None or block.n == BLOCK_ROWS:
-            block = _Block(len(self.int_names), len(self.float_names), self.width)
+            block = _Block(len(self.layout.ints), len(self.layout.floats), self.layout.width)
             self._blocks.append(block)
+            grown = block.nbytes
+            self.nbytes += grown
         i = block.n
         block.seq[i] = seq
         block.ints[i] = ints
@@ -83,27 +113,33 @@ class RowBuffer:
             block.matrix[i] = vector
         block.n = i + 1
         self._rows += 1
+        return grown
 
     def take(self) -> Columns:
         """Remove and return every buffered row (oldest first)."""
-        out = self.peek()
-        self._blocks, self._rows = [], 0
-        return out
-
-    def peek(self) -> Columns:
-        """Copy of every buffered row (oldest first), leaving the buffer as it is."""
         blocks = self._blocks
-        seq = np.concatenate([b.seq[: b.n] for b in blocks]) if blocks else np.empty(0, np.int64)
-        ints = np.concatenate([b.ints[: b.n] for b in blocks]) if blocks else np.empty((0, len(self.int_names)), np.int64)
-        floats = (
-            np.concatenate([b.floats[: b.n] for b in blocks]) if blocks else np.empty((0, len(self.float_names)), np.float64)
-        )
-        matrix = None
-        if self.width:
-            matrix = np.concatenate([b.matrix[: b.n] for b in blocks]) if blocks else np.empty((0, self.width), np.float32)
-        return Columns(
-            seq,
-            {name: ints[:, j].copy() for j, name in enumerate(self.int_names)},
-            {name: floats[:, j].copy() for j, name in enumerate(self.float_names)},
-            matrix,
-        )
+        self._blocks, self._rows, self.nbytes = [], 0, 0
+        lay = self.layout
+        if not blocks:
+            return Columns(
+                np.empty(0, np.int64),
+                {n: np.empty(0, np.int64) for n in lay.ints},
+                {n: np.empty(0, np.float64) for n in lay.floats},
+                np.empty((0, lay.width), np.float32) if lay.width else None,
+            )
+        seq = np.concatenate([b.seq[: b.n] for b in blocks])
+        ints = np.concatenate([b.ints[: b.n] for b in blocks])
+        floats = np.concatenate([b.floats[: b.n] for b in blocks])
+        matrix = np.concatenate([b.matrix[: b.n] for b in blocks]) if lay.width else None
+        return Columns.from_arrays(lay, seq, ints, floats, matrix)
+
+
+def concat_columns(parts: list[Columns]) -> Columns:
+    """Rows of several ``Columns`` of one layout, in the order given."""
+    first = parts[0]
+    return Columns(
+        np.concatenate([p.seq for p in parts]),
+        {k: np.concatenate([p.ints[k] for p in parts]) for k in first.ints},
+        {k: np.concatenate([p.floats[k] for p in parts]) for k in first.floats},
+        None if first.matrix is None else np.concatenate([p.matrix for p in parts]),
+    )

@@ -1,17 +1,23 @@
 """MLDataCollector: buffers samples, the price tape and candles; flushes them to both formats.
 
-Life of a sample::
+Life of a row (any stream; see ``streams`` for what differs between them)::
 
-    collect_sample()  -> spool append (kernel has it: survives kill -9) -> RAM buffer
-    maybe_flush()     -> at max_samples_per_file, or the memory cap (largest buffer first):
-                         INTENT in the spool, then a worker thread writes parquet + legacy
-    worker            -> both sinks written (atomic files) -> DONE in the spool
+    collect_sample()/add_tape()/add_candles()
+                      -> spool append (kernel has it: survives kill -9) -> RAM buffer
+    maybe_flush()     -> a buffer at its stream's flush size, or the memory cap (largest
+                         buffer first): INTENT in the spool, the worker thread writes the sinks
+    worker            -> every sink written (atomic files) -> DONE in the spool
     sink failure      -> the job keeps its rows and is retried later; nothing partial is left
+    spool rotation    -> past 64 MB a new segment is opened on a maintenance thread; old
+                         segments go once their rows are written (no row is rewritten)
     start-up          -> recover(): unfinished intents re-run with the same flush id
-                         (sinks skip names they hold), other spooled rows are flushed
+                         (sinks skip names they hold), other spooled rows are flushed;
+                         a spool of another feature version is set aside intact
 
 All public methods except ``recover``/``close_sync`` are called from the event loop;
-file I/O happens on one worker thread, so the loop never waits for a parquet write.
+file I/O happens on worker threads, so the loop never waits for a parquet write or an
+fsync. Every count lives in the metrics registry (``stats`` and ``statistics_line``
+read it back).
 """
 
 from __future__ import annotations
@@ -21,76 +27,66 @@ import logging
 import sys
 import time
 import uuid
-from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from backend.venues.types import Candle
-from backend.ml_engine.data_collection.buffers import Columns, RowBuffer
-from backend.ml_engine.data_collection.spool import ROW_LAYOUT, Spool, SpooledRow, StreamKey
-from backend.ml_engine.feature_store.feature_schema import (
-    FEATURE_COUNT,
-    FEATURE_FIELDS,
-    FEATURE_SCHEMA_VERSION,
-    TIMESTAMP_TYPE,
-    TRAINING_SCHEMA,
-)
+from backend.metrics import Metrics
+from backend.ml_engine.data_collection.buffers import RowBuffer
+from backend.ml_engine.data_collection.flushing import FlushJob, FlushRunner
+from backend.ml_engine.data_collection.records import StreamKey
+from backend.ml_engine.data_collection.sinks import LegacySink, ParquetSink, Sink
+from backend.ml_engine.data_collection.spool import SEGMENT_LIMIT, Spool
+from backend.ml_engine.data_collection.spool_recovery import RecoveredSpool
+from backend.ml_engine.data_collection.stats import CollectorStats
+from backend.ml_engine.data_collection.streams import CANDLE, SAMPLE, TAPE, StreamSpec, default_streams
+from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.feature_store.legacy_format import LegacyBatchWriter
 from backend.symbols import validate_symbol
+from backend.venues.types import Candle
 
 log = logging.getLogger("backend.ml_engine.data_collection")
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # backend/
-SPOOL_SEGMENT_LIMIT = 64 * 1024 * 1024
 GIL_SWITCH_INTERVAL_S = 0.001
 
 
-@dataclass
-class FlushJob:
-    flush_id: str
-    stream: str
-    parts: dict[StreamKey, Columns]
-    sinks_done: set[str] = field(default_factory=set)
-    future: Future | None = None
-    attempts: int = 0
-    retry_at: float = 0.0
-    last_error: str | None = None
-    files_written: int = 0
+class _Lane:
+    """One stream key's buffer, spec, next seq and cached counters (event-loop thread only)."""
 
-    @property
-    def rows(self) -> int:
-        return sum(len(c) for c in self.parts.values())
+    __slots__ = ("key", "spec", "buf", "seq", "collected")
 
-    @property
-    def nbytes(self) -> int:
-        total = 0
-        for c in self.parts.values():
-            total += c.seq.nbytes + sum(a.nbytes for a in c.ints.values()) + sum(a.nbytes for a in c.floats.values())
-            total += c.matrix.nbytes if c.matrix is not None else 0
-        return total
-
-    def ranges(self) -> list[tuple[StreamKey, int, int]]:
-        return [(k, int(c.seq[0]), int(c.seq[-1])) for k, c in self.parts.items() if len(c)]
-
-
-@dataclass
-class CollectorStats:
-    collected: int = 0
-    flushed: int = 0
-    files: int = 0
-    skipped: int = 0
-    recovered: int = 0
-    flush_failures: int = 0
-    skip_reasons: Counter = field(default_factory=Counter)
+    def __init__(self, key: StreamKey, spec: StreamSpec, seq: int, collected):
+        self.key, self.spec, self.buf, self.seq, self.collected = key, spec, RowBuffer(spec.layout), seq, collected
 
 
 class MLDataCollector:
+    """Collects samples (110 float32 features), the price tape and candles, and flushes them durably.
+
+    Arguments (the guide's names):
+
+    * ``storage_path``: legacy root; relative paths are relative to ``backend/``, as the
+      guide writes them (``../data/ml_training``); its parent is the data folder, holding
+      ``feature_store/offline`` and the ``spool``.
+    * ``max_samples_per_file`` (>= 1): samples per symbol per flush (legacy batch size).
+    * ``collection_interval`` (>= 1): ticks between samples (``should_collect``).
+    * ``max_buffer_memory_mb`` (> 0): cap on buffered bytes; past it the largest buffer flushes.
+    * ``enable_feature_store`` / ``use_legacy_format``: the sample sinks (the tape and
+      candles always go to the store: labels and audits need them).
+    * ``feature_store_group``: the group samples go to.
+    * ``source``: the ``source`` column (``bybit``, ``sim`` ...).
+    * ``spool_dir`` (default ``<data>/spool``), ``fsync`` (spool and legacy fsyncs),
+      ``spool_segment_bytes`` (rotation size), ``retry_delay_s`` (after a failed flush).
+    * ``metrics``: the bot's registry; a private one when None.
+
+    Raises ``ValueError`` for out-of-range sizes and ``SpoolLockedError`` when another
+    collector holds the spool.
+    """
+
     def __init__(
         self,
         storage_path: str | Path = "../data/ml_training",
@@ -106,6 +102,8 @@ class MLDataCollector:
         spool_dir: Path | None = None,
         fsync: bool = True,
         retry_delay_s: float = 5.0,
+        metrics: Metrics | None = None,
+        spool_segment_bytes: int = SEGMENT_LIMIT,
     ):
         storage = Path(storage_path).expanduser()
         # The guide writes storage_path relative to backend/ ("../data/ml_training").
@@ -120,17 +118,28 @@ class MLDataCollector:
         self.use_legacy_format = use_legacy_format
         self.feature_store_group = feature_store_group
         self.source = source
-        self.retry_delay_s = retry_delay_s
-        # The tape and candles always go to the store: labels and audits need them.
+        self.metrics = metrics if metrics is not None else Metrics()
+        self.streams = default_streams(sample_group=feature_store_group, max_samples_per_file=self.max_samples_per_file,
+                                       collection_interval=self.collection_interval)
         self.store = feature_store or FeatureStore(data_root / "feature_store" / "offline")
         self.legacy = LegacyBatchWriter(self.storage_path, fsync=fsync) if use_legacy_format else None
-        self.spool = Spool(spool_dir or data_root / "spool", fsync=fsync)
-        self.tape_rows_per_flush = self.max_samples_per_file * self.collection_interval
-        self.stats = CollectorStats()
-        self._buffers: dict[StreamKey, RowBuffer] = {}
-        self._seq: dict[StreamKey, int] = {}
-        self._jobs: list[FlushJob] = []
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-flush")
+        sinks: dict[str, Sink] = {"parquet": ParquetSink(self.store)}
+        if self.legacy is not None:
+            sinks["legacy"] = LegacySink(self.legacy)
+        self._enabled_sinks = {"parquet", "legacy"} - ({"parquet"} if not enable_feature_store else set()) - (
+            {"legacy"} if self.legacy is None else set())
+        self.spool = Spool(spool_dir or data_root / "spool", {n: s.layout for n, s in self.streams.items()},
+                           fsync=fsync, segment_limit=spool_segment_bytes)
+        self._runner = FlushRunner(self.spool, sinks, self.metrics, retry_delay_s)
+        self._maintenance = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-maint")
+        self._rotation: Future | None = None
+        self.stats = CollectorStats(self.metrics, tuple(n for n, s in self.streams.items() if s.counts_as_samples))
+        self._lanes: dict[tuple[str, str], _Lane] = {}
+        self._first_seq: dict[StreamKey, int] = {}
+        self._due: dict[tuple[str, str], None] = {}  # lanes at their flush size, in the order they got there
+        self._buffer_bytes = 0  # running total of every lane's buffer
+        self._buffered_rows: dict[str, int] = {n: 0 for n in self.streams}  # buffers + queued jobs
+        self._skip_counters: dict[tuple[str, str], object] = {}
         # The flush thread also runs Python code (legacy JSON, Arrow assembly). With the
         # default 5 ms GIL switch interval it can hold the event loop for 5 ms at a time;
         # 1 ms keeps the loop's lag during a flush near 1 ms.
@@ -145,57 +154,72 @@ class MLDataCollector:
     def recover(self) -> int:
         """Flush whatever an earlier process left in the spool; returns the samples recovered.
 
-        Must run before the first tick. Rows of unfinished flushes are written with
-        their original flush id (exactly once); the rest are flushed anew.
+        Must run before the first tick (``collect_sample`` runs it when it was not).
+        Rows of unfinished flushes are written with their original flush id (exactly
+        once); the rest are flushed anew. Segments of another feature version are moved
+        intact to ``<spool>/.incompatible-<time>/`` (logged as a warning naming the
+        folder); their tape and candle rows are recovered. A flush that fails here stays
+        queued and is retried by ``maybe_flush``. Raises ``OSError`` when the spool
+        folder itself cannot be written.
         """
         rec = self.spool.recover()
-        self.spool.open_new_segment()
+        aside = self.spool.begin(rec)
         self._opened = True
-        for key, rows in rec.rows.items():
-            self._seq[key] = max(self._seq.get(key, 0), max(rows) + 1)
-        recovered_samples = 0
-        for flush_id, ranges in rec.pending_intents().items():
-            parts = {key: _columns_from_rows(key, rec.rows_in(key, lo, hi)) for key, lo, hi in ranges}
-            parts = {k: c for k, c in parts.items() if len(c)}
-            if not parts:
-                continue
-            job = FlushJob(flush_id, ranges[0][0].stream, parts)
-            recovered_samples += job.rows if job.stream == "sample" else 0
-            self._jobs.append(job)
-        for key, rows in rec.unflushed_rows().items():
-            cols = _columns_from_rows(key, rows)
-            if key.stream == "sample":
-                recovered_samples += len(cols)
-                for start in range(0, len(cols), self.max_samples_per_file):
-                    self._new_job("sample", {key: _slice(cols, start, start + self.max_samples_per_file)})
-            else:
-                self._new_job(key.stream, {key: cols})
-        self.stats.collected += recovered_samples
-        self.stats.recovered = recovered_samples
+        self._first_seq.update(rec.next_seq)
+        counts = {n: 0 for n in self.streams}
+        for fid, parts in rec.pending_parts().items():
+            spec = self.streams[next(iter(parts)).stream]
+            job = self._runner.add(FlushJob(fid, spec, parts, self._sinks_for(spec)), declare=False)
+            self._count_recovered(job, counts)
+        for key, cols in rec.live_rows().items():
+            spec = self.streams[key.stream]
+            step = spec.flush_rows if spec.per_symbol else len(cols)
+            for start in range(0, len(cols), step):
+                job = self._new_job(spec, {key: cols.select(slice(start, start + step))})
+                self._count_recovered(job, counts)
         self._load_last_candles(rec)
-        for job in list(self._jobs):
-            self._run_job_now(job)
-        self.checkpoint()
+        for job in list(self._runner.jobs):
+            if self._runner.run_now(job):
+                self._account(job)
+        self.spool.rotate()  # the segment holding the recovered rows goes once they are written
+        recovered_samples = sum(v for n, v in counts.items() if self.streams[n].counts_as_samples)
         if rec.segments:
             log.info(
                 "Spool recovery: %d samples recovered from %d segment(s)%s",
-                recovered_samples,
-                len(rec.segments),
+                recovered_samples, len(rec.segments),
                 f", {rec.torn_records} torn record(s) ignored" if rec.torn_records else "",
             )
+        if aside is not None:
+            kept = ", ".join(f"{n} {s} rows" for s, n in sorted(rec.set_aside_rows.items())) or "no rows"
+            log.warning(
+                "Spool: %d segment(s) could not be read as this build's data (%s); moved intact to %s (%s kept there, "
+                "see REASON.txt); their tape and candle rows were recovered. Collection continues.",
+                len(rec.set_aside), "; ".join(sorted(set(rec.set_aside.values()))), aside, kept,
+            )
         return recovered_samples
+
+    def _count_recovered(self, job: FlushJob | None, counts: dict[str, int]) -> None:
+        if job is None:
+            return
+        counts[job.spec.name] += job.rows
+        self.metrics.rows_recovered.labels(stream=job.spec.name).inc(job.rows)
+        self._buffered_rows[job.spec.name] += job.rows
+        if job.spec.counts_as_samples:
+            for key, cols in job.parts.items():
+                self.metrics.samples_collected.labels(symbol=key.symbol).inc(len(cols))
 
     def _ensure_open(self) -> None:
         if not self._opened:
             self.recover()
 
-    def _load_last_candles(self, rec) -> None:
+    def _load_last_candles(self, rec: RecoveredSpool) -> None:
         """Candles already stored or spooled are not written again after a restart."""
         try:
             # the newest partitions hold the last stored bars (sim dates need not be today)
-            parts = self.store.partition_dirs("candles")[-2:]
+            parts = self.store.partition_dirs(self.streams[CANDLE].group)[-2:]
             start = parts[0].name[5:] if parts else None
-            table = self.store.read_offline_table("candles", start_date=start, columns=["timestamp", "symbol"]) if parts else None
+            table = (self.store.read_offline_table(self.streams[CANDLE].group, start_date=start, columns=["timestamp", "symbol"])
+                     if parts else None)
             if table is not None and table.num_rows:
                 ts = table.column("timestamp").cast(pa.int64()).to_numpy()
                 syms = table.column("symbol").to_numpy(zero_copy_only=False)
@@ -203,62 +227,78 @@ class MLDataCollector:
                     self._last_candle[str(sym)] = max(self._last_candle.get(str(sym), -1), int(ts[syms == sym].max()))
         except Exception as exc:  # an unreadable candle file must not stop collection
             log.warning("Could not read stored candles to de-duplicate: %s", exc)
-        for key, rows in rec.rows.items():
-            if key.stream == "candle" and rows:
-                last = max(r.ints[0] for r in rows.values())
+        for key, cols in rec.rows.items():
+            if key.stream == CANDLE and len(cols):
+                last = int(cols.ints["ts"].max())
                 self._last_candle[key.symbol] = max(self._last_candle.get(key.symbol, -1), last)
 
     # --- loop-facing API -------------------------------------------------------------------
     def should_collect(self, iteration: int) -> bool:
+        """True on ticks that take a sample (every ``collection_interval``-th, from tick 0)."""
         return iteration % self.collection_interval == 0
 
     def collect_sample(self, symbol: str, features: np.ndarray, timestamp_ms: int, mid_price: float) -> bool:
-        """Accept one sample (110 float32 features at the book's event time).
+        """Accept one sample: 110 float32 features at the book's event time (ms), mid price > 0.
 
-        Returns False, counting a skip, for a malformed sample. On True the sample is
-        already in the spool.
+        Returns False, counting a skip (``invalid_sample``), for a malformed sample. On
+        True the sample is already in the spool. Raises ``ValueError`` for an invalid symbol.
         """
-        self._ensure_open()
         vec = np.asarray(features, dtype=np.float32)
         if vec.shape != (FEATURE_COUNT,) or not np.isfinite(vec).all() or not (mid_price > 0):
             self.skip(symbol, "invalid_sample")
             return False
-        self._append("sample", symbol, (int(timestamp_ms), int(time.time() * 1000)), (float(mid_price),), vec)
-        self.stats.collected += 1
+        lane = self._append(SAMPLE, symbol, (int(timestamp_ms), int(time.time() * 1000)), (float(mid_price),), vec)
+        lane.collected.inc()
         return True
 
     def add_tape(self, symbol: str, ts_ms: int, mid: float, bid: float, ask: float) -> None:
-        self._append("tape", symbol, (int(ts_ms),), (float(mid), float(bid), float(ask)))
+        """One price-tape row: book event time (ms), mid, best bid and ask."""
+        self._append(TAPE, symbol, (int(ts_ms),), (float(mid), float(bid), float(ask)))
 
     def add_candles(self, symbol: str, candles: Sequence[Candle]) -> int:
-        """Closed bars; each bar is stored once even if a source repeats it."""
+        """Closed 1-minute bars, oldest first; each bar is stored once even if a source repeats it.
+
+        Returns the bars added.
+        """
         last = self._last_candle.get(symbol, -1)
         added = 0
         for c in candles:
             if c.start_ms <= last:
                 continue
-            self._append("candle", symbol, (int(c.start_ms),), (c.open, c.high, c.low, c.close, c.volume, c.turnover))
+            self._append(CANDLE, symbol, (int(c.start_ms),), (c.open, c.high, c.low, c.close, c.volume, c.turnover))
             last = c.start_ms
             added += 1
         self._last_candle[symbol] = last
         return added
 
-    def _append(self, stream: str, symbol: str, ints: tuple, floats: tuple, vector: np.ndarray | None = None) -> None:
-        """Spool first (the row survives a crash from here on), then the RAM buffer."""
+    def _lane(self, stream: str, symbol: str) -> _Lane:
         self._ensure_open()
+        validate_symbol(symbol)
         key = StreamKey(stream, symbol, self.source)
-        buf = self._buffers.get(key)
-        if buf is None:
-            validate_symbol(symbol)
-            buf = self._buffers[key] = RowBuffer(*ROW_LAYOUT[stream])
-        seq = self._seq.get(key, 0)
-        self._seq[key] = seq + 1
-        self.spool.append_row(key, seq, ints, floats, vector)
-        buf.append(seq, ints, floats, vector)
+        spec = self.streams[stream]
+        counter = self.metrics.samples_collected.labels(symbol=symbol) if spec.counts_as_samples else None
+        lane = self._lanes[(stream, symbol)] = _Lane(key, spec, self._first_seq.get(key, 0), counter)
+        return lane
+
+    def _append(self, stream: str, symbol: str, ints: tuple, floats: tuple, vector: np.ndarray | None = None) -> _Lane:
+        """Spool first (the row survives a crash from here on), then the RAM buffer."""
+        lane = self._lanes.get((stream, symbol)) or self._lane(stream, symbol)
+        seq = lane.seq
+        lane.seq = seq + 1
+        self.spool.append_row(lane.key, seq, ints, floats, vector)
+        buf = lane.buf
+        self._buffer_bytes += buf.append(seq, ints, floats, vector)
+        self._buffered_rows[stream] += 1
+        if len(buf) >= lane.spec.flush_rows:
+            self._due[(stream, symbol)] = None
+        return lane
 
     def skip(self, symbol: str, reason: str) -> None:
-        self.stats.skipped += 1
-        self.stats.skip_reasons[reason] += 1
+        """Count a sample not taken for ``symbol`` (``lobbot_samples_skipped_total{symbol,reason}``)."""
+        child = self._skip_counters.get((symbol, reason))
+        if child is None:
+            child = self._skip_counters[(symbol, reason)] = self.metrics.samples_skipped.labels(symbol=symbol, reason=reason)
+        child.inc()
 
     def sync(self) -> None:
         """Group commit of the spool (called once per tick, off the loop)."""
@@ -266,42 +306,63 @@ class MLDataCollector:
 
     # --- flushing ----------------------------------------------------------------------------
     def maybe_flush(self) -> None:
-        """Start flushes that are due and reap finished ones. Cheap; call every tick."""
+        """Start flushes that are due, reap finished ones, start a spool rotation when due.
+
+        Cheap (O(1) when nothing is due); call every tick from the event loop.
+        """
         self._reap()
-        for key, buf in list(self._buffers.items()):
-            if key.stream == "sample" and len(buf) >= self.max_samples_per_file:
-                self._dispatch_buffers([key])
-        if any(len(b) >= self.tape_rows_per_flush for k, b in self._buffers.items() if k.stream == "tape"):
-            self._dispatch_stream("tape")
-        if any(len(b) >= self.max_samples_per_file for k, b in self._buffers.items() if k.stream == "candle"):
-            self._dispatch_stream("candle")
+        if self._due:
+            due, self._due = list(self._due), {}
+            for stream, symbol in due:
+                lane = self._lanes[(stream, symbol)]
+                if len(lane.buf) >= lane.spec.flush_rows:
+                    self._dispatch(lane)
         # in-flight jobs are not counted here: flushing more cannot free them sooner
-        while sum(b.nbytes for b in self._buffers.values()) > self.max_buffer_bytes:
-            nonempty = [(b.nbytes, k) for k, b in self._buffers.items() if len(b)]
-            if not nonempty:
+        while self._buffer_bytes > self.max_buffer_bytes:
+            largest = max(self._lanes.values(), key=lambda ln: ln.buf.nbytes)
+            if not len(largest.buf):
                 break
-            _, largest = max(nonempty, key=lambda t: t[0])
-            if largest.stream == "sample":
-                self._dispatch_buffers([largest])
-            else:
-                self._dispatch_stream(largest.stream)
-        now = time.monotonic()
-        for job in self._jobs:
-            if job.future is None and job.retry_at <= now:
-                self._submit(job)
-        if self.spool.segment_bytes > SPOOL_SEGMENT_LIMIT:
-            self.checkpoint()
+            self._dispatch(largest)
+        self._runner.submit_due()
+        if self.spool.rotation_due and (self._rotation is None or self._rotation.done()):
+            self._rotation = self._maintenance.submit(self._rotate)
+        self._publish()
+
+    def _rotate(self) -> None:
+        try:
+            self.spool.rotate()
+        except OSError as exc:  # the current segment simply grows; retried at the next due tick
+            log.warning("Spool rotation failed (%s: %s); will retry", type(exc).__name__, exc)
+
+    def checkpoint(self) -> None:
+        """Rotate the spool now, on this thread: a new segment, fully written old segments deleted.
+
+        Never rewrites rows that are still unflushed except to compact a segment that is
+        mostly written (see ``spool``).
+        """
+        self._reap()
+        if self._rotation is not None:
+            self._rotation.result()
+        self.spool.rotate()
+        self._publish()
 
     def flush_all(self) -> None:
         """Dispatch every buffer (shutdown); does not wait."""
         self._reap()
-        for key in [k for k, b in self._buffers.items() if k.stream == "sample" and len(b)]:
-            self._dispatch_buffers([key])
-        for stream in ("tape", "candle"):
-            self._dispatch_stream(stream)
-        for job in self._jobs:
-            if job.future is None:
-                self._submit(job)
+        self._due = {}
+        for lane in list(self._lanes.values()):
+            if len(lane.buf):
+                self._dispatch(lane)
+        self._runner.submit_due()
+
+    def wait_for_flushes(self, timeout_s: float | None = None) -> None:
+        """Block until the flushes already started have finished, and account for them.
+
+        For tools and tests without an event loop; starts nothing new.
+        """
+        self._runner.wait(timeout_s)
+        self._reap()
+        self._publish()
 
     async def close(self, timeout_s: float = 60.0) -> bool:
         """Flush everything and wait; returns True when nothing is left unflushed.
@@ -310,231 +371,96 @@ class MLDataCollector:
         """
         self.flush_all()
         deadline = time.monotonic() + timeout_s
-        while self._jobs and time.monotonic() < deadline:
-            futures = [j.future for j in self._jobs if j.future is not None]
-            if futures:
-                await asyncio.wait([asyncio.wrap_future(f) for f in futures], timeout=max(0.0, deadline - time.monotonic()))
+        while self._runner.jobs and time.monotonic() < deadline:
+            await self._runner.wait_async(max(0.0, deadline - time.monotonic()))
             self._reap()
-            pending = [j for j in self._jobs if j.future is None]
+            pending = [j for j in self._runner.jobs if j.future is None]
             if pending:
                 if all(j.attempts >= 3 for j in pending):
                     break
-                await asyncio.sleep(min(self.retry_delay_s, max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(min(self._runner.retry_delay_s, max(0.0, deadline - time.monotonic())))
                 for job in pending:
-                    self._submit(job)
+                    job.retry_at = 0.0
+                self._runner.submit_due()
         return self._finish_close()
 
     def close_sync(self) -> bool:
-        """``close`` for code without an event loop (tests, tools)."""
+        """``close`` for code without an event loop (tests, tools): one attempt per flush."""
         self.flush_all()
-        for job in list(self._jobs):
-            if job.future is not None:
-                job.future.result()
+        self._runner.wait()
         self._reap()
         return self._finish_close()
 
     def _finish_close(self) -> bool:
-        clean = not self._jobs and not any(len(b) for b in self._buffers.values())
-        if clean:
-            self.checkpoint()  # leaves an empty spool segment
-        self.spool.close()
-        self._executor.shutdown(wait=True)
-        for job in self._jobs:
+        clean = not self._runner.jobs and not any(len(ln.buf) for ln in self._lanes.values())
+        if self._rotation is not None:
+            self._rotation.result()
+        self._maintenance.shutdown(wait=True)
+        self._runner.shutdown()
+        # every row written: the spool holds nothing to recover
+        self.spool.close(remove_segments=clean)
+        for job in self._runner.jobs:
             log.error("Flush %s not written (%s); its rows stay in the spool for the next start", job.flush_id, job.last_error)
+        self._publish()
         return clean
 
-    def checkpoint(self) -> None:
-        """Start a new spool segment holding only what is still unflushed, drop the old ones."""
-        self._reap()
-        segment = self.spool.open_new_segment()
-        for key, buf in self._buffers.items():
-            cols = buf.peek()
-            self._spool_columns(key, cols)
-        for job in self._jobs:
-            for key, cols in job.parts.items():
-                self._spool_columns(key, cols)
-            self.spool.append_intent(job.flush_id, job.ranges())
-        self.spool.sync()
-        self.spool.drop_segments_before(segment)
+    def _sinks_for(self, spec: StreamSpec) -> tuple[str, ...]:
+        # the tape and candles always go to the store, whatever the sample sinks are
+        if not spec.counts_as_samples:
+            return tuple(s for s in spec.sinks if s == "parquet")
+        return tuple(s for s in spec.sinks if s in self._enabled_sinks)
 
-    def _spool_columns(self, key: StreamKey, cols: Columns) -> None:
-        ints_names, floats_names, _ = ROW_LAYOUT[key.stream]
-        self.spool.append_block(
-            key,
-            cols.seq,
-            np.column_stack([cols.ints[n] for n in ints_names]) if len(cols) else np.empty((0, len(ints_names))),
-            np.column_stack([cols.floats[n] for n in floats_names]) if len(cols) else np.empty((0, len(floats_names))),
-            cols.matrix,
-        )
-
-    def _next_flush_id(self) -> str:
-        self._job_counter += 1
-        return f"{self._run_id}-{self._job_counter:06d}"
-
-    def _new_job(self, stream: str, parts: dict[StreamKey, Columns]) -> FlushJob | None:
+    def _new_job(self, spec: StreamSpec, parts) -> FlushJob | None:
         parts = {k: c for k, c in parts.items() if len(c)}
         if not parts:
             return None
-        job = FlushJob(self._next_flush_id(), stream, parts)
-        # The intent is durable before any sink is touched: recovery re-runs it by id.
-        self.spool.append_intent(job.flush_id, job.ranges())
-        self._jobs.append(job)
-        return job
+        self._job_counter += 1
+        return self._runner.add(FlushJob(f"{self._run_id}-{self._job_counter:06d}", spec, parts, self._sinks_for(spec)))
 
-    def _dispatch_buffers(self, keys: list[StreamKey]) -> None:
-        for key in keys:
-            job = self._new_job(key.stream, {key: self._buffers[key].take()})
-            if job:
-                self._submit(job)
-
-    def _dispatch_stream(self, stream: str) -> None:
-        parts = {k: b.take() for k, b in self._buffers.items() if k.stream == stream and len(b)}
-        job = self._new_job(stream, parts)
-        if job:
-            self._submit(job)
-
-    def _submit(self, job: FlushJob) -> None:
-        job.attempts += 1
-        job.future = self._executor.submit(self._write_job, job)
-
-    def _run_job_now(self, job: FlushJob) -> None:
-        job.attempts += 1
-        try:
-            self._write_job(job)
-        except Exception as exc:
-            job.last_error = f"{type(exc).__name__}: {exc}"
-            job.retry_at = time.monotonic() + self.retry_delay_s
-            self.stats.flush_failures += 1
-            log.warning("Flush %s failed during recovery (%s); will retry", job.flush_id, job.last_error)
-        else:
-            self._jobs.remove(job)
-            self._count_done(job)
+    def _dispatch(self, lane: _Lane) -> None:
+        """Flush ``lane`` (a per-symbol stream) or every lane of its stream."""
+        spec = lane.spec
+        lanes = [lane] if spec.per_symbol else [ln for ln in self._lanes.values() if ln.spec is spec and len(ln.buf)]
+        parts = {}
+        for ln in lanes:
+            self._buffer_bytes -= ln.buf.nbytes
+            parts[ln.key] = ln.buf.take()
+        self._new_job(spec, parts)
 
     def _reap(self) -> None:
-        for job in list(self._jobs):
-            fut = job.future
-            if fut is None or not fut.done():
-                continue
-            job.future = None
-            exc = fut.exception()
-            if exc is None:
-                self._jobs.remove(job)
-                self._count_done(job)
-            else:
-                job.last_error = f"{type(exc).__name__}: {exc}"
-                job.retry_at = time.monotonic() + self.retry_delay_s
-                self.stats.flush_failures += 1
-                log.warning(
-                    "Flush of %d %s rows failed (%s); rows kept in memory and spool, retry in %.0f s",
-                    job.rows, job.stream, job.last_error, self.retry_delay_s,
-                )
+        for job in self._runner.reap():
+            self._account(job)
 
-    def _count_done(self, job: FlushJob) -> None:
-        if job.stream == "sample":
-            self.stats.flushed += job.rows
-        self.stats.files += job.files_written
+    def _account(self, job: FlushJob) -> None:
+        self.metrics.rows_flushed.labels(stream=job.spec.name).inc(job.rows)
+        for sink, n in job.files.items():
+            if n:
+                self.metrics.files_written.labels(sink=sink).inc(n)
+        self._buffered_rows[job.spec.name] -= job.rows
 
-    # --- worker thread ----------------------------------------------------------------------
-    def _write_job(self, job: FlushJob) -> None:
-        files = 0
-        if job.stream == "sample":
-            (key, cols), = job.parts.items()
-            if self.enable_feature_store and "parquet" not in job.sinks_done:
-                written = self.store.write_offline_features(self.feature_store_group, sample_table(key, cols), file_id=job.flush_id)
-                files += sum(w.created for w in written)
-                job.sinks_done.add("parquet")
-            if self.legacy is not None and "legacy" not in job.sinks_done:
-                written = self.legacy.write_batch(
-                    key.symbol, cols.matrix, cols.ints["ts"], cols.floats["mid"], key.source, flush_id=job.flush_id
-                )
-                files += len(written)
-                job.sinks_done.add("legacy")
-        else:
-            group = "price_tape" if job.stream == "tape" else "candles"
-            if "parquet" not in job.sinks_done:
-                table = tape_table(job.parts) if job.stream == "tape" else candle_table(job.parts)
-                self.store.write_offline_features(group, table, file_id=job.flush_id)
-                job.sinks_done.add("parquet")
-        job.files_written += files
-        self.spool.append_done(job.flush_id)
+    def _publish(self) -> None:
+        m = self.metrics
+        m.buffer_bytes.set(self.memory_bytes)
+        m.spool_bytes.set(self.spool.total_bytes)
+        for name, n in self._buffered_rows.items():
+            m.rows_buffered.labels(stream=name).set(n)
 
     # --- statistics ---------------------------------------------------------------------------
     @property
     def buffered(self) -> int:
-        in_buffers = sum(len(b) for k, b in self._buffers.items() if k.stream == "sample")
-        in_jobs = sum(j.rows for j in self._jobs if j.stream == "sample")
-        return in_buffers + in_jobs
+        """Samples not yet written by every sink (in buffers and in queued flushes)."""
+        return sum(n for s, n in self._buffered_rows.items() if self.streams[s].counts_as_samples)
 
     @property
     def memory_bytes(self) -> int:
-        return sum(b.nbytes for b in self._buffers.values()) + sum(j.nbytes for j in self._jobs)
+        """Bytes held in buffers and queued flushes."""
+        return self._buffer_bytes + sum(j.nbytes for j in self._runner.jobs)
 
     def statistics_line(self) -> str:
+        """``MLDataCollector statistics: collected=... buffered=... flushed=... files=... skipped=... memory_mb=...``."""
+        self._publish()
         s = self.stats
         return (
             f"MLDataCollector statistics: collected={s.collected} buffered={self.buffered} flushed={s.flushed} "
             f"files={s.files} skipped={s.skipped} memory_mb={self.memory_bytes / 1048576:.2f}"
         )
-
-
-# --- row -> Arrow ------------------------------------------------------------------------------
-def _ts_array(ms: np.ndarray) -> pa.Array:
-    return pa.array(ms.astype(np.int64, copy=False), type=pa.int64()).cast(TIMESTAMP_TYPE)
-
-
-def sample_table(key: StreamKey, cols: Columns) -> pa.Table:
-    n = len(cols)
-    arrays = {
-        "timestamp": _ts_array(cols.ints["ts"]),
-        "symbol": pa.array([key.symbol] * n, type=pa.string()),
-        "mid_price": pa.array(cols.floats["mid"]),
-        "source": pa.array([key.source] * n, type=pa.string()),
-        "feature_version": pa.array(np.full(n, FEATURE_SCHEMA_VERSION, dtype=np.int16)),
-        "collected_at": _ts_array(cols.ints["collected_at"]),
-    }
-    matrix = np.asfortranarray(cols.matrix)  # column slices become contiguous
-    for j, f in enumerate(FEATURE_FIELDS):
-        arrays[f.name] = pa.array(matrix[:, j])
-    for f in TRAINING_SCHEMA:
-        if f.name not in arrays:
-            arrays[f.name] = pa.nulls(n, type=f.type)
-    return pa.Table.from_arrays([arrays[f.name] for f in TRAINING_SCHEMA], schema=TRAINING_SCHEMA)
-
-
-def _multi_symbol(parts: dict[StreamKey, Columns], names: tuple[str, ...]) -> dict[str, pa.Array]:
-    keys = list(parts)
-    ts = np.concatenate([parts[k].ints["ts"] for k in keys])
-    symbols = np.concatenate([np.full(len(parts[k]), k.symbol, dtype=object) for k in keys])
-    out = {"timestamp": _ts_array(ts), "symbol": pa.array(symbols, type=pa.string())}
-    for name in names:
-        out[name] = pa.array(np.concatenate([parts[k].floats[name] for k in keys]))
-    return out
-
-
-def tape_table(parts: dict[StreamKey, Columns]) -> pa.Table:
-    cols = _multi_symbol(parts, ("mid", "bid", "ask"))
-    return pa.table(
-        {"timestamp": cols["timestamp"], "symbol": cols["symbol"], "mid_price": cols["mid"], "best_bid": cols["bid"], "best_ask": cols["ask"]}
-    )
-
-
-def candle_table(parts: dict[StreamKey, Columns]) -> pa.Table:
-    cols = _multi_symbol(parts, ("open", "high", "low", "close", "volume", "turnover"))
-    return pa.table(cols)
-
-
-def _columns_from_rows(key: StreamKey, rows: list[SpooledRow]) -> Columns:
-    ints_names, floats_names, width = ROW_LAYOUT[key.stream]
-    buf = RowBuffer(ints_names, floats_names, width)
-    for r in rows:
-        buf.append(r.seq, r.ints, r.floats, r.vector)
-    return buf.take()
-
-
-def _slice(cols: Columns, lo: int, hi: int) -> Columns:
-    return Columns(
-        cols.seq[lo:hi],
-        {k: v[lo:hi] for k, v in cols.ints.items()},
-        {k: v[lo:hi] for k, v in cols.floats.items()},
-        None if cols.matrix is None else cols.matrix[lo:hi],
-    )

@@ -8,111 +8,91 @@ Durability window: each record is handed to the kernel with one ``os.write`` bef
 ``fsync``-ed by ``sync()``, which the bot calls once per tick (group commit): an OS
 crash or power loss can lose at most the rows of the last tick (one ``interval``).
 
-Format: a sequence of segment files ``wal_<n>.log`` in the spool folder; each record
-is ``<u32 length><u32 crc32><payload>``; payload byte 0 is the record type. A torn or
-corrupt tail record (power loss mid-write) fails its CRC and ends the segment.
+Segments (record format: ``spool_format``): appends go to the newest segment
+``wal_<n>.log``. Past ``segment_limit`` bytes, ``rotate()`` opens the next one, which
+starts with a header and a STATE record (watermarks and unfinished flushes, a few KB),
+so no row is ever rewritten to rotate. An older segment is deleted once every row in
+it has been written by every sink; one still pinned by a few unflushed rows (a quiet
+symbol's samples) is compacted when its unflushed part is under half of it: those rows
+alone are copied into the newest segment, then it is deleted. Rotation therefore costs
+O(keys + unfinished flushes), compaction O(its segment), and the spool stays within
+about twice the unflushed data plus one segment. Rotation may run on any thread.
 
-Records:
-* KEY    key_id -> (stream, symbol, source). Streams: "sample", "tape", "candle".
-* ROW    key_id, seq, then the stream's fixed-size row (see ``ROW_LAYOUT``).
-* BLOCK  key_id and n rows column by column (checkpoints rewrite buffers this way).
-* INTENT flush_id and the (key_id, first_seq, last_seq) ranges a flush job covers.
-* DONE   flush_id: every sink of that job has been written.
-
-Recovery replays the segments: rows covered by a DONE intent are dropped; intents
-without DONE are re-run with the SAME flush_id (the sinks skip names they already
-hold, so a half-finished flush completes exactly once); other rows are flushed anew.
+Recovery (``recover`` then ``begin``): see ``spool_recovery`` for the rules. Segments
+written by a build with other features or layouts are moved, byte for byte, into
+``.incompatible-<UTC time>/`` beside a ``REASON.txt``; their compatible rows (tape,
+candles) are recovered.
 """
 
 from __future__ import annotations
 
+import datetime as dt
 import fcntl
-import json
+import logging
 import os
-import struct
 import threading
-import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
-from backend.ml_engine.feature_store.atomic import fsync_dir as _fsync_dir
-from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
+from backend.contracts.versions import SPOOL_FORMAT_VERSION, current_feature_version
+from backend.ml_engine.data_collection.buffers import Columns
+from backend.ml_engine.data_collection.records import RowLayout, StreamKey
+from backend.ml_engine.data_collection.spool_format import (
+    ROW_HEAD,
+    REC_ROW,
+    Range,
+    decode_segment,
+    encode_block,
+    encode_done,
+    encode_header,
+    encode_intent,
+    encode_key,
+    encode_state,
+    frame,
+)
+from backend.ml_engine.data_collection.spool_recovery import RecoveredSpool, assemble
+from backend.ml_engine.feature_store.atomic import fsync_dir
+from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES
 
-REC_KEY, REC_ROW, REC_INTENT, REC_DONE, REC_BLOCK = 1, 2, 3, 4, 5
-_HDR = struct.Struct("<II")
-_ROW_HEAD = struct.Struct("<BHq")  # type, key_id, seq
+log = logging.getLogger("backend.ml_engine.data_collection")
 
-# stream -> (int64 fields, float64 fields, float32 vector width)
-ROW_LAYOUT: dict[str, tuple[tuple[str, ...], tuple[str, ...], int]] = {
-    "sample": (("ts", "collected_at"), ("mid",), FEATURE_COUNT),
-    "tape": (("ts",), ("mid", "bid", "ask"), 0),
-    "candle": (("ts",), ("open", "high", "low", "close", "volume", "turnover"), 0),
-}
-_ROW_STRUCTS = {
-    stream: struct.Struct("<" + "q" * len(ints) + "d" * len(floats)) for stream, (ints, floats, _) in ROW_LAYOUT.items()
-}
-
-
-@dataclass(frozen=True)
-class StreamKey:
-    stream: str
-    symbol: str  # "*" for streams buffered across symbols
-    source: str
-
-
-@dataclass
-class SpooledRow:
-    seq: int
-    ints: tuple[int, ...]
-    floats: tuple[float, ...]
-    vector: np.ndarray | None
-
-
-@dataclass
-class RecoveredSpool:
-    rows: dict[StreamKey, dict[int, SpooledRow]] = field(default_factory=dict)
-    intents: dict[str, list[tuple[StreamKey, int, int]]] = field(default_factory=dict)
-    done: set[str] = field(default_factory=set)
-    segments: list[Path] = field(default_factory=list)
-    torn_records: int = 0
-
-    def pending_intents(self) -> dict[str, list[tuple[StreamKey, int, int]]]:
-        return {fid: ranges for fid, ranges in self.intents.items() if fid not in self.done}
-
-    def unflushed_rows(self) -> dict[StreamKey, list[SpooledRow]]:
-        """Rows that no intent covers (intents, done or not, own their rows)."""
-        covered: dict[StreamKey, list[tuple[int, int]]] = {}
-        for ranges in self.intents.values():
-            for key, lo, hi in ranges:
-                covered.setdefault(key, []).append((lo, hi))
-        out: dict[StreamKey, list[SpooledRow]] = {}
-        for key, rows in self.rows.items():
-            spans = covered.get(key, [])
-            keep = [r for seq, r in sorted(rows.items()) if not any(lo <= seq <= hi for lo, hi in spans)]
-            if keep:
-                out[key] = keep
-        return out
-
-    def rows_in(self, key: StreamKey, lo: int, hi: int) -> list[SpooledRow]:
-        rows = self.rows.get(key, {})
-        return [rows[s] for s in range(lo, hi + 1) if s in rows]
+SEGMENT_LIMIT = 64 * 1024 * 1024
+BLOCK_RECORD_BYTES = 1024 * 1024  # one copy record holds at most ~1 MB: appends never wait long for the lock
 
 
 class SpoolLockedError(RuntimeError):
-    pass
+    """Another process holds this spool folder (a second collector on the same data)."""
+
+
+@dataclass
+class _Segment:
+    number: int
+    path: Path
+    bytes: int = 0
+    keys: dict[StreamKey, list[int]] = field(default_factory=dict)  # key -> [min seq, max seq, rows]
+
+
+def _number(path: Path) -> int:
+    return int(path.stem.split("_")[1])
 
 
 class Spool:
-    """Append-only, thread-safe; one writer process per spool folder (enforced by a lock file)."""
+    """Append-only write-ahead log of one collector; thread-safe; one process per folder (lock file).
 
-    def __init__(self, folder: Path, *, fsync: bool = True):
+    ``layouts``: the row layout of every stream this build writes. ``feature_names``: the
+    sample vector's names, stamped in each segment header. Raises ``SpoolLockedError``
+    when another process holds the folder, ``OSError`` when it cannot be created.
+    """
+
+    def __init__(self, folder: Path, layouts: dict[str, RowLayout], *, fsync: bool = True,
+                 feature_version: int | None = None, feature_names: tuple[str, ...] = FEATURE_NAMES,
+                 segment_limit: int = SEGMENT_LIMIT):
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         # Two collectors on one data folder would recover and flush each other's rows.
-        self._lock_fd = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_fd: int | None = os.open(self.folder / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(self._lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -121,97 +101,199 @@ class Spool:
                 f"another collector is already running on {self.folder.parent} (its spool {self.folder} is locked); "
                 "stop it or use a different --data-dir"
             ) from None
+        self.layouts = dict(layouts)
+        self.feature_names = tuple(feature_names)
+        self.feature_version = current_feature_version().version if feature_version is None else feature_version
         self.fsync_enabled = fsync
+        self.segment_limit = int(segment_limit)
         self._lock = threading.Lock()
+        self._maint = threading.Lock()  # one rotation/compaction at a time
         self._fd: int | None = None
-        self._segment: Path | None = None
+        self._current: _Segment | None = None
+        self._old: dict[int, _Segment] = {}
         self._key_ids: dict[StreamKey, int] = {}
-        self._bytes = 0
         self._dirty = False
+        self._total = sum(p.stat().st_size for p in self.segments())
+        # what is not yet written by every sink (see ``_watermarks``)
+        self._pending: dict[str, list[Range]] = {}
+        self._claimed_hi: dict[StreamKey, int] = {}
+        self._last_seq: dict[StreamKey, int] = {}
+        self._done_spans: dict[StreamKey, list[tuple[int, int]]] = {}
 
-    # --- segments ----------------------------------------------------------------
+    # --- sizes -----------------------------------------------------------------------
     def segments(self) -> list[Path]:
-        return sorted(self.folder.glob("wal_*.log"), key=lambda p: int(p.stem.split("_")[1]))
-
-    def open_new_segment(self) -> Path:
-        """Start a fresh segment; later appends go there. Old segments stay until dropped."""
-        with self._lock:
-            existing = self.segments()
-            number = int(existing[-1].stem.split("_")[1]) + 1 if existing else 1
-            path = self.folder / f"wal_{number:08d}.log"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
-            if self._fd is not None:
-                os.close(self._fd)
-            self._fd, self._segment, self._bytes = fd, path, 0
-            self._key_ids = {}
-            _fsync_dir(self.folder)
-            return path
+        """Segment files in the spool folder, oldest first."""
+        return sorted(self.folder.glob("wal_*.log"), key=_number)
 
     @property
     def segment_bytes(self) -> int:
-        return self._bytes
+        """Bytes appended to the current segment."""
+        return self._current.bytes if self._current else 0
 
-    def drop_segments_before(self, path: Path) -> None:
-        keep = int(path.stem.split("_")[1])
-        for seg in self.segments():
-            if int(seg.stem.split("_")[1]) < keep:
-                seg.unlink(missing_ok=True)
-        _fsync_dir(self.folder)
+    @property
+    def total_bytes(self) -> int:
+        """Bytes of every segment of this spool on disk (running count)."""
+        return self._total
 
-    # --- appends -------------------------------------------------------------------
-    def _write(self, payload: bytes) -> None:
+    @property
+    def rotation_due(self) -> bool:
+        """True when the current segment has passed ``segment_limit``."""
+        return self._current is not None and self._current.bytes > self.segment_limit
+
+    # --- recovery ----------------------------------------------------------------------
+    def recover(self) -> RecoveredSpool:
+        """Read every segment left by an earlier process; changes no file.
+
+        Returns the classified rows and flushes (``spool_recovery.RecoveredSpool``). A
+        segment that cannot be read at all (``OSError``) is listed in ``set_aside``.
+        """
+        decoded = []
+        unreadable = {}
+        for path in self.segments():
+            try:
+                decoded.append(decode_segment(path))
+            except OSError as exc:
+                unreadable[path] = f"cannot be read ({exc})"
+        rec = assemble(decoded, self.layouts, current_feature_version().names_sha256)
+        rec.set_aside.update(unreadable)
+        rec.segments = self.segments()
+        return rec
+
+    def begin(self, rec: RecoveredSpool) -> Path | None:
+        """Start writing after ``recover``: a new segment holding every unfinished row, then old segments go.
+
+        The new segment gets the header, a STATE with ``rec``'s unfinished flushes, and the
+        live and pending rows (as block records), and is fsync-ed before any old segment
+        is touched; then segments in ``rec.set_aside`` are moved intact into
+        ``.incompatible-<UTC time>/`` (returned; None when there were none) and the others
+        are deleted. A crash in between leaves duplicates that the next recovery merges.
+        """
+        pending_parts = rec.pending_parts()
+        with self._lock:
+            for key, nxt in rec.next_seq.items():
+                self._last_seq[key] = nxt - 1
+                self._claimed_hi[key] = nxt - 1
+            # a pending flush whose rows were all set aside is not waited for
+            self._pending = {fid: [r for r in rec.pending[fid] if r[0] in parts] for fid, parts in pending_parts.items()}
+            for ranges in self._pending.values():
+                for key, lo, hi in ranges:
+                    self._claimed_hi[key] = max(self._claimed_hi.get(key, -1), hi)
+            self._open_segment_locked(self._watermarks_locked(), rec.done_spans)
+        for parts in pending_parts.values():
+            for key, cols in parts.items():
+                self.append_block(key, cols)
+        for key, cols in rec.live_rows().items():
+            self.append_block(key, cols)
+        self._fsync_current()
+        fsync_dir(self.folder)
+        aside = self._set_aside(rec.set_aside) if rec.set_aside else None
+        for path in rec.segments:
+            if path not in rec.set_aside:
+                self._unlink(path)
+        fsync_dir(self.folder)
+        return aside
+
+    def _set_aside(self, reasons: dict[Path, str]) -> Path:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        target = self.folder / f".incompatible-{stamp}"
+        n = 1
+        while target.exists():
+            n += 1
+            target = self.folder / f".incompatible-{stamp}-{n}"
+        target.mkdir()
+        lines = [f"{p.name}: {why}" for p, why in reasons.items()]
+        (target / "REASON.txt").write_text(
+            "These spool segments were left by a build this one cannot fully read; they are kept here unchanged.\n"
+            "Their rows of streams this build can read (price tape, candles) were recovered and flushed;\n"
+            "their other rows (samples of another feature version) are only here.\n\n" + "\n".join(lines) + "\n"
+        )
+        for path in reasons:
+            size = path.stat().st_size if path.exists() else 0
+            os.replace(path, target / path.name)
+            self._total -= size
+        fsync_dir(target)
+        return target
+
+    # --- appends -----------------------------------------------------------------------
+    def _write_locked(self, payload: bytes) -> None:
         # one write() per record: the kernel has it once this returns (survives kill -9)
-        os.write(self._fd, _HDR.pack(len(payload), zlib.crc32(payload)) + payload)
-        self._bytes += _HDR.size + len(payload)
+        data = frame(payload)
+        os.write(self._fd, data)
+        self._current.bytes += len(data)
+        self._total += len(data)
         self._dirty = True
 
-    def _key_id(self, key: StreamKey) -> int:
+    def _key_id_locked(self, key: StreamKey) -> int:
         kid = self._key_ids.get(key)
         if kid is None:
             kid = len(self._key_ids) + 1
             self._key_ids[key] = kid
-            meta = json.dumps([key.stream, key.symbol, key.source]).encode()
-            self._write(struct.pack("<BH", REC_KEY, kid) + meta)
+            self._write_locked(encode_key(kid, key))
         return kid
 
+    def _track_locked(self, key: StreamKey, lo: int, hi: int, n: int) -> None:
+        span = self._current.keys.get(key)
+        if span is None:
+            self._current.keys[key] = [lo, hi, n]
+        else:
+            if lo < span[0]:
+                span[0] = lo
+            if hi > span[1]:
+                span[1] = hi
+            span[2] += n
+        if hi > self._last_seq.get(key, -1):
+            self._last_seq[key] = hi
+
     def append_row(self, key: StreamKey, seq: int, ints: tuple, floats: tuple, vector: np.ndarray | None = None) -> None:
-        body = _ROW_STRUCTS[key.stream].pack(*ints, *floats)
+        """Append one row of ``key`` (fields in ``layouts[key.stream]`` order; vector float32 (width,))."""
+        body = self.layouts[key.stream].packer.pack(*ints, *floats)
         with self._lock:
-            kid = self._key_id(key)
-            payload = _ROW_HEAD.pack(REC_ROW, kid, seq) + body
+            kid = self._key_id_locked(key)
+            payload = ROW_HEAD.pack(REC_ROW, kid, seq) + body
             if vector is not None:
                 payload += vector.tobytes()
-            self._write(payload)
+            self._write_locked(payload)
+            span = self._current.keys.get(key)
+            if span is None:
+                self._current.keys[key] = [seq, seq, 1]
+            else:
+                span[1] = seq
+                span[2] += 1
+            self._last_seq[key] = seq
 
-    def append_block(self, key: StreamKey, seq: np.ndarray, ints: np.ndarray, floats: np.ndarray, vectors: np.ndarray | None) -> None:
-        """Many rows of one key as a single record (checkpoints): one write, one CRC.
-
-        ``ints``/``floats`` are (n, fields) in ``ROW_LAYOUT`` order, ``vectors`` (n, width) float32.
-        """
-        n = int(seq.size)
-        if n == 0:
+    def append_block(self, key: StreamKey, cols: Columns) -> None:
+        """Append many rows of ``key`` as block records of at most ~1 MB each."""
+        n = len(cols)
+        if not n:
             return
-        parts = [
-            struct.pack("<BHI", REC_BLOCK, 0, n),
-            np.ascontiguousarray(seq, dtype="<i8").tobytes(),
-            np.ascontiguousarray(ints, dtype="<i8").tobytes(),
-            np.ascontiguousarray(floats, dtype="<f8").tobytes(),
-        ]
-        if vectors is not None:
-            parts.append(np.ascontiguousarray(vectors, dtype="<f4").tobytes())
-        with self._lock:
-            kid = self._key_id(key)
-            parts[0] = struct.pack("<BHI", REC_BLOCK, kid, n)
-            self._write(b"".join(parts))
+        lay = self.layouts[key.stream]
+        step = max(1, BLOCK_RECORD_BYTES // (8 + lay.row_bytes))
+        ints, floats = cols.int_matrix(lay), cols.float_matrix(lay)
+        for lo in range(0, n, step):
+            hi = min(n, lo + step)
+            seq = cols.seq[lo:hi]
+            with self._lock:
+                kid = self._key_id_locked(key)
+                vectors = cols.matrix[lo:hi] if lay.width else None
+                self._write_locked(encode_block(kid, seq, ints[lo:hi], floats[lo:hi], vectors))
+                self._track_locked(key, int(seq.min()), int(seq.max()), hi - lo)
 
-    def append_intent(self, flush_id: str, ranges: list[tuple[StreamKey, int, int]]) -> None:
+    def append_intent(self, flush_id: str, ranges: list[Range]) -> None:
+        """Record that flush ``flush_id`` is about to write the rows of ``ranges`` (key, first, last seq)."""
         with self._lock:
-            body = json.dumps([flush_id, [[self._key_id(k), lo, hi] for k, lo, hi in ranges]]).encode()
-            self._write(bytes([REC_INTENT]) + body)
+            ids = [(self._key_id_locked(k), lo, hi) for k, lo, hi in ranges]
+            self._write_locked(encode_intent(flush_id, ids))
+            self._pending[flush_id] = list(ranges)
+            for key, lo, hi in ranges:
+                if hi > self._claimed_hi.get(key, -1):
+                    self._claimed_hi[key] = hi
 
     def append_done(self, flush_id: str) -> None:
+        """Record that every sink of ``flush_id`` has been written (its rows are done)."""
         with self._lock:
-            self._write(bytes([REC_DONE]) + flush_id.encode())
+            self._write_locked(encode_done(flush_id))
+            for key, lo, hi in self._pending.pop(flush_id, ()):
+                self._done_spans.setdefault(key, []).append((lo, hi))
 
     def sync(self) -> None:
         """Group commit: make every record appended so far durable on disk."""
@@ -219,78 +301,142 @@ class Spool:
             if self._fd is None or not self._dirty or not self.fsync_enabled:
                 self._dirty = False
                 return
-            fd = self._fd
+            fd = os.dup(self._fd)  # a rotation may close the original meanwhile
             self._dirty = False
-        os.fsync(fd)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
 
-    def close(self) -> None:
-        with self._lock:
-            if self._fd is not None:
+    def _fsync_current(self) -> None:
+        if self.fsync_enabled:
+            self.sync()
+
+    # --- segments ------------------------------------------------------------------------
+    def _watermarks_locked(self) -> dict[StreamKey, int]:
+        """Per key, the lowest seq not yet written by every sink (every lower row is done)."""
+        low: dict[StreamKey, int] = {}
+        for key, last in self._last_seq.items():
+            claimed = self._claimed_hi.get(key, -1)
+            low[key] = claimed + 1 if last > claimed else last + 1
+        for ranges in self._pending.values():
+            for key, lo, _ in ranges:
+                if lo < low.get(key, lo + 1):
+                    low[key] = lo
+        for key, spans in list(self._done_spans.items()):
+            w = low.get(key)
+            kept = [s for s in spans if w is None or s[1] >= w]
+            if kept:
+                self._done_spans[key] = kept
+            else:
+                del self._done_spans[key]
+        return low
+
+    def _open_segment_locked(self, low: dict[StreamKey, int], done_spans: dict[StreamKey, list[tuple[int, int]]]) -> int | None:
+        if self._current is not None:
+            number = self._current.number + 1
+        else:  # first segment of this process: after every segment an earlier one left
+            existing = self.segments()
+            number = _number(existing[-1]) + 1 if existing else 1
+        path = self.folder / f"wal_{number:08d}.log"
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
+        old_fd = self._fd
+        if self._current is not None:
+            self._old[self._current.number] = self._current
+        self._fd, self._current, self._key_ids = fd, _Segment(number, path), {}
+        self._write_locked(encode_header(SPOOL_FORMAT_VERSION, self.feature_version, self.feature_names, self.layouts))
+        self._write_locked(encode_state(low, done_spans, self._pending))
+        return old_fd
+
+    def rotate(self) -> None:
+        """Open the next segment, then delete or compact older ones (see the module docstring).
+
+        Safe on any thread while others append; raises ``OSError`` when the disk refuses.
+        """
+        with self._maint:
+            with self._lock:
+                if self._fd is None:
+                    return
+                low = self._watermarks_locked()
+                old_fd = self._open_segment_locked(low, {k: list(v) for k, v in self._done_spans.items()})
+                done_spans = {k: list(v) for k, v in self._done_spans.items()}
+                old = list(self._old.values())
+            if old_fd is not None:
                 if self.fsync_enabled:
-                    os.fsync(self._fd)
-                os.close(self._fd)
-                self._fd = None
+                    os.fsync(old_fd)
+                os.close(old_fd)
+            fsync_dir(self.folder)
+            self._clean(old, low, done_spans)
+
+    def _clean(self, old: list[_Segment], low: dict[StreamKey, int], done_spans: dict[StreamKey, list[tuple[int, int]]]) -> None:
+        removed = False
+        for seg in old:
+            live_rows = 0
+            for key, (lo, hi, rows) in seg.keys.items():
+                w = low.get(key, hi + 1)
+                if hi >= w:
+                    live_rows += min(rows, hi - max(lo, w) + 1)
+            if live_rows == 0:
+                self._drop(seg)
+                removed = True
+            elif live_rows * 2 <= sum(r for _, _, r in seg.keys.values()):
+                self._compact(seg, low, done_spans)
+                removed = True
+        if removed:
+            fsync_dir(self.folder)
+
+    def _compact(self, seg: _Segment, low: dict[StreamKey, int], done_spans: dict[StreamKey, list[tuple[int, int]]]) -> None:
+        """Copy the rows of ``seg`` that are not done into the current segment, then delete ``seg``."""
+        decoded = decode_segment(seg.path)
+        if decoded.problem:  # our own segment should always decode; keep it rather than guess
+            log.warning("Spool segment %s could not be compacted (%s); it is kept", seg.path, decoded.problem)
+            return
+        for key, ch in decoded.rows.items():
+            lay = self.layouts.get(key.stream)
+            if lay is None or not ch.rows:
+                continue
+            seq = np.concatenate(ch.seq)
+            keep = seq >= low.get(key, 0)
+            for lo, hi in done_spans.get(key, ()):
+                keep &= ~((seq >= lo) & (seq <= hi))
+            if keep.any():
+                cols = Columns.from_arrays(lay, seq, np.concatenate(ch.ints), np.concatenate(ch.floats),
+                                           np.concatenate(ch.vectors) if lay.width else None)
+                self.append_block(key, cols.select(keep))
+        self._fsync_current()
+        self._drop(seg)
+
+    def _drop(self, seg: _Segment) -> None:
+        self._unlink(seg.path)
+        with self._lock:
+            self._old.pop(seg.number, None)
+
+    def _unlink(self, path: Path) -> None:
+        try:
+            size = path.stat().st_size
+            path.unlink()
+        except FileNotFoundError:
+            return
+        with self._lock:
+            self._total -= size
+
+    def close(self, *, remove_segments: bool = False) -> None:
+        """Close the current segment and release the folder lock.
+
+        ``remove_segments``: every row has been written by every sink, so the segments
+        hold nothing to recover; they are deleted.
+        """
+        with self._maint:
+            with self._lock:
+                fd, self._fd = self._fd, None
+            if fd is not None:
+                if self.fsync_enabled:
+                    os.fsync(fd)
+                os.close(fd)
+            if remove_segments:
+                for path in self.segments():
+                    self._unlink(path)
+                fsync_dir(self.folder)
             if self._lock_fd is not None:
                 os.close(self._lock_fd)  # releases the flock
                 self._lock_fd = None
-
-    # --- recovery ------------------------------------------------------------------
-    def recover(self) -> RecoveredSpool:
-        out = RecoveredSpool(segments=self.segments())
-        for seg in out.segments:
-            key_map: dict[int, StreamKey] = {}
-            for payload in _records(seg, out):
-                kind = payload[0]
-                if kind == REC_KEY:
-                    kid = struct.unpack_from("<H", payload, 1)[0]
-                    stream, symbol, source = json.loads(payload[3:])
-                    key_map[kid] = StreamKey(stream, symbol, source)
-                elif kind == REC_ROW:
-                    _, kid, seq = _ROW_HEAD.unpack_from(payload, 0)
-                    key = key_map[kid]
-                    ints_names, floats_names, width = ROW_LAYOUT[key.stream]
-                    packer = _ROW_STRUCTS[key.stream]
-                    values = packer.unpack_from(payload, _ROW_HEAD.size)
-                    vector = None
-                    if width:
-                        vector = np.frombuffer(payload, dtype=np.float32, count=width, offset=_ROW_HEAD.size + packer.size).copy()
-                    n_int = len(ints_names)
-                    out.rows.setdefault(key, {})[seq] = SpooledRow(seq, values[:n_int], values[n_int:], vector)
-                elif kind == REC_BLOCK:
-                    _, kid, n = struct.unpack_from("<BHI", payload, 0)
-                    key = key_map[kid]
-                    ints_names, floats_names, width = ROW_LAYOUT[key.stream]
-                    off = struct.calcsize("<BHI")
-                    seq = np.frombuffer(payload, "<i8", n, off)
-                    off += 8 * n
-                    ints = np.frombuffer(payload, "<i8", n * len(ints_names), off).reshape(n, len(ints_names))
-                    off += 8 * n * len(ints_names)
-                    floats = np.frombuffer(payload, "<f8", n * len(floats_names), off).reshape(n, len(floats_names))
-                    off += 8 * n * len(floats_names)
-                    vectors = np.frombuffer(payload, "<f4", n * width, off).reshape(n, width) if width else None
-                    rows = out.rows.setdefault(key, {})
-                    for i, s in enumerate(seq.tolist()):
-                        rows[s] = SpooledRow(
-                            s, tuple(ints[i].tolist()), tuple(floats[i].tolist()), vectors[i].copy() if width else None
-                        )
-                elif kind == REC_INTENT:
-                    flush_id, ranges = json.loads(payload[1:])
-                    out.intents[flush_id] = [(key_map[kid], lo, hi) for kid, lo, hi in ranges]
-                elif kind == REC_DONE:
-                    out.done.add(payload[1:].decode())
-        return out
-
-
-def _records(path: Path, out: RecoveredSpool) -> Iterator[bytes]:
-    data = path.read_bytes()
-    pos = 0
-    while pos + _HDR.size <= len(data):
-        length, crc = _HDR.unpack_from(data, pos)
-        start, end = pos + _HDR.size, pos + _HDR.size + length
-        if length == 0 or end > len(data) or zlib.crc32(data[start:end]) != crc:
-            out.torn_records += 1
-            return
-        yield data[start:end]
-        pos = end
-    if pos != len(data):
-        out.torn_records += 1

@@ -1,0 +1,68 @@
+"""One spec per collected stream: its row layout, store group, flush rule, Arrow table and sinks.
+
+The collector, the spool and the sinks know streams only through these specs, so a new
+stream (raw venue events, model predictions; DESIGN.md §6.4, §6.6) is a new spec in
+``default_streams``, not a new branch in the collector.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import pyarrow as pa
+
+from backend.contracts.groups import CANDLES, PRICE_TAPE
+from backend.ml_engine.data_collection.buffers import Columns
+from backend.ml_engine.data_collection.records import RowLayout, StreamKey
+from backend.ml_engine.data_collection.tables import candle_table, sample_table, tape_table
+from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
+
+SAMPLE, TAPE, CANDLE = "sample", "tape", "candle"
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    """How one stream is buffered, spooled and written.
+
+    * ``layout``: the fixed row (int64 ``ts`` first: event time in ms since the epoch).
+    * ``group``: the feature-store group its rows go to.
+    * ``per_symbol``: True when a flush holds one symbol (samples: legacy batches are per
+      symbol), False when one flush gathers every symbol's buffer of the stream.
+    * ``flush_rows``: a buffer of this many rows makes a flush due (for a stream that is
+      not per symbol, any one symbol's buffer reaching it flushes the whole stream).
+    * ``to_table``: ``{StreamKey: Columns}`` -> Arrow table in the group's schema.
+    * ``sinks``: names of the sinks that write it (``parquet``, ``legacy``); a sink the
+      collector has disabled is left out when the job is made.
+    * ``counts_as_samples``: its rows are what ``collected=``/``flushed=`` count.
+    """
+
+    name: str
+    layout: RowLayout
+    group: str
+    per_symbol: bool
+    flush_rows: int
+    to_table: Callable[[dict[StreamKey, Columns]], pa.Table]
+    sinks: tuple[str, ...]
+    counts_as_samples: bool = False
+
+
+def default_streams(*, sample_group: str, max_samples_per_file: int, collection_interval: int) -> dict[str, StreamSpec]:
+    """The sample, tape and candle specs of a collector, by stream name.
+
+    Samples flush per symbol at ``max_samples_per_file`` rows into ``sample_group`` (parquet
+    and legacy); the tape, one row per tick, flushes all symbols at
+    ``max_samples_per_file * collection_interval`` rows (the same wall time as a sample
+    batch); candles flush all symbols at ``max_samples_per_file`` bars.
+    """
+    return {
+        SAMPLE: StreamSpec(SAMPLE, RowLayout(("ts", "collected_at"), ("mid",), FEATURE_COUNT), sample_group,
+                           per_symbol=True, flush_rows=max_samples_per_file, to_table=sample_table,
+                           sinks=("parquet", "legacy"), counts_as_samples=True),
+        TAPE: StreamSpec(TAPE, RowLayout(("ts",), ("mid", "bid", "ask")), PRICE_TAPE,
+                         per_symbol=False, flush_rows=max_samples_per_file * collection_interval, to_table=tape_table,
+                         sinks=("parquet",)),
+        CANDLE: StreamSpec(CANDLE, RowLayout(("ts",), ("open", "high", "low", "close", "volume", "turnover")), CANDLES,
+                           per_symbol=False, flush_rows=max_samples_per_file, to_table=candle_table,
+                           sinks=("parquet",)),
+    }
