@@ -1,0 +1,108 @@
+"""``python -m backend.web``: the ML Management web app without a bot.
+
+Argument parsing and printing only; the app is ``backend.web.create_app``. Serves until
+SIGINT/SIGTERM, then cancels a running job and exits 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from backend.config import add_data_dir_argument
+
+DEFAULT_PORT = 8765
+
+EPILOG = """
+The page: open http://127.0.0.1:PORT/ in a browser. Starting or cancelling a job asks
+for the API token once per browser session: it is $LOBBOT_API_TOKEN, else the content of
+<data-dir>/api_token (created at the first start, mode 0600).
+
+On a remote server keep the default --api-host 127.0.0.1 and tunnel:
+  ssh -N -L 8765:127.0.0.1:8765 user@server     then open http://127.0.0.1:8765/
+See docs/web.md.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m backend.web",
+        description="ML Management web app: data audit, training and labelling jobs, MLflow runs, /metrics and /health.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    add_data_dir_argument(p)
+    p.add_argument("--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT})")
+    p.add_argument(
+        "--api-host",
+        default="127.0.0.1",
+        help="address to bind (default 127.0.0.1; anything else makes every request, reads too, need the token)",
+    )
+    p.add_argument("--feature-group", default=None, help="group shown by the Data panel (default: the configured one)")
+    p.add_argument("--mlflow-ui-url", default=None, help="base URL of an MLflow UI you run, e.g. http://127.0.0.1:5000, for run links")
+    p.add_argument("--lang", choices=("en", "ru"), default=None, help="page language (default: $LOBBOT_LANG, else en)")
+    return p
+
+
+def _check_port(port: int) -> int:
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port must be between 1 and 65535, got {port}")
+    return port
+
+
+def _check_url(url: str | None) -> str | None:
+    if url is None:
+        return None
+    if not url.startswith(("http://", "https://")) or any(c in url for c in "\"'<> "):
+        raise ValueError(f"--mlflow-ui-url must be an http(s) URL such as http://127.0.0.1:5000, got {url!r}")
+    return url.rstrip("/")
+
+
+def main(argv: list[str] | None = None) -> int:
+    import os
+
+    from aiohttp import web
+
+    from backend.config import configure
+    from backend.ml_engine.training_orchestrator.tracking import mask_uri, resolve_tracking
+    from backend.web.app import WebSettings, create_app
+    from backend.web.auth import TokenError, describe_token, load_or_create_token
+
+    args = build_parser().parse_args(argv)
+    try:
+        _check_port(args.port)
+        ui = _check_url(args.mlflow_ui_url)
+        settings = configure(data_dir=args.data_dir)
+        token = load_or_create_token(settings.data_dir)
+    except (ValueError, TokenError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    lang = args.lang or os.environ.get("LOBBOT_LANG", "en")
+    lang = lang if lang in ("en", "ru") else "en"
+    target = resolve_tracking(None, settings.mlflow_tracking_uri, settings.data_dir)
+    web_settings = WebSettings(
+        data_dir=Path(settings.data_dir),
+        token=token,
+        tracking_uri=target.uri,
+        host=args.api_host,
+        mlflow_ui_url=ui,
+        feature_group=args.feature_group or settings.feature_store_group,
+        lang=lang,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    app = create_app(web_settings)
+    print(f"ML Management: http://{args.api_host}:{args.port}/  (data: {settings.data_dir}, MLflow: {mask_uri(target.uri)})")
+    print(describe_token(token), flush=True)
+    try:
+        web.run_app(app, host=args.api_host, port=args.port, print=None, handle_signals=True, shutdown_timeout=5)
+    except OSError as exc:
+        print(f"error: cannot listen on {args.api_host}:{args.port}: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

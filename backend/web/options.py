@@ -1,0 +1,245 @@
+"""Job options from the page: validated field by field, then mapped to a child's argv.
+
+Pure: no I/O. ``training_argv(body, ...)`` / ``labelling_argv(body, ...)`` take the JSON
+body of ``POST /api/training`` / ``POST /api/labelling`` and return the argument list of
+the training CLI (``python -m backend.ml_engine.training_orchestrator``) or the parquet
+labeller (``preprocessing_add_future_labels_parquet.py``). Every value is checked (type,
+range, format; symbols through ``backend.symbols.validate_symbol``) before it reaches the
+list, and every option is passed as one ``--flag=value`` item, so no value can be read as
+another flag. The list is for ``asyncio.create_subprocess_exec``, never a shell.
+
+Errors: ``OptionsError`` carrying ``fields``, a dict field -> message saying what is wrong
+and what is accepted; the API answers 400 with it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
+from backend.symbols import InvalidSymbolError, validate_symbol
+
+GROUP_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}$")
+MAX_SYMBOLS = 500
+
+
+class OptionsError(ValueError):
+    """Invalid job options; ``fields`` maps each bad field to a message."""
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields = dict(fields)
+        super().__init__("; ".join(f"{k}: {v}" for k, v in self.fields.items()))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One accepted field: ``flag`` of the CLI and ``check(value) -> str`` giving the argv
+    text (raises ``ValueError`` with the message shown to the user)."""
+
+    flag: str
+    check: Callable[[Any], str]
+    help: str
+
+
+def _int(lo: int, hi: int) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if isinstance(v, bool) or not isinstance(v, int):
+            if isinstance(v, str) and re.fullmatch(r"[+-]?\d{1,12}", v.strip()):
+                v = int(v)
+            elif isinstance(v, float) and v.is_integer():
+                v = int(v)
+            else:
+                raise ValueError(f"must be a whole number between {lo} and {hi}, got {v!r}")
+        if not lo <= v <= hi:
+            raise ValueError(f"must be between {lo} and {hi}, got {v}")
+        return str(v)
+
+    return check
+
+
+def _float(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if isinstance(v, bool):
+            raise ValueError(f"must be a number, got {v!r}")
+        if isinstance(v, str):
+            try:
+                v = float(v.strip())
+            except ValueError:
+                raise ValueError(f"must be a number, got {v!r}") from None
+        if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+            raise ValueError(f"must be a finite number, got {v!r}")
+        if (v <= lo if lo_open else v < lo) or v > hi:
+            raise ValueError(f"must be {'above' if lo_open else 'at least'} {lo:g} and at most {hi:g}, got {v:g}")
+        return repr(float(v))
+
+    return check
+
+
+def _choice(*allowed: Any) -> Callable[[Any], str]:
+    def check(v: Any) -> str:
+        if not isinstance(v, bool):
+            for a in allowed:
+                if v == a or (isinstance(v, str) and v.strip() == str(a)):
+                    return str(a)
+        raise ValueError(f"must be one of {', '.join(map(str, allowed))}, got {v!r}")
+
+    return check
+
+
+def _date(v: Any) -> str:
+    if not isinstance(v, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", v.strip()):
+        raise ValueError(f"must be a date YYYY-MM-DD, got {v!r}")
+    try:
+        return dt.date.fromisoformat(v.strip()).isoformat()
+    except ValueError:
+        raise ValueError(f"is not a real date: {v!r}") from None
+
+
+def _symbols(v: Any) -> str:
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(s, str) for s in items):
+        raise ValueError("must be a list of symbols or a comma-separated string, e.g. BTCUSDT,ETHUSDT")
+    items = [s.strip() for s in items if s.strip()]
+    if not items:
+        raise ValueError("is empty: give at least one symbol or leave the field out for all symbols")
+    if len(items) > MAX_SYMBOLS:
+        raise ValueError(f"at most {MAX_SYMBOLS} symbols, got {len(items)}")
+    for s in items:
+        try:
+            validate_symbol(s)
+        except InvalidSymbolError as exc:
+            raise ValueError(str(exc)) from None
+    if len(set(items)) != len(items):
+        raise ValueError(f"repeats a symbol: {', '.join(items)}")
+    return ",".join(items)
+
+
+def _group(v: Any) -> str:
+    if not isinstance(v, str) or not GROUP_RE.match(v):
+        raise ValueError(f"must be a feature group name of lower-case letters, digits and _ (e.g. training_features), got {v!r}")
+    return v
+
+
+def _experiment(v: Any) -> str:
+    if not isinstance(v, str) or not EXPERIMENT_RE.match(v):
+        raise ValueError(f"must be 1-100 characters of letters, digits, space and _.- starting with a letter or digit, got {v!r}")
+    return v
+
+
+def _horizons(v: Any) -> str:
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list) or not items:
+        raise ValueError(f"must be a non-empty list, a subset of {', '.join(map(str, HORIZONS_S))}")
+    out = []
+    for h in items:
+        try:
+            out.append(int(_choice(*HORIZONS_S)(h.strip() if isinstance(h, str) else h)))
+        except ValueError:
+            raise ValueError(f"must be a subset of {', '.join(map(str, HORIZONS_S))}, got {h!r}") from None
+    if len(set(out)) != len(out):
+        raise ValueError(f"repeats a horizon: {out}")
+    return ",".join(str(h) for h in sorted(out))
+
+
+TRAINING_OPTIONS: dict[str, Option] = {
+    "epochs": Option("--epochs", _int(1, 1000), "maximum epochs"),
+    "batch_size": Option("--batch-size", _int(1, 65536), "sequences per batch"),
+    "lr": Option("--lr", _float(0.0, 1.0), "learning rate"),
+    "patience": Option("--patience", _int(1, 1000), "early-stopping patience in epochs"),
+    "seed": Option("--seed", _int(0, 2**31 - 1), "random seed"),
+    "device": Option("--device", _choice("auto", "cpu", "cuda"), "auto, cpu or cuda"),
+    "threads": Option("--threads", _int(1, 256), "CPU threads for torch"),
+    "feature_group": Option("--feature-group", _group, "feature group"),
+    "start_date": Option("--start-date", _date, "first UTC date, YYYY-MM-DD"),
+    "end_date": Option("--end-date", _date, "last UTC date, YYYY-MM-DD"),
+    "symbols": Option("--symbols", _symbols, "symbols"),
+    "horizon": Option("--horizon", _choice(*HORIZONS_S), "label horizon in seconds"),
+    "sequence_length": Option("--sequence-length", _int(2, 10000), "samples per sequence"),
+    "threshold": Option("--threshold", _float(0.0, 100.0), "percent move threshold"),
+    "tolerance": Option("--tolerance", _float(0.0, 3600.0), "seconds of tolerance"),
+    "min_samples": Option("--min-samples", _int(1, 10**9), "minimum samples"),
+    "experiment": Option("--experiment", _experiment, "MLflow experiment"),
+}
+
+LABELLING_OPTIONS: dict[str, Option] = {
+    "feature_group": Option("--feature-group", _group, "feature group"),
+    "start_date": Option("--start-date", _date, "first UTC date, YYYY-MM-DD"),
+    "end_date": Option("--end-date", _date, "last UTC date, YYYY-MM-DD"),
+    "horizons": Option("--horizons", _horizons, "horizons in seconds"),
+    "threshold": Option("--threshold", _float(0.0, 100.0), "percent move threshold"),
+    "tolerance": Option("--tolerance", _float(0.0, min(HORIZONS_S), lo_open=True), "seconds of tolerance"),
+    "dry_run": Option("--dry-run", lambda v: _flag(v), "compute and report, write nothing"),
+}
+
+
+def _flag(v: Any) -> str:
+    if not isinstance(v, bool):
+        raise ValueError(f"must be true or false, got {v!r}")
+    return "1" if v else ""
+
+
+def validate(body: Any, spec: dict[str, Option]) -> dict[str, str]:
+    """Checked argv texts of every given field; ``None`` / ``""`` values count as not given.
+
+    Raises:
+        OptionsError: the body is not a JSON object, a field is unknown, a value is
+            invalid, or ``start_date`` lies after ``end_date``; all problems at once.
+    """
+    if not isinstance(body, dict):
+        raise OptionsError({"body": "must be a JSON object of options, e.g. {\"epochs\": 5, \"horizon\": 60}"})
+    errors: dict[str, str] = {}
+    out: dict[str, str] = {}
+    for key, value in body.items():
+        opt = spec.get(key)
+        if opt is None:
+            errors[str(key)[:64]] = f"unknown option; known options: {', '.join(sorted(spec))}"
+            continue
+        if value is None or value == "":
+            continue
+        try:
+            out[key] = opt.check(value)
+        except ValueError as exc:
+            errors[key] = str(exc)
+    if "start_date" in out and "end_date" in out and out["start_date"] > out["end_date"]:
+        errors["end_date"] = f"must not be before start_date ({out['start_date']}), got {out['end_date']}"
+    if errors:
+        raise OptionsError(errors)
+    return out
+
+
+def _argv(checked: dict[str, str], spec: dict[str, Option]) -> list[str]:
+    argv = []
+    for key, text in checked.items():
+        flag = spec[key].flag
+        if key == "dry_run":
+            if text:
+                argv.append(flag)
+            continue
+        argv.append(f"{flag}={text}")
+    return argv
+
+
+def training_argv(body: Any, *, python: str, data_dir: str) -> tuple[list[str], dict[str, str]]:
+    """``(argv, checked)`` of one training run on ``data_dir`` (``--no-progress`` added).
+
+    Raises:
+        OptionsError: see ``validate``.
+    """
+    checked = validate(body, TRAINING_OPTIONS)
+    argv = [python, "-m", "backend.ml_engine.training_orchestrator", f"--data-dir={data_dir}", "--no-progress"]
+    return argv + _argv(checked, TRAINING_OPTIONS), checked
+
+
+def labelling_argv(body: Any, *, python: str, script: str, data_dir: str) -> tuple[list[str], dict[str, str]]:
+    """``(argv, checked)`` of one parquet labeller run on ``data_dir`` (``--no-progress`` added).
+
+    Raises:
+        OptionsError: see ``validate``.
+    """
+    checked = validate(body, LABELLING_OPTIONS)
+    argv = [python, script, f"--data-dir={data_dir}", "--no-progress"]
+    return argv + _argv(checked, LABELLING_OPTIONS), checked

@@ -1,0 +1,140 @@
+"""Training runs as the page shows them, read from the MLflow tracking store.
+
+Blocking (MLflow's client does I/O): the app calls these through a worker thread. One
+``RunsReader`` per tracking URI; it holds an ``MlflowClient`` bound to that URI (no
+process-wide ``mlflow.set_tracking_uri``), created on first use so the bot never imports
+MLflow unless someone opens the runs list.
+
+Shapes (DESIGN.md §6.3): ``list_runs()`` -> ``[{"run_id", "experiment", "start_time" (ISO),
+"status", "params", "metrics": {"test_macro_f1", "baseline_<name>_macro_f1", ...}}]``
+newest first; ``run_detail(id)`` adds ``"curves": {metric: [[step, value], ...]}`` and
+``"confusion": {"labels": [...], "matrix": [[...]]}`` (rows = true class) from the run's
+``report.json`` artifact, ``None`` when the run has none.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import tempfile
+import threading
+from pathlib import Path
+
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+CURVES = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1")
+CLASS_LABELS = ("DOWN", "NEUTRAL", "UP")
+# params shown in the list; the rest are in the detail
+LIST_PARAMS = ("horizon_s", "sequence_length", "epochs", "data_symbols", "data_start", "data_end", "feature_group", "data_rows")
+
+
+class RunNotFound(LookupError):
+    """No run with that id in the tracking store."""
+
+
+def _iso(ms: int | None) -> str | None:
+    if not ms:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+class RunsReader:
+    """Reads runs of ``tracking_uri`` (already normalised, may hold a password: never shown)."""
+
+    def __init__(self, tracking_uri: str, *, max_runs: int = 200) -> None:
+        self.tracking_uri = tracking_uri
+        self.max_runs = max_runs
+        self._client = None
+        self._lock = threading.Lock()
+
+    def _get_client(self):
+        with self._lock:
+            if self._client is None:
+                from backend.ml_engine.training_orchestrator.tracking import quiet_mlflow_logs
+
+                quiet_mlflow_logs()
+                # a progress bar per artifact download would litter the server's log
+                os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+                from mlflow.tracking import MlflowClient
+
+                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+            return self._client
+
+    def _no_store_yet(self) -> bool:
+        if self.tracking_uri.startswith("sqlite:///"):
+            return not Path(self.tracking_uri[len("sqlite:///") :]).exists()
+        return False
+
+    def list_runs(self) -> list[dict]:
+        """Runs of every active experiment, newest first (at most ``max_runs``)."""
+        if self._no_store_yet():  # do not create an empty database just by looking
+            return []
+        client = self._get_client()
+        from mlflow.entities import ViewType
+
+        experiments = {e.experiment_id: e.name for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)}
+        if not experiments:
+            return []
+        runs = client.search_runs(list(experiments), max_results=self.max_runs, order_by=["attributes.start_time DESC"])
+        return [self._summary(r, experiments.get(r.info.experiment_id, "")) for r in runs]
+
+    @staticmethod
+    def _summary(run, experiment: str) -> dict:
+        params = run.data.params
+        return {
+            "run_id": run.info.run_id,
+            "experiment": experiment,
+            "start_time": _iso(run.info.start_time),
+            "end_time": _iso(run.info.end_time),
+            "status": run.info.status,
+            "params": {k: params[k] for k in LIST_PARAMS if k in params},
+            "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "baseline_", "best_"))},
+        }
+
+    def run_detail(self, run_id: str) -> dict:
+        """One run with all params, per-epoch curves and the confusion matrix.
+
+        Raises:
+            ValueError: ``run_id`` is not 32 lower-case hex digits.
+            RunNotFound: no such run.
+        """
+        if not RUN_ID_RE.match(run_id or ""):
+            raise ValueError(f"run id must be 32 lower-case hex digits, got {run_id[:40]!r}")
+        if self._no_store_yet():
+            raise RunNotFound(run_id)
+        client = self._get_client()
+        try:
+            run = client.get_run(run_id)
+        except Exception as exc:  # MLflow raises MlflowException(RESOURCE_DOES_NOT_EXIST)
+            if "not found" in str(exc).lower() or "does_not_exist" in str(exc).lower() or "no run" in str(exc).lower():
+                raise RunNotFound(run_id) from None
+            raise
+        exp = client.get_experiment(run.info.experiment_id)
+        out = self._summary(run, exp.name if exp else "")
+        out["params"] = dict(run.data.params)
+        out["metrics"] = dict(run.data.metrics)
+        out["curves"] = {
+            name: [[m.step, m.value] for m in sorted(client.get_metric_history(run_id, name), key=lambda m: m.step)]
+            for name in CURVES
+        }
+        out["confusion"] = self._confusion(client, run_id)
+        return out
+
+    @staticmethod
+    def _confusion(client, run_id: str) -> dict | None:
+        with tempfile.TemporaryDirectory(prefix="lobbot_web_") as tmp:
+            try:
+                path = client.download_artifacts(run_id, "report.json", tmp)
+            except Exception:  # no artifact (run failed before evaluation)
+                return None
+            report = json.loads(Path(path).read_text())
+        model = report.get("model") or {}
+        matrix = model.get("confusion")
+        if not matrix:
+            return None
+        return {
+            "labels": list(CLASS_LABELS),
+            "matrix": matrix,
+            "baselines": {k: v.get("macro_f1") for k, v in (report.get("baselines") or {}).items()},
+        }

@@ -1,0 +1,218 @@
+"""What the web app asks a running bot, and the answers it builds from it.
+
+The bot hands ``create_app`` a ``StatusProvider``: one cheap, synchronous call
+(``status()``, run on the event loop, no I/O) returning a ``BotStatus``. Everything else
+the Collector panel shows is read from the bot's ``Metrics`` registry, the same object the
+run summary and ``/metrics`` read (DESIGN.md §6.2).
+
+* ``NoBot``: the standalone app (``python -m backend.web``): no collector runs.
+* ``MetricsStatus``: a provider built from a ``Metrics`` object, the bot's symbols and a
+  callable giving the source's state; the bot can use it as is.
+
+``health(status)`` and ``collector_view(metrics, status)`` are pure functions giving the
+JSON of ``GET /health`` and ``GET /api/collector``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Literal, Protocol, Sequence
+
+SourceState = Literal["no_bot", "starting", "live", "reconnecting", "down", "stopped"]
+
+
+@dataclass(frozen=True)
+class SymbolStatus:
+    """One symbol: ``book_age_s`` (seconds since the last accepted book, exchange time;
+    ``None`` before the first), ``samples`` collected, ``last_sample_ms`` (event time, ms since
+    epoch; ``None`` before the first)."""
+
+    symbol: str
+    book_age_s: float | None
+    samples: int
+    last_sample_ms: int | None
+
+
+@dataclass(frozen=True)
+class BotStatus:
+    """A snapshot of the bot: ``running`` false means no bot (standalone app).
+
+    ``max_book_age_s``: a book older than this is not fresh (the bot's staleness limit);
+    ``started_ms``: when the bot started (ms since epoch); ``warmup``: ticks done / needed
+    before the first sample, ``None`` once warm.
+    """
+
+    running: bool
+    source: str | None = None
+    source_state: SourceState = "no_bot"
+    symbols: tuple[SymbolStatus, ...] = ()
+    max_book_age_s: float = 15.0
+    started_ms: int | None = None
+    warmup: tuple[int, int] | None = None
+    detail: str = ""
+
+
+class StatusProvider(Protocol):
+    """Anything with ``status() -> BotStatus``; called on the event loop, must not block."""
+
+    def status(self) -> BotStatus: ...
+
+
+class NoBot:
+    """The provider of the standalone app: no collector is running."""
+
+    def status(self) -> BotStatus:
+        return BotStatus(running=False, detail="no bot in this process (python -m backend.web)")
+
+
+@dataclass
+class MetricsStatus:
+    """A provider reading per-symbol state from a bot's ``Metrics``.
+
+    ``source_state`` is called on every status (e.g. ``lambda: "live"``); ``warmup``, when
+    given, returns ``(ticks_done, ticks_needed)`` or ``None`` once warm.
+    """
+
+    metrics: object
+    symbols: Sequence[str]
+    source: str
+    source_state: Callable[[], SourceState]
+    max_book_age_s: float = 15.0
+    warmup: Callable[[], tuple[int, int] | None] | None = None
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+
+    def status(self) -> BotStatus:
+        m = self.metrics
+        rows = []
+        for s in self.symbols:
+            age = m.registry.get_sample_value("lobbot_book_age_seconds", {"symbol": s})
+            last = m.registry.get_sample_value("lobbot_last_sample_timestamp_ms", {"symbol": s})
+            rows.append(
+                SymbolStatus(
+                    s,
+                    None if age is None or math.isnan(age) else float(age),
+                    int(m.value("lobbot_samples_collected_total", symbol=s)),
+                    int(last) if last else None,
+                )
+            )
+        return BotStatus(
+            running=True,
+            source=self.source,
+            source_state=self.source_state(),
+            symbols=tuple(rows),
+            max_book_age_s=self.max_book_age_s,
+            started_ms=self.started_ms,
+            warmup=self.warmup() if self.warmup else None,
+        )
+
+
+def _iso(ms: int | None) -> str | None:
+    if ms is None:
+        return None
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def health(status: BotStatus) -> tuple[int, dict]:
+    """``(http_status, body)`` of ``GET /health`` (DESIGN.md §6.3).
+
+    With a bot: "ok" when every symbol has a fresh book, "degraded" when some do, "down"
+    (HTTP 503) when none does or the source is down. Without a bot (standalone app) the
+    server itself is what is checked: "ok", ``"bot": false``, no symbols.
+    """
+    if not status.running:
+        return 200, {"status": "ok", "bot": False, "symbols": {}}
+    fresh = [s.book_age_s is not None and s.book_age_s <= status.max_book_age_s for s in status.symbols]
+    if status.source_state == "down" or not any(fresh):
+        state = "down"
+    elif all(fresh):
+        state = "ok"
+    else:
+        state = "degraded"
+    body = {
+        "status": state,
+        "bot": True,
+        "source": status.source,
+        "source_state": status.source_state,
+        "symbols": {
+            s.symbol: {"book_age_s": s.book_age_s, "samples": s.samples, "last_sample": _iso(s.last_sample_ms)}
+            for s in status.symbols
+        },
+    }
+    return (503 if state == "down" else 200), body
+
+
+def histogram_quantile(buckets: Sequence[tuple[float, float]], q: float) -> float | None:
+    """Upper bound of quantile ``q`` from cumulative ``(le, count)`` buckets (Prometheus style).
+
+    Returns the smallest bucket bound whose cumulative count reaches ``q`` of the total,
+    ``None`` without observations (``inf`` when it lies in the overflow bucket).
+    """
+    buckets = sorted(buckets)
+    if not buckets or buckets[-1][1] <= 0:
+        return None
+    target = q * buckets[-1][1]
+    for le, count in buckets:
+        if count >= target:
+            return le
+    return math.inf
+
+
+def _histogram(metrics, name: str) -> dict:
+    buckets, total, n = [], 0.0, 0.0
+    for labels, v in metrics.samples(f"{name}_bucket"):
+        buckets.append((float(labels["le"]), v))
+    total = metrics.value(f"{name}_sum")
+    n = metrics.value(f"{name}_count")
+    p99 = histogram_quantile(buckets, 0.99)
+    p50 = histogram_quantile(buckets, 0.5)
+    fix = lambda x: None if x is None or math.isinf(x) else x  # noqa: E731
+    return {"count": int(n), "mean_s": (total / n) if n else None, "p50_le_s": fix(p50), "p99_le_s": fix(p99)}
+
+
+def collector_view(metrics, status: BotStatus, now_ms: int | None = None) -> dict:
+    """The JSON of ``GET /api/collector``: the status plus counts read from ``metrics``.
+
+    Per symbol: book age, samples, last sample, skipped and rejected by reason. Overall:
+    loop lag (mean, p50/p99 bucket bounds), flushes, spool and buffer bytes, clock offset
+    per venue, reconnects per venue, ticks and overruns, venue faults by reason.
+    """
+    now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    symbols = []
+    for s in status.symbols:
+        symbols.append(
+            {
+                "symbol": s.symbol,
+                "book_age_s": s.book_age_s,
+                "fresh": s.book_age_s is not None and s.book_age_s <= status.max_book_age_s,
+                "samples": s.samples,
+                "last_sample": _iso(s.last_sample_ms),
+                "skipped": metrics.by_label("lobbot_samples_skipped_total", "reason", symbol=s.symbol),
+                "rejected": metrics.by_label("lobbot_books_rejected_total", "reason", symbol=s.symbol),
+            }
+        )
+    code, h = health(status)
+    return {
+        "time": _iso(now_ms),
+        "bot": status.running,
+        "health": h["status"],
+        "source": status.source,
+        "source_state": status.source_state,
+        "detail": status.detail,
+        "started": _iso(status.started_ms),
+        "warmup": list(status.warmup) if status.warmup else None,
+        "max_book_age_s": status.max_book_age_s,
+        "symbols": symbols,
+        "ticks": int(metrics.value("lobbot_ticks_total")),
+        "tick_overruns": int(metrics.value("lobbot_tick_overruns_total")),
+        "loop_lag": _histogram(metrics, "lobbot_loop_lag_seconds"),
+        "flush": _histogram(metrics, "lobbot_flush_seconds"),
+        "spool_bytes": metrics.value("lobbot_spool_bytes"),
+        "buffer_bytes": metrics.value("lobbot_buffer_bytes"),
+        "rows_flushed": metrics.by_label("lobbot_rows_flushed_total", "stream"),
+        "clock_offset_s": {labels.get("venue", ""): v for labels, v in metrics.samples("lobbot_exchange_clock_offset_seconds")},
+        "reconnects": metrics.by_label("lobbot_ws_reconnects_total", "venue"),
+        "venue_faults": metrics.by_label("lobbot_venue_faults_total", "reason"),
+    }
