@@ -61,7 +61,7 @@ def _int(lo: int, hi: int) -> Callable[[Any], str]:
     return check
 
 
-def _float(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[Any], str]:
+def _float(lo: float, hi: float, *, lo_open: bool = True, hi_open: bool = False) -> Callable[[Any], str]:
     def check(v: Any) -> str:
         if isinstance(v, bool):
             raise ValueError(f"must be a number, got {v!r}")
@@ -72,8 +72,10 @@ def _float(lo: float, hi: float, *, lo_open: bool = True) -> Callable[[Any], str
                 raise ValueError(f"must be a number, got {v!r}") from None
         if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
             raise ValueError(f"must be a finite number, got {v!r}")
-        if (v <= lo if lo_open else v < lo) or v > hi:
-            raise ValueError(f"must be {'above' if lo_open else 'at least'} {lo:g} and at most {hi:g}, got {v:g}")
+        if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
+            raise ValueError(
+                f"must be {'above' if lo_open else 'at least'} {lo:g} and {'below' if hi_open else 'at most'} {hi:g}, got {v:g}"
+            )
         return repr(float(v))
 
     return check
@@ -171,7 +173,7 @@ LABELLING_OPTIONS: dict[str, Option] = {
     "end_date": Option("--end-date", _date, "last UTC date, YYYY-MM-DD"),
     "horizons": Option("--horizons", _horizons, "horizons in seconds"),
     "threshold": Option("--threshold", _float(0.0, 100.0), "percent move threshold"),
-    "tolerance": Option("--tolerance", _float(0.0, min(HORIZONS_S), lo_open=True), "seconds of tolerance"),
+    "tolerance": Option("--tolerance", _float(0.0, min(HORIZONS_S), hi_open=True), "seconds of tolerance"),
     "dry_run": Option("--dry-run", lambda v: _flag(v), "compute and report, write nothing"),
 }
 

@@ -1,0 +1,64 @@
+"""Server-side validation of job options and their mapping to the children's argv."""
+
+import pytest
+
+from backend.web.options import OptionsError, labelling_argv, training_argv
+
+PY = "/usr/bin/python3"
+
+
+def _fields(body, fn=training_argv, **kw):
+    with pytest.raises(OptionsError) as exc:
+        fn(body, python=PY, data_dir="/d", **kw) if fn is training_argv else fn(body, python=PY, script="l.py", data_dir="/d")
+    return exc.value.fields
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("epochs", 0, "between 1 and 1000"),
+        ("epochs", "ten", "whole number"),
+        ("epochs", True, "whole number"),
+        ("horizon", 45, "one of 10, 30, 60"),
+        ("sequence_length", 1, "between 2"),
+        ("lr", -1, "above 0"),
+        ("lr", "nan", "finite"),
+        ("start_date", "2025-02-30", "not a real date"),
+        ("end_date", "yesterday", "YYYY-MM-DD"),
+        ("symbols", "BTCUSDT,../etc", "invalid symbol"),
+        ("symbols", ["BTCUSDT", "BTCUSDT"], "repeats"),
+        ("feature_group", "Training Features", "lower-case"),
+        ("experiment", "--tracking-uri=x", "starting with a letter or digit"),
+        ("device", "tpu", "one of auto, cpu, cuda"),
+        ("nonsense", 1, "unknown option"),
+    ],
+)
+def test_each_invalid_field_is_named(field, value, words):
+    fields = _fields({"epochs": 3, field: value} if field != "epochs" else {field: value})
+    assert set(fields) == {field}
+    assert words in fields[field]
+
+
+def test_all_problems_at_once_and_date_order():
+    fields = _fields({"epochs": -1, "horizon": 1, "start_date": "2025-03-02", "end_date": "2025-03-01"})
+    assert set(fields) == {"epochs", "horizon", "end_date"}
+    assert "not be before start_date" in fields["end_date"]
+    assert "JSON object" in _fields(["epochs", 5])["body"]
+
+
+def test_training_argv_one_item_per_option():
+    argv, checked = training_argv(
+        {"epochs": 5, "horizon": "30", "symbols": "BTCUSDT, ETHUSDT", "start_date": "2025-01-01", "lr": 0.003, "threads": None},
+        python=PY,
+        data_dir="/data dir",
+    )
+    assert argv[:5] == [PY, "-m", "backend.ml_engine.training_orchestrator", "--data-dir=/data dir", "--no-progress"]
+    assert argv[5:] == ["--epochs=5", "--horizon=30", "--symbols=BTCUSDT,ETHUSDT", "--start-date=2025-01-01", "--lr=0.003"]
+    assert checked["symbols"] == "BTCUSDT,ETHUSDT"
+
+
+def test_labelling_argv():
+    argv, _ = labelling_argv({"horizons": [60, 10], "dry_run": True, "tolerance": 4}, python=PY, script="l.py", data_dir="/d")
+    assert argv == [PY, "l.py", "--data-dir=/d", "--no-progress", "--horizons=10,60", "--dry-run", "--tolerance=4.0"]
+    fields = _fields({"tolerance": 10, "horizons": "5", "dry_run": "yes"}, fn=labelling_argv)
+    assert set(fields) == {"tolerance", "horizons", "dry_run"}
