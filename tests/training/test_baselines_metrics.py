@@ -4,18 +4,21 @@ import numpy as np
 from sklearn.metrics import confusion_matrix as sk_confusion
 from sklearn.metrics import f1_score, precision_score, recall_score
 
-from backend.ml_engine.labelling.labels import DEFAULT_THRESHOLD_PCT
+from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, direction_from_movement
 from backend.ml_engine.training_orchestrator.baselines import (
-    direction_from_move,
     majority_predictions,
     persistence_predictions,
 )
 from backend.ml_engine.training_orchestrator.config import DataConfig
+from backend.ml_engine.training_orchestrator.label_setting import choose_label_setting
 from backend.ml_engine.training_orchestrator.evaluate import score
 
 
-def test_threshold_default_is_the_labellers():
-    assert DataConfig().threshold_pct == DEFAULT_THRESHOLD_PCT
+def test_threshold_default_is_the_labellers_when_the_labels_record_none():
+    # Nothing passed, labels without provenance: the baseline assumes the labeller's default.
+    assert DataConfig().threshold_pct is None
+    choice = choose_label_setting([frozenset([None])], 60, None, None)
+    assert choice.setting.threshold_pct == DEFAULT_THRESHOLD_PCT
 
 
 def test_persistence_hand_example():
@@ -55,7 +58,7 @@ def test_persistence_never_looks_at_the_future():
 
 
 def test_direction_threshold_is_strict():
-    assert direction_from_move(np.array([0.02, 0.0201, -0.02, -0.0201, 0.0]), 0.02).tolist() == [1, 2, 1, 0, 1]
+    assert direction_from_movement(np.array([0.02, 0.0201, -0.02, -0.0201, 0.0]), 0.02).tolist() == [1, 2, 1, 0, 1]
 
 
 def test_scores_match_sklearn():

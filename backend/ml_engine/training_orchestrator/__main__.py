@@ -1,5 +1,7 @@
+"""``python -m backend.ml_engine.training_orchestrator``: the training app (``backend.apps.train``)."""
+
 import sys
 
-from backend.ml_engine.training_orchestrator.cli import main
+from backend.apps.train import main
 
 sys.exit(main())

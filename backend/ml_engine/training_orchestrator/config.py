@@ -1,15 +1,21 @@
-"""Configuration of one training run: what data to use (``DataConfig``) and how to train (``TrainConfig``)."""
+"""Configuration of one training run: what data to use (``DataConfig``) and how to train (``TrainConfig``).
+
+Both raise ``ValueError`` with the offending value when constructed with an invalid one.
+"""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
-
-# The persistence baseline must classify past moves exactly as the labeller classified
-# future ones, so the defaults come from the labeller itself.
-from backend.ml_engine.labelling.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S
+from backend.contracts.groups import TRAINING_FEATURES
+from backend.contracts.labels import (
+    DEFAULT_THRESHOLD_PCT,
+    DEFAULT_TOLERANCE_S,
+    HORIZONS_S,
+    direction_column,
+    movement_column,
+)
 
 DEFAULT_MIN_SAMPLES = 600
 DEFAULT_MIN_LABEL_COVERAGE = 0.80
@@ -18,14 +24,26 @@ DEFAULT_SEQUENCE_LENGTH = 30
 
 @dataclass
 class DataConfig:
-    feature_group: str = "training_features"
+    """What to train on.
+
+    ``threshold_pct`` / ``tolerance_s`` (percent / seconds) classify past moves for the
+    persistence baseline; None (the default) takes them from the labels' provenance,
+    so the baseline classifies exactly as the labeller did (falling back to the
+    labeller's defaults, with a warning, for labels made before provenance existed).
+    ``allow_mixed_label_thresholds`` trains on labels made with different thresholds
+    instead of refusing. Split fractions are of the time-ordered sequences; the purge
+    gap between splits is one sequence span plus the horizon (see ``sequences``).
+    """
+
+    feature_group: str = TRAINING_FEATURES
     start_date: str | None = None
     end_date: str | None = None
     symbols: list[str] | None = None
     horizon_s: int = 60
     sequence_length: int = DEFAULT_SEQUENCE_LENGTH
-    threshold_pct: float = DEFAULT_THRESHOLD_PCT
-    tolerance_s: float = DEFAULT_TOLERANCE_S
+    threshold_pct: float | None = None
+    tolerance_s: float | None = None
+    allow_mixed_label_thresholds: bool = False
     min_samples: int = DEFAULT_MIN_SAMPLES
     min_label_coverage: float = DEFAULT_MIN_LABEL_COVERAGE
     # Each split needs enough sequences for its metric to mean something.
@@ -44,27 +62,39 @@ class DataConfig:
             raise ValueError(f"sequence_length must be >= 1, got {self.sequence_length}")
         if not (0 < self.val_fraction < 1 and 0 < self.test_fraction < 1 and self.val_fraction + self.test_fraction < 0.9):
             raise ValueError("val_fraction and test_fraction must be in (0, 1) and leave >= 10% for training")
-        if self.threshold_pct < 0:
+        if self.threshold_pct is not None and not self.threshold_pct >= 0:
             raise ValueError(f"threshold must be >= 0 percent, got {self.threshold_pct}")
+        if self.tolerance_s is not None and not self.tolerance_s >= 0:
+            raise ValueError(f"tolerance must be >= 0 seconds, got {self.tolerance_s}")
         if not 0 <= self.min_label_coverage <= 1:
             raise ValueError(f"min_label_coverage must be in [0, 1], got {self.min_label_coverage}")
 
     @property
     def direction_column(self) -> str:
-        return f"future_direction_{self.horizon_s}s"
+        """The label column trained on, e.g. ``future_direction_60s``."""
+        return direction_column(self.horizon_s)
 
     @property
     def movement_column(self) -> str:
-        return f"future_movement_{self.horizon_s}s"
+        """The movement column of the horizon, e.g. ``future_movement_60s``."""
+        return movement_column(self.horizon_s)
 
     def as_params(self) -> dict[str, Any]:
+        """Flat parameters for MLflow (None shown as "from labels")."""
         out = asdict(self)
+        for key in ("threshold_pct", "tolerance_s"):
+            if out[key] is None:
+                out[key] = "from labels"
         out["symbols"] = ",".join(self.symbols) if self.symbols else "all"
         return out
 
 
 @dataclass
 class TrainConfig:
+    """How to train: epochs, batch size (sequences), AdamW learning rate and weight decay,
+    early-stopping patience (epochs without a better validation macro-F1), seed, device
+    ("auto" | "cpu" | "cuda") and model sizes; ``extra`` adds parameters to the MLflow log."""
+
     epochs: int = 50
     batch_size: int = 256
     lr: float = 1e-3
@@ -94,6 +124,7 @@ class TrainConfig:
             raise ValueError(f"device must be auto, cpu or cuda, got {self.device!r}")
 
     def as_params(self) -> dict[str, Any]:
+        """Flat parameters for MLflow (``extra`` merged in, display-only fields left out)."""
         out = asdict(self)
         out.pop("extra")
         out.pop("show_progress")

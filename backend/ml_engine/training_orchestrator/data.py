@@ -1,19 +1,23 @@
 """Load the labelled samples of one feature group and check them with the guide's messages.
 
-Only the columns the run needs are read. The result is one contiguous float32
-feature matrix sorted by (symbol, timestamp) plus the per-row metadata; windows
-are built over it later without copying (see ``sequences``).
+Only the columns the run needs are read. Each file's footer is checked first (dtypes
+by the schema's own ``validate``; the labels' provenance, see ``label_setting``). The
+result is one contiguous float32 feature matrix sorted by (symbol, timestamp) plus the
+per-row metadata; windows are built over it later without copying (see ``sequences``).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from backend.contracts.groups import TRAINING_FEATURES
+from backend.contracts.labels import LABEL_PROVENANCE_KEY, ProvenanceError, decode_provenance
 from backend.ml_engine.feature_store.feature_schema import (
     FEATURE_NAMES,
     FEATURE_SCHEMA_VERSION,
@@ -21,16 +25,24 @@ from backend.ml_engine.feature_store.feature_schema import (
     validate,
 )
 from backend.ml_engine.feature_store.feature_store import FeatureStore, FeatureStoreError
+from backend.ml_engine.labelling.symbol_codes import sorted_universe, symbol_codes
 from backend.ml_engine.training_orchestrator.config import DataConfig
 from backend.ml_engine.training_orchestrator.errors import TrainingDataError
+from backend.ml_engine.training_orchestrator.label_setting import (
+    LABELLER_SCRIPT,
+    LabelSettingChoice,
+    choose_label_setting,
+)
 from backend.symbols import validate_symbol
-
-LABELLER_SCRIPT = "preprocessing_add_future_labels_parquet.py"
 
 
 @dataclass
 class LoadedData:
-    """Samples sorted by (symbol, timestamp); row i of every array is the same sample."""
+    """Samples sorted by (symbol, timestamp); row i of every array is the same sample.
+
+    ``label_setting``: the labels' settings and the persistence baseline's (see
+    ``label_setting.choose_label_setting``).
+    """
 
     features: np.ndarray  # (n, 110) float32, C-contiguous
     timestamps_ms: np.ndarray  # (n,) int64
@@ -42,13 +54,16 @@ class LoadedData:
     total_rows: int
     duplicates_dropped: int = 0
     facts: dict = field(default_factory=dict)
+    label_setting: LabelSettingChoice | None = None
 
     @property
     def n(self) -> int:
+        """Number of samples."""
         return int(self.timestamps_ms.shape[0])
 
     @property
     def labelled(self) -> np.ndarray:
+        """(n,) bool: the sample has a label at the trained horizon."""
         return self.labels >= 0
 
     def content_hash(self) -> str:
@@ -61,41 +76,57 @@ class LoadedData:
 
 
 def needed_columns(cfg: DataConfig) -> list[str]:
+    """The columns a run reads: metadata, the 110 features and the horizon's two label columns."""
     return ["timestamp", "symbol", "mid_price", "feature_version", *FEATURE_NAMES, cfg.direction_column, cfg.movement_column]
 
 
-def _schema_problems_per_file(store: FeatureStore, cfg: DataConfig, columns: list[str]) -> list[str]:
-    """Footer-only check of each file: a wrong dtype is named with its file, before any data is read."""
-    expected = {f.name: f.type for f in TRAINING_SCHEMA}
+def _labelled_rows(meta: pq.FileMetaData, schema: pa.Schema, column: str) -> int:
+    """Non-null values of ``column`` from the row-group statistics (all rows when they lack a null count)."""
+    j = schema.get_field_index(column)
+    if j < 0:
+        return 0
+    total = 0
+    for i in range(meta.num_row_groups):
+        rg = meta.row_group(i)
+        stats = rg.column(j).statistics
+        nulls = stats.null_count if stats is not None and stats.has_null_count else 0
+        total += rg.num_rows - nulls
+    return total
+
+
+def _footer_checks(files: list[Path], cfg: DataConfig, columns: list[str]) -> tuple[list[str], list[frozenset]]:
+    """Footer-only check of each file, before any data is read.
+
+    Returns (problems, provenance): a wrong dtype or missing column named with its
+    file; and, per file holding labels at the horizon, the settings they were made
+    with (``{None}`` when the file records none).
+    """
     problems: list[str] = []
-    for path in store.list_files(cfg.feature_group, cfg.start_date, cfg.end_date):
+    provenance: list[frozenset] = []
+    wanted = set(columns)
+    for path in files:
         try:
-            schema = pq.read_schema(path)
+            pf = pq.ParquetFile(path)
+            schema = pf.schema_arrow
         except (OSError, pa.ArrowException) as exc:
             problems.append(f"{path}: unreadable parquet file ({exc})")
             continue
-        missing = [c for c in columns if c not in schema.names and not TRAINING_SCHEMA.field(c).nullable]
-        wrong = []
-        for name in columns:
-            if name not in schema.names:
-                continue
-            got = schema.field(name).type
-            want = expected[name]
-            if pa.types.is_dictionary(got):
-                got = got.value_type
-            same_kind = (
-                got.equals(want)
-                or (pa.types.is_timestamp(want) and pa.types.is_timestamp(got))
-                or (pa.types.is_string(want) and pa.types.is_large_string(got))
-                or (pa.types.is_integer(want) and pa.types.is_integer(got))
-            )
-            if not same_kind:
-                wrong.append(f"{name}: expected {want}, got {got}")
+        report = validate(schema.empty_table(), TRAINING_SCHEMA)
+        missing = [c for c in report.missing_columns if c in wanted and not TRAINING_SCHEMA.field(c).nullable]
+        wrong = [w for w in report.wrong_dtypes if w.split(":", 1)[0] in wanted]
         if missing:
             problems.append(f"{path}: missing columns {missing[:8]}{' ...' if len(missing) > 8 else ''}")
         if wrong:
             problems.append(f"{path}: wrong dtypes {wrong[:8]}{' ...' if len(wrong) > 8 else ''}")
-    return problems
+        if missing or wrong or not _labelled_rows(pf.metadata, schema, cfg.direction_column):
+            continue
+        try:
+            record = decode_provenance((schema.metadata or {}).get(LABEL_PROVENANCE_KEY.encode()))
+        except ProvenanceError as exc:
+            problems.append(f"{path}: {exc}; re-label it: python {LABELLER_SCRIPT}")
+            continue
+        provenance.append(record.get(cfg.horizon_s) or frozenset([None]))
+    return problems, provenance
 
 
 def _schema_failed(lines: list[str]) -> TrainingDataError:
@@ -126,7 +157,7 @@ def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
             f"No training data available: no parquet files in {where}.\n"
             "Start the bot to collect samples: python -m backend.main"
         )
-    problems = _schema_problems_per_file(store, cfg, columns)
+    problems, provenance = _footer_checks(files, cfg, columns)
     if problems:
         raise _schema_failed(problems)
     try:
@@ -165,7 +196,7 @@ def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
             f"{cfg.direction_column}; need at least {cfg.min_label_coverage:.0%} "
             f"(Future labels = None for {total - labelled} samples).\n"
             f"Add the future labels first: python {LABELLER_SCRIPT}"
-            + (f" --feature-group {cfg.feature_group}" if cfg.feature_group != "training_features" else "")
+            + (f" --feature-group {cfg.feature_group}" if cfg.feature_group != TRAINING_FEATURES else "")
         )
     if labelled < cfg.min_samples:
         raise TrainingDataError(
@@ -173,6 +204,9 @@ def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
             "Let the bot collect longer or run the labeller once the horizon is covered."
         )
     data = _to_arrays(table, cfg)
+    data.label_setting = choose_label_setting(
+        provenance, cfg.horizon_s, cfg.threshold_pct, cfg.tolerance_s, allow_mixed=cfg.allow_mixed_label_thresholds
+    )
     data.facts = {
         "rows_read": total,
         "label_coverage": round(coverage, 6),
@@ -184,14 +218,10 @@ def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
 
 def _to_arrays(table: pa.Table, cfg: DataConfig) -> LoadedData:
     ts = table.column("timestamp").cast(pa.int64()).to_numpy()
-    sym_dict = table.column("symbol").combine_chunks().dictionary_encode()
-    symbols = [str(s) for s in sym_dict.dictionary.to_pylist()]
     # Symbols in sorted order so codes (and the content hash) do not depend on file order.
-    order_of = np.argsort(np.array(symbols, dtype=object)).astype(np.int32)
-    rank = np.empty_like(order_of)
-    rank[order_of] = np.arange(len(symbols), dtype=np.int32)
-    codes = rank[sym_dict.indices.to_numpy(zero_copy_only=False)].astype(np.int32)
-    symbols = sorted(symbols)
+    universe = sorted_universe(table.column("symbol"))
+    codes = symbol_codes(table.column("symbol"), universe)
+    symbols = [str(s) for s in universe.to_pylist()]
 
     order = np.lexsort((ts, codes))
     ts, codes = ts[order], codes[order]

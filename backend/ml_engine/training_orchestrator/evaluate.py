@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
-CLASS_NAMES = ("DOWN", "NEUTRAL", "UP")
+from backend.contracts.labels import CLASS_NAMES
 
 
 @dataclass

@@ -1,4 +1,12 @@
-"""One training run from store to tracked model: load -> split -> normalise -> train -> evaluate -> log."""
+"""One training run from store to tracked model: load -> split -> normalise -> train -> evaluate -> log.
+
+Metrics (``evaluate``): accuracy, macro-F1 (the unweighted mean of per-class F1,
+scikit-learn's ``average="macro"``), per-class precision/recall and the confusion
+matrix, for the model and each baseline on the same test split. The split is by time
+with a purge gap of one sequence span plus the horizon between splits (see
+``sequences.purged_split``), so no training window overlaps a test label's future.
+Progress lines go through the ``out`` callback; nothing here prints.
+"""
 
 from __future__ import annotations
 
@@ -14,6 +22,7 @@ from typing import Callable
 
 import numpy as np
 
+from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S, LabelSetting
 from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.training_orchestrator import baselines
@@ -41,6 +50,8 @@ from backend.ml_engine.training_orchestrator.tracking import TrackingTarget, ope
 
 @dataclass
 class PreparedData:
+    """Loaded, split and normalised data of one run (features normalised in place with training statistics)."""
+
     data: LoadedData
     split: Split
     normalizer: Normalizer
@@ -52,6 +63,9 @@ class PreparedData:
 
 @dataclass
 class RunSummary:
+    """What a run produced: test scores of the model and the baselines, epochs, the MLflow
+    run and model (None without tracking), the printed report and the dataset facts."""
+
     model_scores: Scores
     baseline_scores: dict[str, Scores]
     best_epoch: int
@@ -67,6 +81,7 @@ def _iso(ms: int) -> str:
 
 
 def prepare(store: FeatureStore, dcfg: DataConfig) -> PreparedData:
+    """Load, segment, split (purged) and normalise; raises ``TrainingDataError`` with the guide's messages."""
     data = load_training_data(store, dcfg)
     segments = find_segments(data, dcfg.gap_factor)
     split = purged_split(data, dcfg, segments)
@@ -79,9 +94,12 @@ def prepare(store: FeatureStore, dcfg: DataConfig) -> PreparedData:
 
 
 def dataset_facts(p: PreparedData, dcfg: DataConfig) -> dict:
+    """Flat facts about the data and the split, logged as MLflow parameters."""
     d, s = p.data, p.split
     sizes = s.sizes()
+    label_facts = d.label_setting.facts() if d.label_setting is not None else {}
     return {
+        **label_facts,
         "data_start": _iso(int(d.timestamps_ms.min())),
         "data_end": _iso(int(d.timestamps_ms.max())),
         "symbols": ",".join(d.symbols),
@@ -110,8 +128,20 @@ def _balance(labels: np.ndarray) -> str:
     return " ".join(f"{c}={n / total:.1%}" for c, n in zip(CLASS_NAMES, counts))
 
 
+def baseline_setting(p: PreparedData, dcfg: DataConfig) -> LabelSetting:
+    """The threshold and tolerance the persistence baseline uses (from the labels unless given)."""
+    if p.data.label_setting is not None:
+        return p.data.label_setting.setting
+    return LabelSetting(
+        DEFAULT_THRESHOLD_PCT if dcfg.threshold_pct is None else dcfg.threshold_pct,
+        DEFAULT_TOLERANCE_S if dcfg.tolerance_s is None else dcfg.tolerance_s,
+    )
+
+
 def run_baselines(store: FeatureStore | None, p: PreparedData, dcfg: DataConfig, tcfg: TrainConfig) -> tuple[dict[str, Scores], dict]:
+    """Score the majority, persistence and logistic-regression baselines on the test split."""
     d, s = p.data, p.split
+    setting = baseline_setting(p, dcfg)
     y_test = d.labels[s.test]
     out: dict[str, Scores] = {}
     maj, cls = baselines.majority_predictions(d.labels[s.train], s.test.size)
@@ -119,10 +149,10 @@ def run_baselines(store: FeatureStore | None, p: PreparedData, dcfg: DataConfig,
     t, c, mid = d.timestamps_ms[s.test], d.symbol_codes[s.test], d.mid_price[s.test]
     tape = None
     if store is not None:
-        look_back = int((dcfg.horizon_s + dcfg.tolerance_s) * 1000) + 1
+        look_back = int((dcfg.horizon_s + setting.tolerance_s) * 1000) + 1
         tape = baselines.read_tape(store, d.symbols, int(t.min()) - look_back, int(t.max()))
     pers, info = baselines.persistence_predictions(
-        t, c, mid, dcfg.horizon_s, dcfg.threshold_pct, dcfg.tolerance_s, tape=tape, samples=(d.timestamps_ms, d.symbol_codes, d.mid_price)
+        t, c, mid, dcfg.horizon_s, setting.threshold_pct, setting.tolerance_s, tape=tape, samples=(d.timestamps_ms, d.symbol_codes, d.mid_price)
     )
     out["persistence"] = score("persistence", y_test, pers)
     lr = baselines.logreg_predictions(d.features[s.train], d.labels[s.train], d.features[s.test], tcfg.seed, tcfg.logreg_max_rows)
@@ -130,10 +160,11 @@ def run_baselines(store: FeatureStore | None, p: PreparedData, dcfg: DataConfig,
     return out, {"majority_class": CLASS_NAMES[cls], **{f"persistence_{k}": v for k, v in info.items()}}
 
 
-def build_report(model: Scores, base: dict[str, Scores], facts: dict, dcfg: DataConfig) -> str:
+def build_report(model: Scores, base: dict[str, Scores], facts: dict, dcfg: DataConfig, threshold_pct: float) -> str:
+    """The plain-text comparison printed after training and saved as ``report.txt``."""
     lines = [
         f"Test split: {model.n} sequences, end times {facts['test_start']} .. {facts['data_end']}",
-        f"Horizon {dcfg.horizon_s}s, threshold {dcfg.threshold_pct:g}%, sequence length {dcfg.sequence_length}, "
+        f"Horizon {dcfg.horizon_s}s, threshold {threshold_pct:g}%, sequence length {dcfg.sequence_length}, "
         f"symbols {facts['symbols']}",
         "",
         comparison_table([model, *base.values()]),
@@ -155,6 +186,13 @@ def train_and_track(
     out: Callable[[str], None] = print,
     progress: Callable | None = None,
 ) -> RunSummary:
+    """Train on ``store`` as configured and, with a ``target``, log the run to MLflow.
+
+    ``out`` receives one progress line at a time (data, split, per-epoch metrics);
+    ``progress`` wraps batch iterables (e.g. a tqdm factory). Raises
+    ``TrainingDataError`` for data that cannot train a model, ``TrackingError`` when
+    MLflow cannot be used, ``ValueError`` for an unusable device.
+    """
     t_start = time.perf_counter()
     p = prepare(store, dcfg)
     # torch is imported only now so that data problems are reported without its start-up cost.
@@ -172,6 +210,10 @@ def train_and_track(
         f"Sequences: train {facts['rows_train']:,} / val {facts['rows_val']:,} / test {facts['rows_test']:,} "
         f"(purge {facts['purge_s']:g} s between splits; train classes {facts['class_balance_train']})"
     )
+    setting = baseline_setting(p, dcfg)
+    out(f"Labels: {facts.get('label_thresholds_pct', 'unknown')} % threshold; persistence baseline uses {setting.describe()}")
+    for note in p.data.label_setting.notes if p.data.label_setting is not None else []:
+        out(f"WARNING: {note}")
 
     mlflow = None
     experiment_id = None
@@ -222,7 +264,7 @@ def train_and_track(
             model_scores = score("model", y_test, logits.argmax(axis=1))
             base, base_info = run_baselines(store, p, dcfg, tcfg)
             facts.update(base_info)
-            report = build_report(model_scores, base, facts, dcfg)
+            report = build_report(model_scores, base, facts, dcfg, baseline_setting(p, dcfg).threshold_pct)
             summary = RunSummary(model_scores, base, result.best_epoch, len(result.history), report=report, facts=facts)
 
             if mlflow:

@@ -1,4 +1,9 @@
-"""``python -m backend.ml_engine.training_orchestrator``: train a direction model on the feature store."""
+"""The training app: ``python -m backend.ml_engine.training_orchestrator`` (argument parsing and printing).
+
+The work is ``backend.ml_engine.training_orchestrator.orchestrator.train_and_track``.
+Exit status: 0 trained, 1 data or tracking problem (the message says what to do),
+2 bad arguments, 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -6,16 +11,16 @@ import argparse
 import sys
 from pathlib import Path
 
+from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure
-from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
+from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S, HORIZONS_S
 from backend.ml_engine.training_orchestrator.config import (
     DEFAULT_MIN_SAMPLES,
     DEFAULT_SEQUENCE_LENGTH,
-    DEFAULT_THRESHOLD_PCT,
-    DEFAULT_TOLERANCE_S,
     DataConfig,
     TrainConfig,
 )
+from backend.ml_engine.training_orchestrator.label_setting import ALLOW_MIXED_FLAG
 from backend.ml_engine.training_orchestrator.errors import TrackingError, TrainingDataError
 from backend.ml_engine.training_orchestrator.tracking import DEFAULT_EXPERIMENT, scrub
 
@@ -34,6 +39,12 @@ what a run does:
   on validation macro-F1); scores the test split beside majority, persistence and
   logistic-regression baselines; logs everything to MLflow.
 
+labels:
+  the labeller stores its threshold and tolerance with the labels; training refuses
+  labels made with different thresholds unless {ALLOW_MIXED_FLAG} is given, and the
+  persistence baseline classifies with the stored threshold. Labels made before this
+  was recorded train as before, with a warning (settings unknown).
+
 tracking:
   default: SQLite at <data-dir>/mlflow/mlflow.db, artifacts in <data-dir>/mlflow/artifacts.
   MLFLOW_TRACKING_URI or --tracking-uri postgresql://user@host:5432/mlflow uses
@@ -44,6 +55,7 @@ exit status: 0 trained, 1 data or tracking problem (message says what to do), 2 
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line; each default is shown once, in its help text."""
     p = argparse.ArgumentParser(
         prog="python -m backend.ml_engine.training_orchestrator",
         description="Train the order-book direction model on the parquet feature store and track it in MLflow.",
@@ -64,7 +76,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     d = p.add_argument_group("data")
     add_data_dir_argument(d)
-    d.add_argument("--feature-group", default="training_features", help="feature group to train on (default training_features)")
+    d.add_argument(
+        "--feature-group",
+        default=None,
+        help="feature group to train on (default: the configured one, $LOBBOT_FEATURE_STORE_GROUP or training_features)",
+    )
     d.add_argument("--start-date", default=None, help="first UTC date to use, YYYY-MM-DD (default: all)")
     d.add_argument("--end-date", default=None, help="last UTC date to use, inclusive, YYYY-MM-DD (default: all)")
     d.add_argument("--symbols", default=None, help="comma-separated symbols, e.g. BTCUSDT,ETHUSDT (default: all in the store)")
@@ -78,15 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument(
         "--threshold",
         type=float,
-        default=DEFAULT_THRESHOLD_PCT,
-        help=f"percent move separating UP/DOWN from NEUTRAL for the persistence baseline; use the labeller's value "
-        f"(default {DEFAULT_THRESHOLD_PCT:g}, the labeller's default)",
+        default=None,
+        help="percent move separating UP/DOWN from NEUTRAL for the persistence baseline (default: the threshold "
+        f"stored with the labels; {DEFAULT_THRESHOLD_PCT:g}, the labeller's default, for labels that record none)",
     )
     d.add_argument(
         "--tolerance",
         type=float,
-        default=DEFAULT_TOLERANCE_S,
-        help=f"seconds a past price may lie before t-h for the persistence baseline (default {DEFAULT_TOLERANCE_S:g})",
+        default=None,
+        help="seconds a past price may lie before t-h for the persistence baseline (default: the labels' "
+        f"tolerance, else {DEFAULT_TOLERANCE_S:g})",
+    )
+    d.add_argument(
+        ALLOW_MIXED_FLAG,
+        action="store_true",
+        help="train on labels made with different thresholds instead of refusing",
     )
     d.add_argument("--min-samples", type=int, default=DEFAULT_MIN_SAMPLES, help=f"refuse to train below this (default {DEFAULT_MIN_SAMPLES})")
 
@@ -114,11 +136,12 @@ def _symbols(text: str | None) -> list[str] | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Parse ``argv``, train, print the summary; returns the exit status."""
     args = build_parser().parse_args(argv)
     try:
         settings = configure(data_dir=args.data_dir)
         dcfg = DataConfig(
-            feature_group=args.feature_group,
+            feature_group=args.feature_group or settings.feature_store_group,
             start_date=args.start_date,
             end_date=args.end_date,
             symbols=_symbols(args.symbols),
@@ -126,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
             sequence_length=args.sequence_length,
             threshold_pct=args.threshold,
             tolerance_s=args.tolerance,
+            allow_mixed_label_thresholds=args.allow_mixed_label_thresholds,
             min_samples=args.min_samples,
         )
         tcfg = TrainConfig(
@@ -145,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace) -> int:
+    """Train with parsed settings and print the guide's layout; returns the exit status."""
     from backend.ml_engine.feature_store.feature_store import get_feature_store
     from backend.ml_engine.training_orchestrator.orchestrator import train_and_track
     from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
@@ -182,13 +207,13 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
     print("SUMMARY")
     print("=" * 80)
     m = summary.model_scores
-    print(f"✓ Best epoch: {summary.best_epoch} of {summary.epochs_run} run")
-    print(f"✓ Test accuracy: {m.accuracy:.3f}   macro-F1: {m.macro_f1:.3f}")
+    print(f"{c.OK} Best epoch: {summary.best_epoch} of {summary.epochs_run} run")
+    print(f"{c.OK} Test accuracy: {m.accuracy:.3f}   macro-F1: {m.macro_f1:.3f}")
     for name, s in summary.baseline_scores.items():
         print(f"  baseline {name:<12} macro-F1: {s.macro_f1:.3f}")
     if summary.run_id:
-        print(f"✓ MLflow run: {summary.run_id} (experiment {args.experiment!r}, {target.shown})")
-        print(f"✓ Model: {summary.model_uri}" + (f", registered as {args.register_model!r}" if args.register_model else ""))
+        print(f"{c.OK} MLflow run: {summary.run_id} (experiment {args.experiment!r}, {target.shown})")
+        print(f"{c.OK} Model: {summary.model_uri}" + (f", registered as {args.register_model!r}" if args.register_model else ""))
     print(f"  Took {summary.facts.get('seconds', 0):.0f} s")
     print("=" * 80)
     return 0
