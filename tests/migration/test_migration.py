@@ -135,3 +135,21 @@ def test_bad_arguments(data_dir: Path, capsys):
     with pytest.raises(SystemExit) as info:
         main(["--data-dir", str(data_dir), "--symbols", "../x"])
     assert info.value.code == 2 and "invalid symbol" in capsys.readouterr().err
+
+
+def test_label_provenance_travels_with_the_labels(data_dir: Path):
+    from backend.contracts.labels import LABEL_PROVENANCE_KEY, LabelSetting, decode_provenance
+    from backend.ml_engine.feature_store.legacy_format import list_batches
+
+    # Record a provenance in the first BTCUSDT batch, as the legacy labeller does.
+    first = list_batches(data_dir / "ml_training", "BTCUSDT")[0]
+    meta = json.loads(first.metadata_path.read_text())
+    meta[LABEL_PROVENANCE_KEY] = {"version": 1, "horizons": {"60": [{"threshold_pct": 0.05, "tolerance_s": 5.0}]}}
+    first.metadata_path.write_text(json.dumps(meta))
+    assert main(["--data-dir", str(data_dir), "--no-progress"]) == 0
+    store = FeatureStore(data_dir / "feature_store" / "offline")
+    records = {p.name: store.label_provenance(p) for p in store.list_files("training_features")}
+    labelled = [r for name, r in records.items() if f"legacy_BTCUSDT_{first.stem}" in name]
+    assert labelled == [{60: frozenset({LabelSetting(0.05, 5.0)})}]
+    assert all(r == {} for name, r in records.items() if f"legacy_BTCUSDT_{first.stem}" not in name)  # none recorded, none invented
+    assert decode_provenance(None) == {}
