@@ -97,13 +97,11 @@ def with_names(rows, names):
 
 def run_core_str(samples, tape):
     """Symbol strings (plain or dictionary-encoded) -> codes exactly as the parquet labeller does, then the core."""
-    import pyarrow.compute as pc
+    from backend.ml_engine.labelling.symbol_codes import sorted_universe, symbol_codes
 
-    from backend.ml_engine.labelling.store_labelling import codes_for, symbol_values
-
-    universe = pc.unique(pa.chunked_array([symbol_values(samples[1]), symbol_values(tape[1])]))
-    s = (samples[0], codes_for(samples[1], universe), samples[2])
-    t = (tape[0], codes_for(tape[1], universe), tape[2])
+    universe = sorted_universe(samples[1], tape[1])
+    s = (samples[0], symbol_codes(samples[1], universe), samples[2])
+    t = (tape[0], symbol_codes(tape[1], universe), tape[2])
     return run_core(s, t)
 
 
