@@ -371,15 +371,15 @@ class Spool:
     def _clean(self, old: list[_Segment], low: dict[StreamKey, int], done_spans: dict[StreamKey, list[tuple[int, int]]]) -> None:
         removed = False
         for seg in old:
-            live_rows = 0
+            live_bytes = 0
             for key, (lo, hi, rows) in seg.keys.items():
                 w = low.get(key, hi + 1)
                 if hi >= w:
-                    live_rows += min(rows, hi - max(lo, w) + 1)
-            if live_rows == 0:
+                    live_bytes += min(rows, hi - max(lo, w) + 1) * (8 + self.layouts[key.stream].row_bytes)
+            if live_bytes == 0:
                 self._drop(seg)
                 removed = True
-            elif live_rows * 2 <= sum(r for _, _, r in seg.keys.values()):
+            elif live_bytes * 2 <= seg.bytes:
                 self._compact(seg, low, done_spans)
                 removed = True
         if removed:
