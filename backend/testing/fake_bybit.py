@@ -28,10 +28,17 @@ delta is lost), ``crossed`` (a delta that crosses the book, not reflecting the
 server's real book), ``restart`` (the book service restarts: a snapshot with
 ``u == 1``).
 
+``book_lag_ms`` stamps every book (REST and WebSocket ``ts``/``cts``) that many ms in
+the past, as a lagging matching engine or a fast local clock would: with a lag above
+the bot's ``max_book_age_s`` every book it receives is stale.
+
 Command line (a separate process; exits cleanly on SIGTERM/SIGINT)::
 
     python -m backend.testing.fake_bybit --symbols BTCUSDT,ETHUSDT --port-file PATH \\
-        [--fault-rate P] [--seed N] [--port 0] [--replay FILE]
+        [--fault-rate P] [--ws-fault-rate R] [--book-lag-ms MS] [--seed N] [--port 0] [--replay FILE]
+
+``fault_rate`` is the probability of a random fault per REST request and, unless
+``ws_fault_rate`` is given, the rate of random WebSocket faults per second.
 
 The port file is written atomically once the server listens; it holds JSON:
 ``{"port": ..., "rest_url": ..., "ws_url": ..., "pid": ...}``.
@@ -129,11 +136,15 @@ class FakeBybit:
         sim_start_ms: int | None = None,
         replay_path: str | os.PathLike | None = None,
         replay_interval_s: float = 0.0,
+        book_lag_ms: int = 0,
+        ws_fault_rate: float | None = None,
     ):
         self.symbols = [validate_symbol(s) for s in symbols]
+        self.book_lag_ms = int(book_lag_ms)
         self.host, self.port = host, port
         self.push_interval_s = push_interval_s
         self.fault_rate = fault_rate
+        self.ws_fault_rate = fault_rate if ws_fault_rate is None else ws_fault_rate
         self._rng = random.Random(seed)
         self.market = SimMarket(self.symbols, seed=seed, start_ms=sim_start_ms or _now_ms())
         # u starts high like a long-running Bybit topic; u == 1 is reserved for a service restart
@@ -311,10 +322,10 @@ class FakeBybit:
             "s": sym,
             "b": [[_num(p), _num(s)] for p, s in zip(b.bid_prices, b.bid_sizes)],
             "a": [[_num(p), _num(s)] for p, s in zip(b.ask_prices, b.ask_sizes)],
-            "ts": now,
+            "ts": now - self.book_lag_ms,
             "u": self._pub[sym].u,
             "seq": self._pub[sym].seq,
-            "cts": now - 3,
+            "cts": now - 3 - self.book_lag_ms,
         }
         return self._envelope(result)
 
@@ -456,8 +467,8 @@ class FakeBybit:
             conn.send(self._book_msg(topic, sym, "snapshot", sorted(p.bids.items(), reverse=True),
                                      sorted(p.asks.items()), p.u, p.seq, p.ts))
 
-    @staticmethod
-    def _book_msg(topic: str, sym: str, kind: str, bids, asks, u: int, seq: int, ts: int) -> str:
+    def _book_msg(self, topic: str, sym: str, kind: str, bids, asks, u: int, seq: int, ts: int) -> str:
+        ts -= self.book_lag_ms
         return json.dumps({
             "topic": topic, "type": kind, "ts": ts,
             "data": {"s": sym, "b": [[_num(p), _num(s)] for p, s in bids],
@@ -510,8 +521,8 @@ class FakeBybit:
                 log.exception("fake bybit push failed")
 
     def _random_ws_fault(self) -> None:
-        # fault_rate is per second; a push round lasts push_interval_s
-        if self.fault_rate > 0 and self._rng.random() < self.fault_rate * self.push_interval_s:
+        # ws_fault_rate is per second; a push round lasts push_interval_s
+        if self.ws_fault_rate > 0 and self._rng.random() < self.ws_fault_rate * self.push_interval_s:
             kind = self._rng.choice(WS_FAULTS)
             params = {"seconds": self._rng.uniform(0.2, 1.5)} if kind == "ws_delay" else {}
             self._faults.append(_Fault(kind, self._rng.choice(self.symbols), 1, params))
@@ -649,6 +660,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--push-interval", type=float, default=0.1, help="seconds between WebSocket book pushes (default 0.1)")
     p.add_argument("--replay", type=Path, default=None,
                    help="serve this JSONL capture of Bybit pushes on the WebSocket instead of the simulator")
+    p.add_argument("--ws-fault-rate", type=_rate_arg, default=None,
+                   help="random WebSocket faults per second (default: the --fault-rate)")
+    p.add_argument("--book-lag-ms", type=int, default=0,
+                   help="stamp every book this many ms in the past (default 0)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -659,7 +674,8 @@ async def _serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     fake = FakeBybit(args.symbols, seed=args.seed, port=args.port, fault_rate=args.fault_rate,
-                     push_interval_s=args.push_interval, replay_path=args.replay)
+                     ws_fault_rate=args.ws_fault_rate,
+                     push_interval_s=args.push_interval, replay_path=args.replay, book_lag_ms=args.book_lag_ms)
     await fake.start()
     info = {"port": fake.port, "rest_url": fake.rest_url, "ws_url": fake.ws_url, "pid": os.getpid()}
     if args.port_file is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -24,7 +25,7 @@ def fake_exchange(tmp_path):
     port_file = tmp_path / "fake.json"
     proc = subprocess.Popen(
         [sys.executable, "-m", "backend.testing.fake_bybit", "--symbols", SYMBOLS, "--port-file", str(port_file),
-         "--fault-rate", "0.05", "--seed", "5", "--push-interval", "0.05"],
+         "--fault-rate", "0.05", "--ws-fault-rate", "0.2", "--seed", "5", "--push-interval", "0.05"],
         cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )
     deadline = time.monotonic() + 30
@@ -72,12 +73,16 @@ def check_live_run(source: str, data: Path, returncode: int, out: str) -> None:
     assert "Run summary: ticks=600" in out
     stats = stats_lines(out)
     assert len(stats) >= 6 and stats[-1]["buffered"] == 0
-    # faults really happened: the source reports errors/retries/resyncs
+    # faults really happened, and the run summary counted them by reason (read from the registry)
     source_line = next(line for line in out.splitlines() if line.startswith("Source: "))
-    counters = dict(kv.split("=") for kv in source_line[len("Source: "):].split(", "))
-    fault_words = ("error", "fail", "malformed", "retr", "resync", "reconnect", "dead", "timeout", "invalid", "stale")
-    faults = {k: v for k, v in counters.items() if int(v) and any(w in k for w in fault_words)}
-    assert faults, (source, source_line)
+    m = re.match(rf"Source: {source} faults=(\d+) \(([^)]*)\) reconnects=(\d+) resyncs=(\d+) retries=(\d+)$", source_line)
+    assert m, source_line
+    faults = dict(kv.split("=") for kv in m.group(2).split(", ")) if m.group(2) != "none" else {}
+    assert int(m.group(1)) > 0 and sum(map(int, faults.values())) == int(m.group(1)), (source, source_line)
+    if source == "bybit":
+        assert int(m.group(5)) > 0, source_line  # transient REST faults were retried
+    else:
+        assert int(m.group(3)) + int(m.group(4)) > 0, source_line  # reconnects or resyncs happened
 
     df = assert_formats_identical(data)
     store = FeatureStore(data / "feature_store" / "offline")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import time
 from pathlib import Path
@@ -144,12 +145,19 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     assert res.returncode == 2 and "sim only" in res.stderr
 
 
-def test_help_documents_every_option(tmp_path):
+def test_help_documents_every_option_and_each_default_once(tmp_path):
     res = run_bot(tmp_path, "--help")
+    assert res.returncode == 0, res.stderr
     for flag in ["--source", "--symbols", "--interval", "--collection-interval", "--max-samples-per-file",
                  "--max-buffer-memory-mb", "--no-legacy", "--no-feature-store", "--data-dir", "--seed",
-                 "--stats-interval", "--max-iterations", "--fast", "--duration", "--sim-start"]:
+                 "--stats-interval", "--max-iterations", "--fast", "--duration", "--sim-start", "--log-level"]:
         assert flag in res.stdout
+    options = " ".join(res.stdout.split("options:", 1)[1].split())
+    entries = re.split(r" (?=--[a-z])", " " + options)
+    for entry in entries:
+        assert entry.count("(default") <= 1, entry
+    assert "(default: None)" not in options and "(default: False)" not in options
+    assert "(default: 3.0)" in options and "(default: 10)" in options  # --interval, --collection-interval
 
 
 def test_unreachable_exchange_prints_one_clear_paragraph(tmp_path):
