@@ -17,10 +17,12 @@ TEMP_SUFFIX = ".tmp"
 
 
 def temp_path_for(path: Path) -> Path:
+    """A hidden, unique temp name beside ``path``: ``.<name>.<8 hex>.tmp``."""
     return path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}{TEMP_SUFFIX}")
 
 
 def fsync_dir(folder: Path) -> None:
+    """fsync a folder so a rename in it survives a crash; a no-op where folders cannot be opened."""
     try:
         fd = os.open(folder, os.O_RDONLY)
     except OSError:
@@ -130,11 +132,14 @@ def replace_existing(
 
 
 def file_stat(path: Path) -> tuple[int, int]:
+    """``(st_size, st_mtime_ns)`` of ``path``, the ``expected_stat`` of ``replace_existing``."""
     st = path.stat()
     return st.st_size, st.st_mtime_ns
 
 
 class FileChangedError(RuntimeError):
+    """A file changed (or vanished) between being read and being replaced; nothing was written."""
+
     pass
 
 

@@ -12,6 +12,10 @@ from backend.contracts.labels import CLASS_NAMES
 
 @dataclass
 class Scores:
+    """Scores of one predictor on the test split: confusion (3, 3) rows = true class, columns =
+    predicted; accuracy; macro-F1 (unweighted mean of the per-class F1); per-class precision,
+    recall, F1 (3,) each, indexed by class code; ``n`` test sequences."""
+
     name: str
     confusion: np.ndarray  # (3, 3) rows = true class, columns = predicted
     accuracy: float
@@ -22,6 +26,7 @@ class Scores:
     n: int
 
     def as_dict(self) -> dict:
+        """Flat JSON-ready form (per-class values keyed by lower-case class name)."""
         out = {"accuracy": self.accuracy, "macro_f1": self.macro_f1, "n": self.n, "confusion": self.confusion.tolist()}
         for i, c in enumerate(CLASS_NAMES):
             out[f"precision_{c.lower()}"] = float(self.precision[i])
@@ -31,6 +36,7 @@ class Scores:
 
 
 def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, k: int = 3) -> np.ndarray:
+    """(k, k) int64 counts: row = true class, column = predicted class (one bincount)."""
     y_true = np.asarray(y_true, dtype=np.int64)
     y_pred = np.asarray(y_pred, dtype=np.int64)
     return np.bincount(y_true * k + y_pred, minlength=k * k).reshape(k, k)
@@ -52,6 +58,7 @@ def score(name: str, y_true: np.ndarray, y_pred: np.ndarray) -> Scores:
 
 
 def comparison_table(rows: list[Scores]) -> str:
+    """Plain-text table: accuracy, macro-F1 and per-class precision/recall of each predictor."""
     head = f"{'model':<14}{'accuracy':>9}{'macro-F1':>10}" + "".join(f"{'P/R ' + c:>16}" for c in CLASS_NAMES)
     lines = [head, "-" * len(head)]
     for s in rows:
@@ -61,6 +68,7 @@ def comparison_table(rows: list[Scores]) -> str:
 
 
 def confusion_text(s: Scores) -> str:
+    """The confusion matrix of ``s`` as plain text with class names."""
     width = max(9, len(str(int(s.confusion.max()))) + 2)
     lines = [f"Confusion matrix ({s.name}; rows = true, columns = predicted)"]
     lines.append(" " * 9 + "".join(f"{c:>{width}}" for c in CLASS_NAMES))
@@ -70,6 +78,7 @@ def confusion_text(s: Scores) -> str:
 
 
 def save_confusion_png(s: Scores, path: Path) -> Path:
+    """Save the confusion matrix of ``s`` as a PNG at ``path`` (matplotlib, no display); returns ``path``."""
     import matplotlib
 
     matplotlib.use("Agg")  # no display on servers

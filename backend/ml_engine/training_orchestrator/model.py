@@ -12,6 +12,10 @@ from torch import nn
 
 
 class LOBSequenceClassifier(nn.Module):
+    """Conv + LSTM + attention-pooling direction classifier (DeepLOB family, Zhang et al. 2019).
+
+    Input (B, L, F) float32 normalised feature windows; output (B, n_classes) logits.
+    """
     def __init__(self, n_features: int, conv_channels: int = 32, hidden_size: int = 48, dropout: float = 0.2, n_classes: int = 3):
         super().__init__()
         self.config = dict(
@@ -29,6 +33,7 @@ class LOBSequenceClassifier(nn.Module):
         self.head = nn.Linear(2 * hidden_size, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, F) windows -> (B, n_classes) logits."""
         h = self.conv(x.transpose(1, 2)).transpose(1, 2)
         out, _ = self.lstm(h)
         weights = torch.softmax(self.attn(out).squeeze(-1), dim=1)
@@ -49,5 +54,6 @@ class NormalizedModel(nn.Module):
         self.clip = float(clip)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, L, F) raw feature windows -> (B, n_classes) logits: z-score with the stored statistics, clip, classify."""
         z = ((x - self.mean) / self.std).clamp(-self.clip, self.clip)
         return self.core(z)

@@ -19,6 +19,9 @@ from backend.ml_engine.training_orchestrator.errors import TrainingDataError
 
 @dataclass
 class Segments:
+    """Gap-free runs of one symbol: per row (n,) its segment id and position inside it; the
+    median sampling interval (ms) per symbol; the number of segments."""
+
     segment_id: np.ndarray  # (n,) int64: rows with the same id are one symbol, no gap between them
     position: np.ndarray  # (n,) int64: index of the row inside its segment
     interval_ms: dict[str, int]  # median sampling interval per symbol
@@ -55,6 +58,10 @@ def find_segments(data: LoadedData, gap_factor: float) -> Segments:
 
 @dataclass
 class Split:
+    """A time split of sequences, each named by its end row: train / val / test end rows,
+    the boundary times (ms), the purge gap (one sequence span plus the horizon, ms) and
+    the rows any training sequence reads (normalisation is fitted on these only)."""
+
     train: np.ndarray  # end-row indices of sequences, chronological within each symbol
     val: np.ndarray
     test: np.ndarray
@@ -67,6 +74,7 @@ class Split:
     train_rows_mask: np.ndarray  # rows that any training sequence reads: normalisation is fitted on these
 
     def sizes(self) -> dict[str, int]:
+        """Sequences per split."""
         return {"train": int(self.train.size), "val": int(self.val.size), "test": int(self.test.size)}
 
 
@@ -131,12 +139,15 @@ def _insufficient(labelled: int, usable: int, cfg: DataConfig, n_segments: int, 
 
 @dataclass
 class Normalizer:
+    """Per-feature z-score: mean and std (F,) float32 from the training rows, then clip to ±clip."""
+
     mean: np.ndarray  # (F,) float32
     std: np.ndarray  # (F,) float32
     clip: float
     fitted_rows: int
 
     def to_dict(self, feature_names) -> dict:
+        """JSON-ready form logged as ``normalization.json``."""
         return {
             "method": "z-score fitted on the rows read by training sequences, then clipped",
             "clip": self.clip,
@@ -148,6 +159,8 @@ class Normalizer:
 
 
 def fit_normalizer(features: np.ndarray, rows_mask: np.ndarray, clip: float) -> Normalizer:
+    """Mean and std (float64 accumulation) of ``features`` (n, F) over ``rows_mask`` (n,) bool;
+    a constant feature gets std 1 (centred, not scaled)."""
     rows = features[rows_mask]
     mean = rows.mean(axis=0, dtype=np.float64)
     std = rows.std(axis=0, dtype=np.float64)

@@ -24,10 +24,12 @@ _PG_PREFIXES = ("postgresql://", "postgres://")
 
 
 def default_tracking_uri(data_dir: Path) -> str:
+    """SQLite under ``<data_dir>/mlflow/mlflow.db``."""
     return f"sqlite:///{(Path(data_dir) / 'mlflow' / 'mlflow.db').resolve().as_posix()}"
 
 
 def default_artifact_location(data_dir: Path) -> str:
+    """``<data_dir>/mlflow/artifacts`` as a file URI (never ./mlruns in the current directory)."""
     return (Path(data_dir) / "mlflow" / "artifacts").resolve().as_uri()
 
 
@@ -70,20 +72,27 @@ def scrub(text: str, uri: str) -> str:
 
 @dataclass
 class TrackingTarget:
+    """Where a run is tracked: the normalised URI (may hold a password: print ``shown``), the
+    artifact location of new experiments and where the URI came from."""
+
     uri: str  # normalised, may hold a password: never print it, print ``shown``
     artifact_location: str
     source: str  # where the URI came from: --tracking-uri, MLFLOW_TRACKING_URI, default
 
     @property
     def shown(self) -> str:
+        """The URI with any password masked."""
         return mask_uri(self.uri)
 
     @property
     def is_database(self) -> bool:
+        """True for SQL stores (sqlite, postgresql, ...), False for file and HTTP stores."""
         return not self.uri.startswith(("file:", "http:", "https:", "databricks")) and "://" in self.uri
 
 
 def resolve_tracking(cli_uri: str | None, env_uri: str | None, data_dir: Path, artifact_location: str | None = None) -> TrackingTarget:
+    """The target from ``--tracking-uri``, else ``MLFLOW_TRACKING_URI``, else the SQLite default;
+    ``postgresql://`` is rewritten to the psycopg2 driver (DESIGN §5)."""
     if cli_uri:
         uri, source = cli_uri, "--tracking-uri"
     elif env_uri:
@@ -125,6 +134,7 @@ def _explain(exc: BaseException, target: TrackingTarget) -> TrackingError:
 
 
 def quiet_mlflow_logs() -> None:
+    """Lower alembic's and MLflow's migration logging to warnings."""
     # The first use of a SQL store prints dozens of alembic migration lines.
     for name in ("alembic", "alembic.runtime.migration", "mlflow.store.db.utils"):
         logging.getLogger(name).setLevel(logging.WARNING)

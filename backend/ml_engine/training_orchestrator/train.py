@@ -25,6 +25,7 @@ from backend.ml_engine.training_orchestrator.sequences import gather_windows
 
 
 def resolve_device(name: str) -> torch.device:
+    """``auto`` -> CUDA when present, else CPU; raises ``ValueError`` for ``cuda`` without a CUDA device."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -33,6 +34,7 @@ def resolve_device(name: str) -> torch.device:
 
 
 def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch and ask torch for deterministic kernels (same seed and data, same model)."""
     # cuBLAS needs this before its first use to be deterministic.
     os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     random.seed(seed)
@@ -53,6 +55,8 @@ def class_weights(labels: np.ndarray) -> np.ndarray:
 
 @dataclass
 class EpochStats:
+    """One epoch: mean train loss, validation loss, accuracy and macro-F1, seconds and training samples per second."""
+
     epoch: int
     train_loss: float
     val_loss: float
@@ -64,6 +68,9 @@ class EpochStats:
 
 @dataclass
 class TrainResult:
+    """The best model (by validation macro-F1), its epoch and score, the per-epoch history,
+    whether early stopping ended the run, the device and the autocast dtype used."""
+
     model: nn.Module
     best_epoch: int
     best_val_macro_f1: float
@@ -74,6 +81,14 @@ class TrainResult:
 
 
 class Trainer:
+    """Trains a classifier on windows of one contiguous (n, F) float32 feature matrix.
+
+    Sequences are named by their end row; each batch gathers its windows (B, L, F) on
+    the fly. Class-weighted cross-entropy (``class_weights``), AdamW, gradient clipping,
+    early stopping on validation macro-F1; CUDA runs with bf16 (or fp16 + loss scaling)
+    autocast. Raises ``ValueError`` for ``--device cuda`` without CUDA.
+    """
+
     def __init__(self, model: nn.Module, features: np.ndarray, labels: np.ndarray, sequence_length: int, cfg: TrainConfig):
         self.cfg = cfg
         self.device = resolve_device(cfg.device)
@@ -91,6 +106,7 @@ class Trainer:
         return torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None)
 
     def predict_logits(self, ends: np.ndarray, model: nn.Module | None = None) -> np.ndarray:
+        """(len(ends), 3) float32 logits of the sequences ending at ``ends``."""
         model = model or self.model
         model.eval()
         out = []
