@@ -124,6 +124,14 @@ class _Published:
 
 
 class FakeBybit:
+    """The fake exchange for ``symbols`` on ``host:port`` (0: a free port); an async context manager.
+
+    ``seed`` drives the simulator and random faults; ``push_interval_s`` is the period
+    of WebSocket pushes; ``fault_rate``, ``ws_fault_rate`` and ``book_lag_ms`` as in the
+    module docstring; ``replay_path`` serves a captured JSONL stream instead of the
+    simulator's book. ``counts`` tallies requests, pings and injected faults.
+    """
+
     def __init__(
         self,
         symbols: Iterable[str],
@@ -176,6 +184,7 @@ class FakeBybit:
         await self.stop()
 
     async def start(self) -> None:
+        """Listen (``port`` is then the bound port) and start publishing."""
         app = web.Application()
         app.router.add_get("/v5/market/orderbook", self._rest_orderbook)
         app.router.add_get("/v5/market/kline", self._rest_kline)
@@ -192,6 +201,7 @@ class FakeBybit:
             self._pusher = asyncio.create_task(self._push_loop())
 
     async def stop(self) -> None:
+        """Stop publishing, close every connection and the listener."""
         if self._pusher is not None:
             self._pusher.cancel()
             try:
@@ -207,14 +217,17 @@ class FakeBybit:
 
     @property
     def rest_url(self) -> str:
+        """``http://host:port``."""
         return f"http://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
+        """``ws://host:port/v5/public/linear``."""
         return f"ws://{self.host}:{self.port}{WS_PATH}"
 
     # --- control ------------------------------------------------------------------------
     def inject(self, kind: str, symbol: str | None = None, count: int = 1, **params: Any) -> None:
+        """Apply fault ``kind`` (see the module docstring) to the next ``count`` matching events; ``ValueError`` if unknown."""
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
         self._faults.append(_Fault(kind, symbol, count, params))
@@ -224,6 +237,7 @@ class FakeBybit:
         self._faults.clear()
 
     def pending_faults(self) -> int:
+        """Injected fault applications not yet used."""
         return sum(f.count for f in self._faults)
 
     def pause(self) -> None:
@@ -231,6 +245,7 @@ class FakeBybit:
         self._paused.clear()
 
     def resume(self) -> None:
+        """Publish WebSocket updates again."""
         self._paused.set()
 
     def book(self, symbol: str) -> OrderBook:
@@ -241,10 +256,12 @@ class FakeBybit:
         return OrderBook.from_levels(symbol, bids, asks, p.ts, recv_ms=p.ts, update_id=p.u)
 
     def update_id(self, symbol: str) -> int:
+        """``u`` of the last book message published for ``symbol``."""
         return self._pub[symbol].u
 
     @property
     def connections(self) -> int:
+        """Open WebSocket connections."""
         return len(self._conns)
 
     def _count(self, key: str) -> None:
@@ -643,6 +660,7 @@ def _rate_arg(text: str) -> float:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m backend.testing.fake_bybit``."""
     p = argparse.ArgumentParser(
         prog="python -m backend.testing.fake_bybit",
         description="Run a fake Bybit v5 public exchange (REST + WebSocket on one port) on 127.0.0.1, "
@@ -699,6 +717,7 @@ async def _serve(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve until SIGTERM/SIGINT; exit code 0, or 2 for bad arguments."""
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.replay is not None and not args.replay.is_file():

@@ -37,6 +37,7 @@ class Candle:
 
     @property
     def close_ms(self) -> int:
+        """When the bar closes: ``start_ms + 60 s``."""
         return self.start_ms + CANDLE_MS
 
 

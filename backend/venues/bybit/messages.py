@@ -38,6 +38,7 @@ class BybitApiError(RuntimeError):
 
     @property
     def retryable(self) -> bool:
+        """True for the rate-limit / service-restart codes that asking again can fix."""
         return self.ret_code in RETRYABLE_RET_CODES
 
 
@@ -56,6 +57,7 @@ class BookMessage:
 
 
 def decode_json(text: str | bytes, where: str = "message") -> Any:
+    """``json.loads``, raising ``BybitMessageError`` (naming ``where`` and the text's start) instead."""
     try:
         return json.loads(text)
     except (ValueError, UnicodeDecodeError) as exc:
@@ -130,6 +132,12 @@ def unwrap_envelope(payload: Any, where: str) -> tuple[Any, int | None]:
 
 
 def parse_rest_orderbook(result: Any, symbol: str, recv_ms: int, depth: int | None = None) -> OrderBook:
+    """``/v5/market/orderbook`` ``result`` -> ``OrderBook`` (top ``depth`` levels), as sent: not validated.
+
+    ``ts`` is Bybit's system time of the book, ``cts`` the matching-engine time, ``u``
+    the update id (Bybit v5 docs, "Get Orderbook"). Raises ``BybitMessageError`` for a
+    missing field, another symbol or a bad level.
+    """
     where = f"orderbook {symbol}"
     s = _field(result, "s", where)
     if s != symbol:
@@ -227,6 +235,12 @@ def topic_kind(msg: dict) -> tuple[str, str] | None:
 
 
 def parse_ws_book(msg: dict) -> BookMessage:
+    """An ``orderbook.<depth>.<SYM>`` push -> ``BookMessage``; raises ``BybitMessageError`` when malformed.
+
+    Fields per Bybit v5 docs ("WebSocket Stream > Public > Orderbook"): ``type``
+    snapshot/delta, ``ts`` system time, ``cts`` matching-engine time, ``data.u`` update
+    id, ``data.seq`` cross sequence, ``data.b`` / ``data.a`` ``[price, size]`` strings.
+    """
     topic = msg.get("topic", "?")
     where = f"{topic}"
     kind = _field(msg, "type", where)

@@ -57,6 +57,9 @@ BUY_TILT = 0.35
 
 @dataclass(frozen=True, slots=True)
 class SymbolSpec:
+    """One simulated instrument: start price, tick and quantity step, typical level size,
+    1-minute volatility (std of the log return) and trade rate (trades per second)."""
+
     base_price: float
     tick: float
     qty_step: float
@@ -66,10 +69,12 @@ class SymbolSpec:
 
     @property
     def price_decimals(self) -> int:
+        """Decimals of the tick, as Bybit formats prices."""
         return _decimals(self.tick)
 
     @property
     def qty_decimals(self) -> int:
+        """Decimals of the quantity step."""
         return _decimals(self.qty_step)
 
 
@@ -278,6 +283,7 @@ class SymbolSim:
 
     # --- queries -------------------------------------------------------------------
     def book_at(self, t_ms: int, depth: int | None = None, recv_ms: int | None = None) -> OrderBook:
+        """The book at time ``t_ms`` (ms since the epoch), ``depth`` levels per side (at most ``levels``)."""
         c, i = self._locate(t_ms)
         d = self.levels if depth is None else min(depth, self.levels)
         b0 = c.bid0[i]
@@ -294,6 +300,7 @@ class SymbolSim:
         )
 
     def imbalance_at(self, t_ms: int) -> float:
+        """The hidden order-flow imbalance driving the book at ``t_ms`` (the signal the features should find)."""
         c, i = self._locate(t_ms)
         return float(c.imbalance[i])
 
@@ -318,6 +325,7 @@ class SymbolSim:
         return tuple(np.concatenate(p) for p in zip(*parts))  # type: ignore[return-value]
 
     def trades_between(self, t0_ms: int, t1_ms: int) -> list[Trade]:
+        """Trades with ``t0_ms < ts <= t1_ms``, oldest first."""
         ts, price, size, side, _ = self.trade_arrays(t0_ms, t1_ms)
         return [Trade(int(a), float(b), float(c), int(d)) for a, b, c, d in zip(ts.tolist(), price.tolist(), size.tolist(), side.tolist())]
 
