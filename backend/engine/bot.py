@@ -77,7 +77,7 @@ def unreachable_message(s: Settings, exc: Exception) -> str:
     )
 
 
-def _make_collector(s: Settings, metrics: Metrics) -> tuple[MLDataCollector, bool]:
+def _make_collector(s: Settings, metrics: Metrics) -> MLDataCollector:
     kwargs = dict(
         storage_path=s.legacy_root,
         max_samples_per_file=s.max_samples_per_file,
@@ -90,10 +90,9 @@ def _make_collector(s: Settings, metrics: Metrics) -> tuple[MLDataCollector, boo
         spool_dir=s.spool_dir,
         fsync=s.spool_fsync,
     )
-    shares = "metrics" in inspect.signature(MLDataCollector).parameters
-    if shares:
+    if "metrics" in inspect.signature(MLDataCollector).parameters:  # a collector that counts into the registry
         kwargs["metrics"] = metrics
-    return MLDataCollector(**kwargs), shares
+    return MLDataCollector(**kwargs)
 
 
 class Bot:
@@ -118,7 +117,7 @@ class Bot:
             self.clock = OffsetClock(self.start_ms)  # real-time pace, simulated dates
         else:
             self.clock = Clock()
-        self.ml_data_collector, self._shared_collector = _make_collector(settings, self.metrics)
+        self.ml_data_collector = _make_collector(settings, self.metrics)
         self.stop_event = asyncio.Event()
         self.source: MarketSource | None = None
         self.scheduler: Scheduler | None = None
@@ -215,13 +214,9 @@ class Bot:
         """The run summary, read from the registry: statistics, rejections, skips, venue faults."""
         c, m = self.ml_data_collector, self.metrics
         rejected = m.by_label("lobbot_books_rejected_total", "reason")
-        if self._shared_collector:
-            skips = m.by_label("lobbot_samples_skipped_total", "reason")
-            recovered = int(m.value("lobbot_rows_recovered_total", stream="sample"))
-            flush_failures = int(m.total("lobbot_flush_failures_total"))
-        else:  # a collector that keeps its own counts (before it takes the shared registry)
-            skips = dict(c.stats.skip_reasons)
-            recovered, flush_failures = c.stats.recovered, c.stats.flush_failures
+        # the collector's own counts: its ``stats`` is a view of the registry it was given
+        skips = dict(c.stats.skip_reasons)
+        recovered, flush_failures = c.stats.recovered, c.stats.flush_failures
         lines = [
             c.statistics_line(),
             f"Run summary: ticks={self.ticks} overruns={int(m.value('lobbot_tick_overruns_total'))} "
