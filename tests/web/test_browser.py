@@ -1,0 +1,127 @@
+"""The page in real headless Chromium (Debian's package, driven by Playwright).
+
+Each test saves a screenshot under its tmp dir; with ``LOBBOT_DOCS_SCREENSHOTS=1`` the
+screenshots also go to ``docs/img/`` (how the docs' pictures are made).
+"""
+
+import os
+import shutil
+
+import pytest
+
+from helpers import CHROMIUM, CHROMIUM_ARGS, REPO, TOKEN, samples, write
+
+from backend.metrics import Metrics
+from backend.web.status import MetricsStatus
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency (pip install -e .[dev])")
+
+
+@pytest.fixture
+async def browser(tmp_path):
+    assert os.path.exists(CHROMIUM), "headless tests need Debian's chromium: apt-get install -y chromium"
+    async with playwright_api.async_playwright() as p:
+        ctx = await p.chromium.launch_persistent_context(
+            str(tmp_path / "profile"), executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS,
+            viewport={"width": 1280, "height": 900},
+        )
+        try:
+            yield ctx
+        finally:
+            await ctx.close()
+
+
+async def _open(ctx, url):
+    page = await ctx.new_page()
+    errors = []
+    page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    await page.goto(url)
+    await page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+    return page, errors
+
+
+async def _shot(page, tmp_path, name, selector=None):
+    path = tmp_path / f"{name}.png"
+    if selector:
+        await page.locator(selector).screenshot(path=str(path))
+    else:
+        await page.screenshot(path=str(path), full_page=True)
+    assert path.stat().st_size > 1000
+    if os.environ.get("LOBBOT_DOCS_SCREENSHOTS"):
+        (REPO / "docs" / "img").mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, REPO / "docs" / "img" / f"web_{name}.png")
+    return path
+
+
+async def test_data_panel_rows_and_gaps(tmp_path, serve, browser):
+    btc = samples("BTCUSDT", 3000, gaps={1000: 600_000, 2000: 90_000})
+    eth = samples("ETHUSDT", 1000, interval_ms=60_000, labelled=0.5, seed=1)
+    write(tmp_path / "feature_store" / "offline", [btc, eth])
+    base, _ = await serve(tmp_path)
+    page, errors = await _open(browser, base + "/")
+    for df in (btc, eth):
+        sym = df["symbol"].iloc[0]
+        days = df["timestamp"].dt.strftime("%Y-%m-%d").value_counts()
+        for day, n in days.items():
+            cell = page.locator(f"#heatmap tr[data-symbol='{sym}'] td[data-day='{day}']")
+            assert await cell.get_attribute("data-rows") == str(n)
+    rows = page.locator("#gaps tbody tr")
+    assert await rows.count() == 2
+    first = await rows.nth(0).locator("td").all_inner_texts()
+    assert first[0] == "BTCUSDT" and first[3] == "630" and first[4] == "20"
+    assert (await rows.nth(1).locator("td").all_inner_texts())[3] == "120"
+    assert "87.5 %" in await page.locator("#coverage tr[data-horizon='60']").inner_text()
+    await _shot(page, tmp_path, "data", "#data")
+    assert errors == []
+
+
+async def test_collector_updates_live(tmp_path, serve, browser):
+    metrics = Metrics()
+    provider = MetricsStatus(metrics, ["BTCUSDT", "ETHUSDT"], "sim", lambda: "live")
+    base, _ = await serve(tmp_path, metrics=metrics, status_provider=provider)
+    page, errors = await _open(browser, base + "/")
+    cell = page.locator("#collector-table tr[data-symbol='BTCUSDT'] td.samples")
+    await page.wait_for_function("document.querySelector(\"#collector-table tr[data-symbol='BTCUSDT'] td.samples\")?.textContent === '0'")
+    metrics.samples_collected.labels(symbol="BTCUSDT").inc(42)
+    metrics.book_age.labels(symbol="BTCUSDT").set(0.8)
+    metrics.samples_skipped.labels(symbol="BTCUSDT", reason="warming_up").inc(5)
+    # pushed by the server (SSE), no reload
+    await page.wait_for_function("document.querySelector(\"#collector-table tr[data-symbol='BTCUSDT'] td.samples\").textContent === '42'", timeout=10_000)
+    assert "warming_up=5" in await page.locator("#collector-table tr[data-symbol='BTCUSDT']").inner_text()
+    assert await cell.inner_text() == "42"
+    await _shot(page, tmp_path, "collector", "#collector")
+    assert errors == []
+
+
+@pytest.mark.slow
+async def test_start_training_shows_epochs_and_run_beside_baselines(labelled_dir, tmp_path, serve, browser):
+    base, _ = await serve(labelled_dir, mlflow_ui_url="http://127.0.0.1:5000")
+    page, errors = await _open(browser, base + "/")
+    await page.fill("#token-input", TOKEN)
+    await page.click("#token-save")
+    form = page.locator("#train-form")
+    await form.locator("input[name=epochs]").fill("3")
+    await form.locator("input[name=sequence_length]").fill("10")
+    await form.locator("input[name=batch_size]").fill("128")
+    await form.locator("input[name=threads]").fill("1")
+    await page.click("#train-start")
+    await page.wait_for_selector("#job:not([hidden])")
+    # per-epoch progress: the chart grows epoch by epoch
+    await page.wait_for_selector("#epoch-chart[data-epochs='1']", timeout=300_000)
+    await page.wait_for_function("document.querySelector('#job-state').textContent === 'succeeded'", timeout=300_000)
+    assert await page.get_attribute("#epoch-chart", "data-epochs") == "3"
+    assert await page.locator("#epoch-chart canvas").count() >= 1
+    run_text = await page.inner_text("#job-run")
+    run_id = run_text.split(":")[-1].strip()
+    row = page.locator(f"#runs tr[data-run='{run_id}']")
+    await row.wait_for(timeout=60_000)
+    for cls in ("model", "baseline-majority", "baseline-persistence", "baseline-logreg"):
+        value = await row.locator(f"td.{cls}").inner_text()
+        assert 0 <= float(value) <= 1, (cls, value)
+    await _shot(page, tmp_path, "training", "#ml")
+    await row.locator("button").click()
+    await page.wait_for_selector("#run-detail:not([hidden]) #confusion tr:nth-child(4)")
+    assert await page.get_attribute("#run-link", "href") == f"http://127.0.0.1:5000/#/experiments/-/runs/{run_id}"
+    await _shot(page, tmp_path, "run_detail", "#run-detail")
+    assert errors == []
