@@ -1,8 +1,7 @@
-"""``python -m backend.web --data-dir D --port P``: the web app without a bot."""
+"""``python -m backend.web --data-dir D --port P``: the web app without a bot (``backend.apps.web``)."""
 
 import sys
 
 from backend.apps.web import main
 
-if __name__ == "__main__":
-    sys.exit(main())
+sys.exit(main())
