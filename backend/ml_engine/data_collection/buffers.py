@@ -39,6 +39,20 @@ class Columns:
         total = self.seq.nbytes + sum(a.nbytes for a in self.ints.values()) + sum(a.nbytes for a in self.floats.values())
         return total + (self.matrix.nbytes if self.matrix is not None else 0)
 
+    @property
+    def first_seq(self) -> int:
+        """Seq of the oldest row (the rows must not be empty)."""
+        return int(self.seq[0])
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest row (the rows must not be empty)."""
+        return int(self.seq[-1])
+
+    def columns(self) -> "Columns":
+        """Itself (``BlockRows`` builds its columns here)."""
+        return self
+
     def select(self, index: np.ndarray | slice) -> "Columns":
         """The rows at ``index`` (a slice, an integer index array or a boolean mask)."""
         return Columns(
@@ -84,6 +98,51 @@ class _Block:
         self.nbytes = self.seq.nbytes + self.ints.nbytes + self.floats.nbytes + m
 
 
+class BlockRows:
+    """Rows taken out of a ``RowBuffer`` without copying them: the filled blocks themselves.
+
+    Taking a buffer this way is O(blocks) on the event loop; ``columns()`` builds the
+    contiguous ``Columns`` (the copy) later, on the flush thread. The blocks are never
+    written again once taken.
+    """
+
+    def __init__(self, layout: RowLayout, blocks: list["_Block"]):
+        self.layout = layout
+        self._blocks = blocks
+        self._rows = sum(b.n for b in blocks)
+        self.nbytes = sum(b.nbytes for b in blocks)  #: bytes of the blocks
+
+    def __len__(self) -> int:
+        return self._rows
+
+    @property
+    def first_seq(self) -> int:
+        """Seq of the oldest row (the rows must not be empty)."""
+        return int(self._blocks[0].seq[0])
+
+    @property
+    def last_seq(self) -> int:
+        """Seq of the newest row (the rows must not be empty)."""
+        b = self._blocks[-1]
+        return int(b.seq[b.n - 1])
+
+    def columns(self) -> Columns:
+        """The rows as contiguous ``Columns``, oldest first."""
+        blocks, lay = self._blocks, self.layout
+        if not blocks:
+            return Columns(
+                np.empty(0, np.int64),
+                {n: np.empty(0, np.int64) for n in lay.ints},
+                {n: np.empty(0, np.float64) for n in lay.floats},
+                np.empty((0, lay.width), np.float32) if lay.width else None,
+            )
+        seq = np.concatenate([b.seq[: b.n] for b in blocks])
+        ints = np.concatenate([b.ints[: b.n] for b in blocks])
+        floats = np.concatenate([b.floats[: b.n] for b in blocks])
+        matrix = np.concatenate([b.matrix[: b.n] for b in blocks]) if lay.width else None
+        return Columns.from_arrays(lay, seq, ints, floats, matrix)
+
+
 class RowBuffer:
     """Rows of one stream key waiting for a flush (event-loop thread only)."""
 
@@ -115,23 +174,11 @@ class RowBuffer:
         self._rows += 1
         return grown
 
-    def take(self) -> Columns:
-        """Remove and return every buffered row (oldest first)."""
+    def take(self) -> BlockRows:
+        """Remove every buffered row (oldest first) without copying it; see ``BlockRows``."""
         blocks = self._blocks
         self._blocks, self._rows, self.nbytes = [], 0, 0
-        lay = self.layout
-        if not blocks:
-            return Columns(
-                np.empty(0, np.int64),
-                {n: np.empty(0, np.int64) for n in lay.ints},
-                {n: np.empty(0, np.float64) for n in lay.floats},
-                np.empty((0, lay.width), np.float32) if lay.width else None,
-            )
-        seq = np.concatenate([b.seq[: b.n] for b in blocks])
-        ints = np.concatenate([b.ints[: b.n] for b in blocks])
-        floats = np.concatenate([b.floats[: b.n] for b in blocks])
-        matrix = np.concatenate([b.matrix[: b.n] for b in blocks]) if lay.width else None
-        return Columns.from_arrays(lay, seq, ints, floats, matrix)
+        return BlockRows(self.layout, blocks)
 
 
 def concat_columns(parts: list[Columns]) -> Columns:

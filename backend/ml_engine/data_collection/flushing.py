@@ -16,7 +16,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 from backend.metrics import Metrics
-from backend.ml_engine.data_collection.buffers import Columns
+from backend.ml_engine.data_collection.buffers import BlockRows, Columns
 from backend.ml_engine.data_collection.records import StreamKey
 from backend.ml_engine.data_collection.sinks import Sink
 from backend.ml_engine.data_collection.spool import Spool
@@ -31,7 +31,7 @@ class FlushJob:
 
     flush_id: str
     spec: StreamSpec
-    parts: dict[StreamKey, Columns]
+    parts: dict[StreamKey, Columns | BlockRows]  # BlockRows become Columns on the worker thread
     sinks: tuple[str, ...]
     sinks_done: set[str] = field(default_factory=set)
     files: dict[str, int] = field(default_factory=dict)
@@ -39,6 +39,7 @@ class FlushJob:
     attempts: int = 0
     retry_at: float = 0.0
     last_error: str | None = None
+    nbytes_at_start: int = 0  #: ``nbytes`` when queued (the collector's running memory total)
 
     @property
     def rows(self) -> int:
@@ -52,7 +53,7 @@ class FlushJob:
 
     def ranges(self) -> list[tuple[StreamKey, int, int]]:
         """(key, first seq, last seq) of every part, for the spool's INTENT record."""
-        return [(k, int(c.seq[0]), int(c.seq[-1])) for k, c in self.parts.items() if len(c)]
+        return [(k, c.first_seq, c.last_seq) for k, c in self.parts.items() if len(c)]
 
 
 class FlushRunner:
@@ -144,6 +145,8 @@ class FlushRunner:
     def _write(self, job: FlushJob) -> None:
         """Worker thread: every sink the job still needs, then DONE in the spool."""
         started = time.perf_counter()
+        # the copy out of the buffer's blocks happens here, not on the event loop
+        job.parts = {k: c.columns() for k, c in job.parts.items()}
         for name in job.sinks:
             if name in job.sinks_done:
                 continue

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import sys
 import time
 import uuid
@@ -53,6 +54,7 @@ log = logging.getLogger("backend.ml_engine.data_collection")
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # backend/
 GIL_SWITCH_INTERVAL_S = 0.001
+_ONES = np.ones(FEATURE_COUNT, dtype=np.float32)
 
 
 class _Lane:
@@ -138,6 +140,7 @@ class MLDataCollector:
         self._first_seq: dict[StreamKey, int] = {}
         self._due: dict[tuple[str, str], None] = {}  # lanes at their flush size, in the order they got there
         self._buffer_bytes = 0  # running total of every lane's buffer
+        self._job_bytes = 0  # running total of queued flush jobs
         self._buffered_rows: dict[str, int] = {n: 0 for n in self.streams}  # buffers + queued jobs
         self._skip_counters: dict[tuple[str, str], object] = {}
         # The flush thread also runs Python code (legacy JSON, Arrow assembly). With the
@@ -202,6 +205,9 @@ class MLDataCollector:
         if job is None:
             return
         counts[job.spec.name] += job.rows
+        if not job.nbytes_at_start:  # a re-run pending flush (``_new_job`` counted the others)
+            job.nbytes_at_start = job.nbytes
+            self._job_bytes += job.nbytes_at_start
         self.metrics.rows_recovered.labels(stream=job.spec.name).inc(job.rows)
         self._buffered_rows[job.spec.name] += job.rows
         if job.spec.counts_as_samples:
@@ -244,7 +250,10 @@ class MLDataCollector:
         True the sample is already in the spool. Raises ``ValueError`` for an invalid symbol.
         """
         vec = np.asarray(features, dtype=np.float32)
-        if vec.shape != (FEATURE_COUNT,) or not np.isfinite(vec).all() or not (mid_price > 0):
+        # one BLAS dot is the cheap finiteness test (NaN/inf make it non-finite); a finite
+        # vector whose sum overflows float32 is rare and gets the exact test
+        if vec.shape != (FEATURE_COUNT,) or not (mid_price > 0) or (
+                not math.isfinite(vec.dot(_ONES)) and not np.isfinite(vec).all()):
             self.skip(symbol, "invalid_sample")
             return False
         lane = self._append(SAMPLE, symbol, (int(timestamp_ms), int(time.time() * 1000)), (float(mid_price),), vec)
@@ -415,7 +424,10 @@ class MLDataCollector:
         if not parts:
             return None
         self._job_counter += 1
-        return self._runner.add(FlushJob(f"{self._run_id}-{self._job_counter:06d}", spec, parts, self._sinks_for(spec)))
+        job = self._runner.add(FlushJob(f"{self._run_id}-{self._job_counter:06d}", spec, parts, self._sinks_for(spec)))
+        job.nbytes_at_start = job.nbytes
+        self._job_bytes += job.nbytes_at_start
+        return job
 
     def _dispatch(self, lane: _Lane) -> None:
         """Flush ``lane`` (a per-symbol stream) or every lane of its stream."""
@@ -437,6 +449,7 @@ class MLDataCollector:
             if n:
                 self.metrics.files_written.labels(sink=sink).inc(n)
         self._buffered_rows[job.spec.name] -= job.rows
+        self._job_bytes -= job.nbytes_at_start
 
     def _publish(self) -> None:
         m = self.metrics
@@ -454,7 +467,7 @@ class MLDataCollector:
     @property
     def memory_bytes(self) -> int:
         """Bytes held in buffers and queued flushes."""
-        return self._buffer_bytes + sum(j.nbytes for j in self._runner.jobs)
+        return self._buffer_bytes + self._job_bytes
 
     def statistics_line(self) -> str:
         """``MLDataCollector statistics: collected=... buffered=... flushed=... files=... skipped=... memory_mb=...``."""
