@@ -17,12 +17,14 @@ Layout (DESIGN §3.2)::
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 import threading
 import uuid
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import pandas as pd
@@ -39,6 +41,9 @@ from backend.ml_engine.feature_store.feature_schema import (
     schema_for_group,
     validate,
 )
+from backend.ml_engine.feature_store.file_check import BadStoreFileWarning, FileCheck, check_file
+
+log = logging.getLogger(__name__)
 
 FILE_PREFIX = "features_"
 DAY_MS = 86_400_000
@@ -214,6 +219,22 @@ class FeatureStore:
             files.extend(sorted(p for p in part.iterdir() if p.suffix == ".parquet" and not p.name.startswith((".", "_"))))
         return files
 
+    def check_file(self, path: Path, group: str) -> FileCheck:
+        """Footer check of one file against ``group``'s schema (``file_check.check_file``)."""
+        return check_file(path, schema_for_group(group))
+
+    def checked_files(
+        self, group: str, start_date: DateLike = None, end_date: DateLike = None
+    ) -> tuple[list[Path], list[FileCheck]]:
+        """(usable files, checks of the files that cannot be used) of ``group`` in the date range."""
+        good: list[Path] = []
+        bad: list[FileCheck] = []
+        schema = schema_for_group(group)
+        for path in self.list_files(group, start_date, end_date):
+            result = check_file(path, schema)
+            (good.append(path) if result.ok else bad.append(result))
+        return good, bad
+
     # --- writing ---------------------------------------------------------------------
     def write_offline_features(
         self,
@@ -315,6 +336,7 @@ class FeatureStore:
         columns: Sequence[str] | None = None,
         filter: ds.Expression | None = None,
         dictionary_columns: Sequence[str] = (),
+        on_bad_file: Callable[[FileCheck], None] | None = None,
     ) -> pa.Table:
         """Rows of ``group`` between two UTC dates (inclusive) as an Arrow table.
 
@@ -322,6 +344,11 @@ class FeatureStore:
         symbol filter is pushed down to parquet row-group statistics.
         ``dictionary_columns`` are read as the dictionary-encoded pages they are stored
         in (several times cheaper than materialising strings, and integer codes for free).
+
+        Each file's footer is checked first (``file_check``): a file that cannot be read
+        or interpreted (truncated, foreign columns, integer or zone-less timestamps, wrong
+        dtypes) is skipped and handed to ``on_bad_file``; without a callback it is named
+        in a ``BadStoreFileWarning`` and a log warning. The other files are read.
         """
         schema = schema_for_group(group)
         if columns is not None:
@@ -329,7 +356,9 @@ class FeatureStore:
             if unknown:
                 raise FeatureStoreError(f"unknown columns for group {group!r}: {unknown}")
         schema = _with_dictionaries(schema, dictionary_columns)
-        files = self.list_files(group, start_date, end_date)
+        files, bad = self.checked_files(group, start_date, end_date)
+        for result in bad:
+            (on_bad_file or warn_bad_file)(result)
         if not files:
             return schema.empty_table() if columns is None else schema.empty_table().select(list(columns))
         fmt = _PARQUET_FORMAT
@@ -356,6 +385,13 @@ class FeatureStore:
         """Like ``read_offline_table`` but as pandas; nullable labels become ``Int8``."""
         table = self.read_offline_table(group, start_date, end_date, symbols, columns)
         return table_to_pandas(table)
+
+
+def warn_bad_file(result: FileCheck) -> None:
+    """Default ``on_bad_file``: name the skipped file and why in a warning and the log."""
+    text = f"skipped {result.path}: {result.reason}; the file is left untouched"
+    log.warning("%s", text)
+    warnings.warn(text, BadStoreFileWarning, stacklevel=4)
 
 
 def _with_dictionaries(schema: pa.Schema, names: Sequence[str]) -> pa.Schema:
@@ -425,7 +461,6 @@ def get_feature_store() -> FeatureStore:
 
 def reset_feature_store() -> None:
     """Forget the process-wide store, so the next ``get_feature_store`` follows the current settings."""
-    """Forget the process-wide store; the next ``get_feature_store`` builds a new one."""
     global _store
     with _store_lock:
         _store = None

@@ -137,6 +137,11 @@ class LegacyAdapter:
         self._by_date = by_date
         return by_date
 
+    def _bad_tape(self, check) -> None:
+        text = f"price tape file {check.path} not used: {check.reason}; left untouched"
+        if self.on_event is not None:
+            self.on_event(LabelEvent("note", text, str(check.path)))
+
     def days(self) -> list[dt.date]:
         """Days in range with a batch (readable or not), oldest first."""
         by_date = self._load()
@@ -151,7 +156,7 @@ class LegacyAdapter:
         for d in [day, *ahead]:
             if d not in self._tape:
                 self._tape[d] = self.store.read_offline_table(
-                    PRICE_TAPE, d, d, symbols=[self.symbol], columns=PRICE_COLUMNS
+                    PRICE_TAPE, d, d, symbols=[self.symbol], columns=PRICE_COLUMNS, on_bad_file=self._bad_tape
                 )
         tape = pa.concat_tables([self._tape[d] for d in [day, *ahead]])
         failures = list(self._failures.get(day, []))

@@ -1,6 +1,9 @@
 """Parquet adapter of the apply loop: label a feature-store group in place, one UTC day at a time.
 
-Only the price and label columns are read first (``symbol`` dictionary-encoded); a
+Every file's footer is checked first (``feature_store.file_check``): a file that cannot
+be read or interpreted, or whose schema is not exactly the store's, is named as a
+failure of its day and never read as samples nor rewritten; a bad price-tape file is
+named too and its rows are not used. Only the price and label columns are read first (``symbol`` dictionary-encoded); a
 file is read in full and rewritten (atomically, refusing if it changed since it was
 read) only when its labels or their provenance change, so a second run rewrites
 nothing. The provenance is stored in the file's key-value metadata
@@ -77,10 +80,14 @@ class StoreAdapter:
         self.lookahead_days = lookahead_days(config)
         self._samples: dict[dt.date, list[tuple[Path, tuple[int, int], pa.Table]]] = {}
         self._tape: dict[dt.date, pa.Table] = {}
+        self._refused: dict[dt.date, list[tuple[str, str]]] = {}
+        self._pending: list[tuple[str, str]] = []  # bad tape files, reported with the next day loaded
 
     def count(self) -> tuple[int, list[str]]:
-        """Rows and sorted symbols in the range, from the symbol column only (cheap)."""
-        table = self.store.read_offline_table(self.group, self.start_date, self.end_date, columns=["symbol"])
+        """Rows and sorted symbols in the range, from the symbol column only (cheap; bad files are named later)."""
+        table = self.store.read_offline_table(
+            self.group, self.start_date, self.end_date, columns=["symbol"], on_bad_file=lambda _: None
+        )
         symbols = pc.unique(table.column("symbol")).to_pylist() if table.num_rows else []
         return table.num_rows, sorted(symbols)
 
@@ -93,24 +100,42 @@ class StoreAdapter:
         if day not in self._samples:
             cols = PRICE_COLUMNS + [self.config.direction_column(h) for h in self.config.horizons_s]
             cols += [self.config.movement_column(h) for h in self.config.horizons_s]
-            rows = []
+            rows, refused = [], []
             for path in self.store.list_files(self.group, day, day):
-                stat = atomic.file_stat(path)  # taken before reading: a later change makes the rewrite refuse
-                table = self.store.read_file(path, self.group, columns=cols, dictionary_columns=["symbol"])
+                try:
+                    stat = atomic.file_stat(path)  # taken before reading: a later change makes the rewrite refuse
+                except FileNotFoundError:
+                    continue
+                check = self.store.check_file(path, self.group)
+                if not check.exact:
+                    why = check.reason if not check.ok else f"not the store's own schema ({check.reason})"
+                    refused.append((str(path), f"{why}; not labelled, left untouched"))
+                    continue
+                try:
+                    table = self.store.read_file(path, self.group, columns=cols, dictionary_columns=["symbol"])
+                except (OSError, pa.ArrowException) as exc:
+                    refused.append((str(path), f"cannot read its data ({str(exc).splitlines()[0][:200]}); not labelled, left untouched"))
+                    continue
                 rows.append((path, stat, table))
             self._samples[day] = rows
+            self._refused[day] = refused
         return self._samples[day]
 
     def _day_tape(self, day: dt.date) -> pa.Table:
         if day not in self._tape:
             self._tape[day] = self.store.read_offline_table(
-                PRICE_TAPE, day, day, columns=PRICE_COLUMNS, dictionary_columns=["symbol"]
+                PRICE_TAPE,
+                day,
+                day,
+                columns=PRICE_COLUMNS,
+                dictionary_columns=["symbol"],
+                on_bad_file=lambda c: self._pending.append((str(c.path), f"price tape not used: {c.reason}; left untouched")),
             )
         return self._tape[day]
 
     def load_day(self, day: dt.date) -> DayInput:
         """The day's files, the look-ahead days' samples and the tape, in one symbol-code space."""
-        for cache in (self._samples, self._tape):
+        for cache in (self._samples, self._tape, self._refused):
             for d in [d for d in cache if d < day]:
                 del cache[d]
         files = self._day_samples(day)
@@ -119,7 +144,8 @@ class StoreAdapter:
         tape = pa.concat_tables([self._day_tape(d) for d in [day, *ahead]])
         tables = [t.select(PRICE_COLUMNS) for _, _, t in files] + ahead_tables + [tape]
         universe = sorted_universe(*[t.column("symbol") for t in tables])
-        units, failures = [], []
+        units, failures = [], list(self._refused.get(day, [])) + self._pending
+        self._pending = []
         for path, stat, table in files:
             try:
                 provenance = self.store.label_provenance(path)

@@ -1,0 +1,122 @@
+"""Every reader of the store checks each file's schema first: bad files are named and left
+untouched (byte for byte), the rest are used; training refuses naming the file."""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from backend.apps.label import main_parquet
+from backend.config import configure
+from backend.ml_engine.feature_store.feature_schema import TRAINING_SCHEMA
+from backend.ml_engine.feature_store.feature_store import FeatureStore
+from backend.ml_engine.feature_store.file_check import BadStoreFileWarning, check_file
+from backend.ml_engine.training_orchestrator.config import DataConfig
+from backend.ml_engine.training_orchestrator.data import load_training_data
+from backend.ml_engine.training_orchestrator.errors import TrainingDataError
+from tests.integrity.bad_files import good_table, snapshot, write_bad_files
+from tests.labelling.helpers import tape_frame
+
+DAY_MS = 86_400_000
+DAY0 = 20_399 * DAY_MS  # 2025-11-07
+GROUP = "training_features"
+
+
+@pytest.fixture
+def store(tmp_path: Path):
+    yield FeatureStore(tmp_path / "feature_store" / "offline")
+    configure()
+
+
+def _fill(store: FeatureStore) -> tuple[list[Path], dict[str, Path]]:
+    good = []
+    for day in range(2):
+        start = DAY0 + day * DAY_MS + 3_600_000
+        for k in range(5):
+            written = store.write_offline_features(GROUP, good_table(20, start + k * 600_000), fsync=False)
+            good += [w.path for w in written]
+        ts = start + np.arange(0, 3 * 3_600_000, 3_000)
+        store.write_offline_features("price_tape", tape_frame("BTCUSDT", ts, 100 + np.arange(ts.size) * 0.001), fsync=False)
+    empty_dir = store.group_dir(GROUP) / "date=2025-11-07"
+    pq.write_table(TRAINING_SCHEMA.empty_table(), empty_dir / "features_000000_empty.parquet")
+    bad = write_bad_files(store.group_dir(GROUP) / "date=2025-11-08", DAY0 + DAY_MS + 7_200_000)
+    return good, bad
+
+
+def test_check_file_names_each_kind(store):
+    _, bad = _fill(store)
+    reasons = {kind: check_file(path, TRAINING_SCHEMA) for kind, path in bad.items()}
+    assert not any(r.ok for r in reasons.values())
+    assert "cannot be known" in reasons["int_seconds"].reason and "refused rather than guessed" in reasons["int_seconds"].reason
+    assert "no time zone" in reasons["naive_ns"].reason
+    assert "is double, expected float" in reasons["float64_column"].reason
+    assert "missing columns (1)" in reasons["missing_column"].reason
+    assert "missing columns" in reasons["foreign"].reason
+    assert "truncated or corrupt footer" in reasons["truncated"].reason
+    empty = check_file(store.group_dir(GROUP) / "date=2025-11-07" / "features_000000_empty.parquet", TRAINING_SCHEMA)
+    assert empty.exact and empty.rows == 0
+
+
+def test_labeller_names_bad_files_rewrites_none_and_labels_the_rest(store, capsys):
+    good, bad = _fill(store)
+    before = snapshot(bad.values())
+    code = main_parquet(["--data-dir", str(store.root.parent.parent), "--no-progress"])
+    out = capsys.readouterr().out
+    assert code == 1, out
+    assert "Traceback" not in out
+    for kind, path in bad.items():
+        assert str(path) in out, kind
+    assert snapshot(bad.values()) == before  # not one byte, not one mtime changed
+    for path in good:
+        table = pq.read_table(path)
+        assert table.column("future_direction_10s").null_count < table.num_rows, path
+    assert "Files rewritten: 10 of" in out
+
+
+def test_labeller_does_not_rewrite_a_readable_file_that_is_not_the_stores_own(store, capsys):
+    _fill(store)
+    # a us-precision, large_string file: readable, but another tool's layout
+    t = good_table(20, DAY0 + 10_000_000)
+    t = t.set_column(0, "timestamp", t.column("timestamp").cast(pa.timestamp("us", tz="UTC")))
+    t = t.set_column(1, "symbol", t.column("symbol").cast(pa.large_string()))
+    other = store.group_dir(GROUP) / "date=2025-11-07" / "features_000000_othertool.parquet"
+    pq.write_table(t, other)
+    before = snapshot([other])
+    main_parquet(["--data-dir", str(store.root.parent.parent), "--no-progress"])
+    out = capsys.readouterr().out
+    assert str(other) in out and "not the store's own schema" in out
+    assert snapshot([other]) == before
+    # readers still read it
+    with warnings.catch_warnings(record=True):
+        warnings.simplefilter("always")
+        df = store.read_offline_features(GROUP, "2025-11-07", "2025-11-07")
+    assert len(df) == 5 * 20 + 20
+
+
+def test_read_offline_features_warns_names_and_skips(store):
+    good, bad = _fill(store)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        df = store.read_offline_features(GROUP)
+    texts = [str(w.message) for w in caught if issubclass(w.category, BadStoreFileWarning)]
+    for kind, path in bad.items():
+        assert any(str(path) in t for t in texts), kind
+    assert len(texts) == len(bad)
+    assert len(df) == 10 * 20
+    assert not df.duplicated(["symbol", "timestamp"]).any()
+    assert df["timestamp"].min().year == 2025  # no 1970 rows from the int-seconds file
+
+
+def test_training_refuses_naming_the_file(store):
+    _fill(store)
+    cfg = DataConfig(feature_group=GROUP, min_samples=1, min_label_coverage=0.0)
+    with pytest.raises(TrainingDataError) as err:
+        load_training_data(store, cfg)
+    text = str(err.value)
+    for kind in ("int_seconds", "naive_ns", "float64_column", "missing_column", "foreign", "truncated"):
+        assert f"features_000000_{kind}.parquet" in text, kind
