@@ -7,7 +7,9 @@ Data flow:
       -> time order within the fold; the folds' test windows follow each other in time,
          so their concatenation is the pooled test set, also in time order
       -> one block length from the pooled end times (``bootstrap.block_length``)
-      -> bootstrap per fold and pooled (``bootstrap.compare``) -> verdicts on the pooled one
+      -> bootstrap per fold and pooled (``bootstrap.compare``): scores at ``level`` (95 %),
+         paired differences at the family-wise level over the m baselines (Bonferroni,
+         ``verdict.bonferroni_level``: 98.33 % for three) -> verdicts on the pooled one
       -> confusion matrices, per-class precision/recall, Brier score and reliability on the pooled set.
 """
 
@@ -23,6 +25,7 @@ from backend.ml_engine.training_orchestrator.evaluation.verdict import (
     DEFAULT_METRIC,
     MIN_BLOCKS,
     Verdict,
+    bonferroni_level,
     persistence_warning,
     verdicts,
 )
@@ -81,6 +84,7 @@ def assess(
     model: str = "model",
     resamples: int = bootstrap.DEFAULT_RESAMPLES,
     level: float = bootstrap.DEFAULT_LEVEL,
+    diff_level: float | None = None,
     seed: int = 0,
     block_factor: float = bootstrap.DEFAULT_BLOCK_FACTOR,
     metric: str = DEFAULT_METRIC,
@@ -94,6 +98,10 @@ def assess(
             same classifier names.
         dependence_ms: one sequence span plus the horizon (``Split.purge_ms``); blocks cover
             ``block_factor`` times this.
+        level: two-sided coverage of every score interval (accuracy, macro-F1 of each classifier).
+        diff_level: coverage of each paired-difference interval, which the verdicts read; None
+            (the default) takes ``bonferroni_level(level, m)`` for m baselines, so that all m
+            verdicts hold together with probability >= ``level``.
         seed: the bootstrap seed; fold k uses ``seed + 1 + k``, the pooled set ``seed``.
 
     Raises:
@@ -104,10 +112,12 @@ def assess(
     names = list(folds[0].predictions)
     if any(list(f.predictions) != names for f in folds):
         raise ValueError("every fold must hold the same classifiers, in the same order")
+    if diff_level is None:
+        diff_level = bonferroni_level(level, max(1, len(names) - 1))
     ordered = [f.ordered() for f in folds]
     pooled_ms = np.concatenate([f.end_ms for f in ordered])
     block = bootstrap.block_length(pooled_ms, dependence_ms, block_factor)
-    kw = dict(block=block, model=model, resamples=resamples, level=level)
+    kw = dict(block=block, model=model, resamples=resamples, level=level, diff_level=diff_level)
 
     fold_results = []
     for k, f in enumerate(ordered):

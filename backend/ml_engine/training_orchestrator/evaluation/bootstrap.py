@@ -26,7 +26,9 @@ its blocks' confusion matrices, and each block's is a difference of prefix sums 
 one-hot cell codes, so a resample costs O(n / block), not O(n). The interval is the
 percentile interval (Efron 1979) of the resampled metric at ``(1 - level) / 2`` and
 ``(1 + level) / 2``. A paired difference (model - baseline) uses the same resampled
-blocks for both, so what they share (hard stretches of the market) cancels.
+blocks for both, so what they share (hard stretches of the market) cancels; its
+interval may have its own level (``diff_level``): the verdicts read these intervals,
+one per baseline, and ``assess`` widens them to a family-wise level (Bonferroni).
 """
 
 from __future__ import annotations
@@ -141,10 +143,16 @@ class Comparison:
     n: int  # test samples
     block: int  # block length in samples of the time-ordered set
     resamples: int
-    level: float
+    level: float  # two-sided coverage of every score interval
     model: str
     scores: dict[str, dict[str, Interval]] = field(default_factory=dict)  # classifier -> metric -> interval
     diffs: dict[str, dict[str, Interval]] = field(default_factory=dict)  # baseline -> metric -> model - baseline
+    diff_level: float | None = None  # coverage of each ``diffs`` interval; None: the same as ``level``
+
+    @property
+    def difference_level(self) -> float:
+        """Two-sided coverage of each paired-difference interval."""
+        return self.level if self.diff_level is None else self.diff_level
 
     @property
     def n_blocks(self) -> float:
@@ -160,6 +168,7 @@ def compare(
     model: str = "model",
     resamples: int = DEFAULT_RESAMPLES,
     level: float = DEFAULT_LEVEL,
+    diff_level: float | None = None,
     seed: int = 0,
     metrics: tuple[str, ...] = ("accuracy", "macro_f1"),
 ) -> Comparison:
@@ -171,7 +180,8 @@ def compare(
             every other entry is a baseline.
         block: block length in samples (``block_length``).
         resamples: B bootstrap resamples; the same B index sets serve every classifier.
-        level: two-sided coverage of the percentile intervals.
+        level: two-sided coverage of the percentile intervals of the scores.
+        diff_level: two-sided coverage of the paired-difference intervals; None uses ``level``.
         seed: seeds the block starts; the same seed and inputs give the same intervals.
         metrics: names in ``metrics.METRICS``.
 
@@ -180,14 +190,15 @@ def compare(
     """
     if model not in predictions:
         raise ValueError(f"predictions must include {model!r}, got {sorted(predictions)}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level}")
+    for name, lv in (("level", level), ("diff_level", level if diff_level is None else diff_level)):
+        if not 0 < lv < 1:
+            raise ValueError(f"{name} must be in (0, 1), got {lv}")
     y_true = np.asarray(y_true)
     n = int(y_true.shape[0])
     if n == 0:
         raise ValueError("cannot bootstrap an empty test set")
     starts = block_starts(n, block, resamples, np.random.default_rng(seed))
-    q = [(1 - level) / 2, (1 + level) / 2]
+    d_level = level if diff_level is None else diff_level
     point: dict[str, dict[str, float]] = {}
     dist: dict[str, dict[str, np.ndarray]] = {}
     for name, pred in predictions.items():
@@ -197,16 +208,16 @@ def compare(
         point[name] = {m: float(METRICS[m](full)) for m in metrics}
         dist[name] = {m: METRICS[m](cms) for m in metrics}
 
-    def interval(estimate: float, values: np.ndarray) -> Interval:
-        low, high = np.quantile(values, q)
+    def interval(estimate: float, values: np.ndarray, lv: float) -> Interval:
+        low, high = np.quantile(values, [(1 - lv) / 2, (1 + lv) / 2])
         return Interval(estimate, float(low), float(high))
 
-    out = Comparison(n, min(block, n), resamples, level, model)
+    out = Comparison(n, min(block, n), resamples, level, model, diff_level=diff_level)
     for name in predictions:
-        out.scores[name] = {m: interval(point[name][m], dist[name][m]) for m in metrics}
+        out.scores[name] = {m: interval(point[name][m], dist[name][m], level) for m in metrics}
     for name in predictions:
         if name != model:
             out.diffs[name] = {
-                m: interval(point[model][m] - point[name][m], dist[model][m] - dist[name][m]) for m in metrics
+                m: interval(point[model][m] - point[name][m], dist[model][m] - dist[name][m], d_level) for m in metrics
             }
     return out

@@ -15,7 +15,7 @@ import numpy as np
 from backend.contracts.labels import CLASS_NAMES
 from backend.ml_engine.training_orchestrator.evaluation.assess import Assessment
 from backend.ml_engine.training_orchestrator.evaluation.bootstrap import Interval
-from backend.ml_engine.training_orchestrator.evaluation.verdict import PHRASES, summary_line
+from backend.ml_engine.training_orchestrator.evaluation.verdict import PHRASES, percent, summary_line
 
 
 def _utc(ms: int) -> str:
@@ -35,8 +35,17 @@ def _header(a: Assessment) -> str:
     o = a.overall
     return (
         f"Evaluation: {len(a.folds)} fold{'s' if len(a.folds) > 1 else ''}, {o.n} test sequences, "
-        f"{round(o.level * 100)} % intervals from {o.resamples} block-bootstrap resamples, blocks of {o.block} samples "
+        f"{percent(o.level)} intervals from {o.resamples} block-bootstrap resamples, blocks of {o.block} samples "
         f"(>= {a.facts.get('block_factor', 1):g} x {a.dependence_ms / 1000:g} s of sequence span + horizon; {o.n_blocks:.1f} blocks)"
+    )
+
+
+def _levels(a: Assessment) -> str:
+    o = a.overall
+    m = len(o.diffs)
+    return (
+        f"Scores: {percent(o.level)} intervals. Verdicts: {percent(o.difference_level)} intervals of the paired difference "
+        f"model - baseline (Bonferroni over {m} baseline{'s' if m != 1 else ''}: all {m} verdicts hold together at {percent(o.level)})."
     )
 
 
@@ -58,7 +67,7 @@ def fold_table(a: Assessment) -> str:
 def comparison_table(a: Assessment) -> str:
     """Pooled: accuracy and macro-F1 with intervals, model - baseline on the verdict metric, per-class P/R."""
     head = (
-        f"{'':<13}{'accuracy':>24}{'macro-F1':>24}{'model - this (' + _metric_label(a.metric) + ')':>30}"
+        f"{'':<13}{'accuracy':>24}{'macro-F1':>24}{'model - this (' + _metric_label(a.metric) + ', ' + percent(a.overall.difference_level) + ')':>34}"
         + "".join(f"{'P/R ' + c:>14}" for c in CLASS_NAMES)
     )
     lines = [head, "-" * len(head)]
@@ -66,7 +75,7 @@ def comparison_table(a: Assessment) -> str:
         diff = a.overall.diffs.get(name, {}).get(a.metric)
         p, r = a.precision_recall(name)
         pr = "".join(f"{f'{pi:.2f}/{ri:.2f}':>14}" for pi, ri in zip(p, r))
-        lines.append(f"{name:<13}{_ci(s['accuracy']):>24}{_ci(s['macro_f1']):>24}{(_ci(diff, True) if diff else ''):>30}{pr}")
+        lines.append(f"{name:<13}{_ci(s['accuracy']):>24}{_ci(s['macro_f1']):>24}{(_ci(diff, True) if diff else ''):>34}{pr}")
     return "\n".join(lines)
 
 
@@ -92,7 +101,7 @@ def calibration_line(a: Assessment) -> str | None:
 
 def console_text(a: Assessment) -> str:
     """The whole report for the terminal."""
-    parts = [_header(a), "", fold_table(a), "", comparison_table(a), "", confusion_table(a)]
+    parts = [_header(a), _levels(a), "", fold_table(a), "", comparison_table(a), "", confusion_table(a)]
     cal = calibration_line(a)
     if cal:
         parts += ["", cal]
@@ -107,13 +116,13 @@ def markdown(a: Assessment, plots: list[str] | None = None) -> str:
     """``evaluation.md``: the same content as tables, plus links to the plot files named in ``plots``."""
     o = a.overall
     names = list(o.scores)
-    lv = round(o.level * 100)
-    out = ["# Evaluation", "", _header(a) + ".", ""]
+    lv = percent(o.level)
+    out = ["# Evaluation", "", _header(a) + ".", "", _levels(a), ""]
     out += ["## Verdict", "", f"**{summary_line(a.model, o.scores[a.model][a.metric], a.verdicts)}**", ""]
     out += [f"- {v.text()}" for v in a.verdicts.values()]
     if a.warning:
         out += ["", f"> {a.warning}"]
-    out += ["", "## Pooled test set", "", f"| | accuracy ({lv} % interval) | macro-F1 ({lv} % interval) | model - this, {_metric_label(a.metric)} |"]
+    out += ["", "## Pooled test set", "", f"| | accuracy ({lv} interval) | macro-F1 ({lv} interval) | model - this, {_metric_label(a.metric)} ({percent(o.difference_level)} interval) |"]
     out += ["|---|---|---|---|"]
     for name, s in o.scores.items():
         diff = o.diffs.get(name, {}).get(a.metric)
@@ -122,7 +131,7 @@ def markdown(a: Assessment, plots: list[str] | None = None) -> str:
     for f in a.folds:
         cells = " | ".join(_ci(f.comparison.scores[n][a.metric]) for n in names)
         out.append(f"| {f.index + 1} | {_utc(f.start_ms)} .. {_utc(f.end_ms)} | {f.comparison.n} | {cells} |")
-    out += ["", f"Cells: {_metric_label(a.metric)} [{lv} % interval]."]
+    out += ["", f"Cells: {_metric_label(a.metric)} [{lv} interval]."]
     out += ["", "## Per class (pooled)", "", "| | " + " | ".join(f"P {c} | R {c}" for c in CLASS_NAMES) + " |", "|---" * 7 + "|"]
     for name in names:
         p, r = a.precision_recall(name)
@@ -146,7 +155,9 @@ def mlflow_metrics(a: Assessment) -> dict[str, float]:
 
     Names: ``test_<metric>_ci_low/high`` (model), ``baseline_<b>_<metric>_ci_low/high``,
     ``diff_<b>_ci_low/high`` (the verdict metric), ``diff_<b>_<metric>_ci_low/high`` (every metric),
-    ``verdict_<b>_code`` (+1 beats, 0 not distinguishable, -1 worse), ``fold_<k>_test_<metric>`` per fold.
+    ``verdict_<b>_code`` (+1 beats, 0 not distinguishable, -1 worse), ``fold_<k>_test_<metric>`` per fold,
+    ``eval_level`` (coverage of the score intervals, 0.95) and ``eval_diff_level`` (coverage of every
+    ``diff_*`` interval: the Bonferroni level the verdicts are read at).
     """
     o = a.overall
     out: dict[str, float] = {}
@@ -163,6 +174,8 @@ def mlflow_metrics(a: Assessment) -> dict[str, float]:
     for f in a.folds:
         for m, i in f.comparison.scores[a.model].items():
             out[f"fold_{f.index + 1}_test_{m}"] = i.estimate
+    out["eval_level"] = float(o.level)
+    out["eval_diff_level"] = float(o.difference_level)
     out["eval_block_samples"] = float(o.block)
     out["eval_blocks"] = float(o.n_blocks)
     if a.brier is not None:
@@ -171,12 +184,25 @@ def mlflow_metrics(a: Assessment) -> dict[str, float]:
     return out
 
 
+def description(a: Assessment) -> str:
+    """The run's description (MLflow ``mlflow.note.content``, markdown): the warning first when there
+    is one, then the verdict line and one line per baseline with its interval."""
+    lines = [f"**{a.warning}**", ""] if a.warning else []
+    lines.append(summary_line(a.model, a.overall.scores[a.model][a.metric], a.verdicts))
+    lines += [""] + [f"- {v.text()}" for v in a.verdicts.values()]
+    lines += ["", f"{len(a.folds)} walk-forward fold(s), {a.overall.n} test sequences; see evaluation.md."]
+    return "\n".join(lines)
+
+
 def mlflow_tags(a: Assessment) -> dict[str, str]:
-    """Tag name -> text: ``verdict_<b>`` ("beats", "not distinguishable from", "worse than") and a warning if any."""
+    """Tag name -> text: ``verdict_<b>`` ("beats", "not distinguishable from", "worse than"),
+    ``verdict_summary``, ``evaluation_warning`` when persistence is not beaten, and
+    ``mlflow.note.content`` (the run's description in the MLflow UI, see ``description``)."""
     out = {f"verdict_{_key(b)}": PHRASES[v.outcome] for b, v in a.verdicts.items()}
     out["verdict_summary"] = summary_line(a.model, a.overall.scores[a.model][a.metric], a.verdicts)
     if a.warning:
         out["evaluation_warning"] = a.warning
+    out["mlflow.note.content"] = description(a)
     return out
 
 
@@ -204,7 +230,7 @@ def save_plots(a: Assessment, out_dir: Path) -> list[Path]:
         ax.bar(x, est, width, yerr=np.clip(err, 0, None), capsize=2, label=name)
     ax.set_xticks(np.arange(len(groups)), [g for g, _ in groups])
     ax.set_ylabel(_metric_label(a.metric))
-    ax.set_title(f"{_metric_label(a.metric)} per fold, {round(a.overall.level * 100)} % block-bootstrap intervals", fontsize=9)
+    ax.set_title(f"{_metric_label(a.metric)} per fold, {percent(a.overall.level)} block-bootstrap intervals", fontsize=9)
     ax.legend(fontsize=7, ncols=min(len(names), 4))
     fig.tight_layout()
     path = out_dir / "folds.png"

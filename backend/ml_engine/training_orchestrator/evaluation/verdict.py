@@ -7,8 +7,18 @@
   when the test set holds fewer than ``MIN_BLOCKS`` blocks: with so few independent
   stretches the bootstrap's spread is itself too uncertain to trust.
 
-With 95 % intervals and a model no better than a baseline, "beats" still comes out
-about 2.5 % of the time (one tail of the interval); that is the price of the level.
+The multiple-comparison decision. With a 95 % interval per baseline, a model no better
+than a baseline still "beats" it about 2.5 % of the time (one tail of the interval), and
+with m baselines the chance of at least one false "beats" grows to about m x 2.5 %. The
+verdicts are one family of m statements, so each is read off an interval at the
+family-wise level ``1 - (1 - level) / m`` (Bonferroni 1936; Dunn 1961, "Multiple
+comparisons among means", JASA 56): with level 0.95 and three baselines, 98.33 %
+intervals, so the chance that any of the three verdicts is a false "beats" or a false
+"worse" stays at most 5 % (at most 2.5 % for a false "beats"). Scores keep their 95 %
+intervals; only the paired differences, which decide, are widened (``bonferroni_level``,
+used by ``assess``). Bonferroni needs no assumption about how the comparisons depend on
+each other (they share the model and the test set); it is conservative when they are
+strongly dependent, which costs a little power, never a false claim.
 """
 
 from __future__ import annotations
@@ -34,17 +44,41 @@ class Verdict:
     metric: str
     diff: Interval  # model - baseline
     reason: str = ""  # set when the outcome is forced by too few blocks
+    level: float | None = None  # two-sided coverage of ``diff`` (the comparison's difference level)
 
     @property
     def code(self) -> int:
         return CODES[self.outcome]
 
     def text(self) -> str:
-        """E.g. "beats persistence (macro-F1 +0.041, 95 % interval +0.012 .. +0.070)"."""
+        """E.g. "beats persistence (macro-F1 +0.041, 98.3 % interval +0.012 .. +0.070)"."""
         d = self.diff
         label = self.metric.replace("macro_f1", "macro-F1")
         tail = f"; {self.reason}" if self.reason else ""
-        return f"{PHRASES[self.outcome]} {self.baseline} ({label} {d.estimate:+.3f}, interval {d.low:+.3f} .. {d.high:+.3f}{tail})"
+        return f"{PHRASES[self.outcome]} {self.baseline} ({label} {d.estimate:+.3f}, {_interval_name(self.level)} {d.low:+.3f} .. {d.high:+.3f}{tail})"
+
+
+def _interval_name(level: float | None) -> str:
+    return "interval" if level is None else f"{percent(level)} interval"
+
+
+def percent(level: float) -> str:
+    """0.95 -> "95 %", 0.98333 -> "98.3 %" (three significant digits)."""
+    return f"{level * 100:.3g} %"
+
+
+def bonferroni_level(level: float, comparisons: int) -> float:
+    """Two-sided level of each of ``comparisons`` intervals so that all hold together with
+    probability >= ``level``: ``1 - (1 - level) / comparisons`` (Bonferroni). 0.95, 3 -> 0.98333.
+
+    Raises:
+        ValueError: level not in (0, 1) or fewer than one comparison.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    if comparisons < 1:
+        raise ValueError(f"comparisons must be >= 1, got {comparisons}")
+    return 1 - (1 - level) / comparisons
 
 
 def judge(diff: Interval) -> str:
@@ -67,9 +101,9 @@ def verdicts(comparison: Comparison, metric: str = DEFAULT_METRIC, min_blocks: f
         diff = by_metric[metric]
         if comparison.n_blocks < min_blocks:
             reason = f"only {comparison.n_blocks:.1f} blocks of {comparison.block} samples in the test set, need {min_blocks:g}"
-            out[name] = Verdict(name, NOT_DISTINGUISHABLE, metric, diff, reason)
+            out[name] = Verdict(name, NOT_DISTINGUISHABLE, metric, diff, reason, comparison.difference_level)
         else:
-            out[name] = Verdict(name, judge(diff), metric, diff)
+            out[name] = Verdict(name, judge(diff), metric, diff, level=comparison.difference_level)
     return out
 
 
@@ -93,7 +127,7 @@ def persistence_warning(found: dict[str, Verdict], baseline: str = "persistence"
     label = v.metric.replace("macro_f1", "macro-F1")
     return (
         f"WARNING: the model {how} the {baseline} baseline on {label} (difference {v.diff.estimate:+.3f}, "
-        f"interval {v.diff.low:+.3f} .. {v.diff.high:+.3f}{'; ' + v.reason if v.reason else ''}). "
+        f"{_interval_name(v.level)} {v.diff.low:+.3f} .. {v.diff.high:+.3f}{'; ' + v.reason if v.reason else ''}). "
         f"{baseline.capitalize()} only says the price keeps moving as it just did; a model that does not beat it "
         "has shown no skill of its own: do not trade on it. Collect more data, evaluate with --folds 5, "
         "or revisit the features and the horizon."
