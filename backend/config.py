@@ -20,9 +20,10 @@ import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from backend.contracts.groups import MARKET_GROUPS, validate_group_name
 from backend.symbols import validate_symbol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -125,6 +126,25 @@ class Settings(BaseSettings):
             raise ValueError(f"duplicate symbols in {checked}")
         return checked
 
+    @field_validator("feature_store_group")
+    @classmethod
+    def _check_group(cls, value: str) -> str:
+        validate_group_name(value)
+        if value in MARKET_GROUPS:
+            raise ValueError(f"{value!r} holds market records, not samples: choose another feature group")
+        return value
+
+    @model_validator(mode="after")
+    def _no_links_out(self) -> "Settings":
+        problems = links_leaving(self.data_dir)
+        if problems:
+            raise ValueError(
+                "symlinks under the data dir lead outside it, so data would be written (or read) where nobody "
+                "looks for it: " + "; ".join(problems) + ". Replace each link by a real folder, or point "
+                "DATA_DIR (--data-dir) at the other disk instead"
+            )
+        return self
+
     @field_validator("data_dir", mode="after")
     @classmethod
     def _absolute_data_dir(cls, value: Path) -> Path:
@@ -152,6 +172,52 @@ class Settings(BaseSettings):
     def mlflow_dir(self) -> Path:
         """Default MLflow store when no tracking URI is set: ``<data_dir>/mlflow``."""
         return self.data_dir / "mlflow"
+
+
+def _candidates(root: Path) -> list[Path]:
+    """The folders under ``root`` that the product reads or writes by name, to the depth it names them."""
+    out = [root / "feature_store", root / "feature_store" / "offline", root / "ml_training", root / "spool", root / "mlflow"]
+    offline, legacy = root / "feature_store" / "offline", root / "ml_training"
+    for group in _entries(offline):
+        out.append(group)
+        out.extend(_entries(group))
+    for symbol in _entries(legacy):
+        out.append(symbol)
+        out.extend(symbol / sub for sub in ("features", "labels", "metadata"))
+    return out
+
+
+def _entries(folder: Path) -> list[Path]:
+    try:
+        return [p for p in folder.iterdir() if not p.name.startswith(".")]
+    except OSError:  # absent, not a folder, unreadable: nothing to check there
+        return []
+
+
+def links_leaving(data_dir: Path) -> list[str]:
+    """``"<link> -> <target>"`` for each symlink under ``data_dir`` (at the depths the product
+    names: store groups and days, legacy symbols and their three folders, spool, mlflow) whose
+    target lies outside ``data_dir``. ``data_dir`` itself may be a link."""
+    try:
+        root = data_dir.resolve()
+    except OSError:
+        return []
+    out = []
+    for path in _candidates(data_dir):
+        if not path.is_symlink():
+            continue
+        target = path.resolve()
+        if not target.is_relative_to(root):
+            out.append(f"{path} -> {target}")
+    return out
+
+
+def settings_error_text(exc: ValidationError) -> str:
+    """One line per invalid setting (``name: why``), for printing instead of pydantic's traceback."""
+    return "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {str(e['msg']).removeprefix('Value error, ')}"
+        for e in exc.errors()
+    )
 
 
 _lock = threading.Lock()
@@ -188,6 +254,17 @@ def configure(**overrides: Any) -> Settings:
     with _lock:
         _settings = Settings(**given)
         return _settings
+
+
+def configure_or_exit(parser: argparse.ArgumentParser, **overrides: Any) -> Settings:
+    """``configure(**overrides)`` for a command-line app: invalid settings (from the options,
+    the environment or ``.env``) end the program through ``parser.error`` (exit status 2)
+    with one line per setting, never a traceback."""
+    try:
+        return configure(**overrides)
+    except ValidationError as exc:
+        parser.error(f"invalid settings: {settings_error_text(exc)}")
+        raise  # unreachable: parser.error exits
 
 
 def add_data_dir_argument(parser: argparse.ArgumentParser) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import re
 
-SYMBOL_RE = re.compile(r"^[A-Z0-9]{2,30}$")
+#: matched in full (``fullmatch``): ``$`` would also accept a trailing newline
+SYMBOL_RE = re.compile(r"[A-Z0-9]{2,30}")
 
 
 class InvalidSymbolError(ValueError):
@@ -20,6 +21,6 @@ def validate_symbol(symbol: str) -> str:
     Raises:
         InvalidSymbolError: ``symbol`` is not a string matching ``SYMBOL_RE``.
     """
-    if not isinstance(symbol, str) or not SYMBOL_RE.match(symbol):
+    if not isinstance(symbol, str) or not SYMBOL_RE.fullmatch(symbol):
         raise InvalidSymbolError(f"invalid symbol {symbol!r}: expected 2-30 characters of A-Z and 0-9, e.g. BTCUSDT")
     return symbol

@@ -16,7 +16,7 @@ import sys
 from functools import partial
 
 from backend.apps import console as c
-from backend.config import add_data_dir_argument, configure
+from backend.config import add_data_dir_argument, configure_or_exit
 from backend.contracts.groups import MARKET_GROUPS, PRICE_TAPE
 from backend.contracts.labels import CLASS_NAMES, HORIZONS_S
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
@@ -200,7 +200,7 @@ def main_parquet(argv: list[str] | None = None) -> int:
     _common(parser)
     args = parser.parse_args(argv)
     cfg = _config(parser, args)
-    settings = configure(data_dir=args.data_dir)
+    settings = configure_or_exit(parser, data_dir=args.data_dir)
     group = args.feature_group or settings.feature_store_group
     if group in MARKET_GROUPS:
         parser.error(f"--feature-group {group!r} holds no samples to label")
@@ -245,7 +245,7 @@ def main_legacy(argv: list[str] | None = None) -> int:
     _common(parser)
     args = parser.parse_args(argv)
     cfg = _config(parser, args)
-    settings = configure(data_dir=args.data_dir)
+    settings = configure_or_exit(parser, data_dir=args.data_dir)
     store = get_feature_store()
     root = settings.legacy_root
     c.header("PREPROCESSING: Adding Future Labels (legacy .npy/.json)")

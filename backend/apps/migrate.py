@@ -11,7 +11,7 @@ import argparse
 import sys
 
 from backend.apps import console as c
-from backend.config import add_data_dir_argument, configure
+from backend.config import add_data_dir_argument, configure_or_exit
 from backend.contracts.groups import MARKET_GROUPS
 from backend.ml_engine.feature_store.feature_store import get_feature_store
 from backend.ml_engine.feature_store.legacy_format import list_symbols
@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dry-run", action="store_true", help="read and check every batch, write nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
-    settings = configure(data_dir=args.data_dir)
+    settings = configure_or_exit(parser, data_dir=args.data_dir)
     group = args.feature_group or settings.feature_store_group
     if group in MARKET_GROUPS:
         parser.error(f"--feature-group {group!r} does not hold training samples")

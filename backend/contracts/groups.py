@@ -7,6 +7,11 @@ the labeller, training and the web app all read and write.
 
 from __future__ import annotations
 
+import re
+
+#: a group name becomes a folder name: lower-case letter first, then letters, digits, ``_``
+GROUP_NAME_RE = re.compile(r"[a-z][a-z0-9_]{0,63}")
+
 #: default group of collected samples (110 features + metadata + six label columns)
 TRAINING_FEATURES = "training_features"
 #: one row per symbol per tick: timestamp, symbol, mid_price, best_bid, best_ask
@@ -16,3 +21,21 @@ CANDLES = "candles"
 
 #: groups whose rows are market records, not samples; they are never labelled or trained on
 MARKET_GROUPS: tuple[str, ...] = (PRICE_TAPE, CANDLES)
+
+
+class InvalidGroupError(ValueError):
+    """A feature-group name that cannot safely become a folder name."""
+
+
+def validate_group_name(name: object) -> str:
+    """Return ``name`` if it is a plain group name (``GROUP_NAME_RE``, matched in full).
+
+    Raises:
+        InvalidGroupError: anything else (``../x``, ``a/b``, upper case, a trailing newline).
+    """
+    if not isinstance(name, str) or not GROUP_NAME_RE.fullmatch(name):
+        raise InvalidGroupError(
+            f"invalid feature group {name!r}: use 1-64 lower-case letters, digits and _ starting with a letter, "
+            "e.g. training_features (it becomes a folder name under the feature store)"
+        )
+    return name

@@ -33,6 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
+from backend.contracts.groups import InvalidGroupError, validate_group_name
 from backend.contracts.labels import LABEL_PROVENANCE_KEY, Provenance, decode_provenance
 from backend.ml_engine.feature_store import atomic
 from backend.ml_engine.feature_store.feature_schema import (
@@ -47,8 +48,7 @@ log = logging.getLogger(__name__)
 
 FILE_PREFIX = "features_"
 DAY_MS = 86_400_000
-_GROUP_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-_FILE_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,80}$")
+_FILE_ID_RE = re.compile(r"[A-Za-z0-9_-]{1,80}")
 _STRING_COLUMNS = ("symbol", "source")
 
 DateLike = str | dt.date | dt.datetime | pd.Timestamp | None
@@ -72,9 +72,10 @@ class WrittenFile:
 
 
 def _check_group(group: str) -> str:
-    if not isinstance(group, str) or not _GROUP_RE.match(group):
-        raise FeatureStoreError(f"invalid feature group {group!r}: use lower-case letters, digits and _")
-    return group
+    try:
+        return validate_group_name(group)
+    except InvalidGroupError as exc:
+        raise FeatureStoreError(str(exc)) from None
 
 
 def _to_date(value: DateLike, what: str) -> dt.date | None:
@@ -254,7 +255,7 @@ class FeatureStore:
         Raises ``SchemaValidationError`` when ``df`` does not fit the group's schema,
         ``FeatureStoreError`` for a bad group or file id, ``OSError`` on I/O failure.
         """
-        if file_id is not None and not _FILE_ID_RE.match(file_id):
+        if file_id is not None and not _FILE_ID_RE.fullmatch(file_id):
             raise FeatureStoreError(f"invalid file_id {file_id!r}")
         table = _with_provenance(to_group_table(group, df), label_provenance)
         if table.num_rows == 0:

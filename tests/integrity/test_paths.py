@@ -1,0 +1,93 @@
+"""Inputs that name paths are checked at start: symbols in full, group names, symlinks leaving the data dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from backend.apps.label import main_parquet
+from backend.config import Settings, configure, settings_error_text
+from backend.ml_engine.feature_store.feature_store import FeatureStore, FeatureStoreError
+from backend.symbols import InvalidSymbolError, validate_symbol
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(autouse=True)
+def _reset():
+    yield
+    configure()
+
+
+@pytest.mark.parametrize("bad", ["BTCUSDT\n", "BTCUSDT\r", "../BTC", "btcusdt", "B", "BTC/USDT", "BTC USDT", ""])
+def test_symbols_are_matched_in_full(bad):
+    with pytest.raises(InvalidSymbolError):
+        validate_symbol(bad)
+
+
+@pytest.mark.parametrize("bad", ["../x", "x/y", "Training", "x\n", "", "price_tape"])
+def test_bad_group_refused_at_settings_time(bad, tmp_path):
+    with pytest.raises(ValidationError) as err:
+        Settings(data_dir=tmp_path, feature_store_group=bad)
+    assert "feature_store_group" in settings_error_text(err.value)
+    if bad != "price_tape":
+        with pytest.raises(FeatureStoreError):
+            FeatureStore(tmp_path).group_dir(bad)
+
+
+def _run(args: list[str], env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess:
+    full = {k: v for k, v in os.environ.items() if not k.startswith("LOBBOT_")} | env
+    return subprocess.run([sys.executable, *args], cwd=cwd, env=full, capture_output=True, text=True, timeout=120)
+
+
+def test_bot_refuses_a_group_that_climbs_out_before_collecting(tmp_path):
+    proc = _run(
+        [str(REPO / "backend" / "main.py"), "--source", "sim", "--fast", "--duration", "1h", "--data-dir", str(tmp_path)],
+        {"LOBBOT_FEATURE_STORE_GROUP": "../x"},
+        tmp_path,
+    )
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out
+    assert "invalid feature group '../x'" in out and "Traceback" not in out
+    assert not (tmp_path / "feature_store").exists() and not (tmp_path / "x").exists()
+
+
+def test_symlink_leaving_the_data_dir_is_refused(tmp_path, capsys):
+    data, outside = tmp_path / "data", tmp_path / "elsewhere"
+    (data / "ml_training").mkdir(parents=True)
+    outside.mkdir()
+    (data / "ml_training" / "BTCUSDT").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(ValidationError) as err:
+        Settings(data_dir=data)
+    text = settings_error_text(err.value)
+    assert str(data / "ml_training" / "BTCUSDT") in text and "outside" in text
+    with pytest.raises(SystemExit) as exit_:
+        main_parquet(["--data-dir", str(data), "--no-progress"])
+    assert exit_.value.code == 2
+    assert "lead outside it" in capsys.readouterr().err
+    proc = _run(
+        [str(REPO / "backend" / "main.py"), "--source", "sim", "--fast", "--duration", "1h", "--data-dir", str(data)],
+        {},
+        tmp_path,
+    )
+    assert proc.returncode != 0 and "lead outside it" in proc.stderr, proc.stdout + proc.stderr
+    assert list(outside.iterdir()) == []  # nothing was written through the link
+
+
+def test_links_inside_the_data_dir_and_a_linked_data_dir_are_fine(tmp_path):
+    real = tmp_path / "real"
+    (real / "feature_store" / "offline" / "archive").mkdir(parents=True)
+    (real / "feature_store" / "offline" / "training_features").symlink_to(real / "feature_store" / "offline" / "archive")
+    link = tmp_path / "data"
+    link.symlink_to(real, target_is_directory=True)
+    assert Settings(data_dir=link).data_dir == link
+    group = real / "feature_store" / "offline" / "other"
+    group.mkdir()
+    (group / "date=2025-01-01").symlink_to(tmp_path, target_is_directory=True)
+    with pytest.raises(ValidationError, match="date=2025-01-01"):
+        Settings(data_dir=link)
