@@ -63,6 +63,7 @@ def fingerprint(data_dir: Path, groups: tuple[str, ...] = ("training_features", 
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Print the fingerprint of ``DATA_DIR``; exit 2 when it holds no feature store."""
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data_dir", type=Path, help="the --data-dir of a finished simulated run")
     args = p.parse_args(argv)
