@@ -6,17 +6,18 @@ Two traps with MLflow 3.x / SQLAlchemy 2.x (DESIGN §5):
 * With a database backend the default artifact root is ``./mlruns`` in whatever
   directory the command ran from; every experiment we create gets an explicit
   artifact location instead (default ``<data_dir>/mlflow/artifacts``).
-Passwords are masked in everything printed or raised.
+Passwords are masked in everything printed or raised, by ``backend.credentials`` (the same
+parse SQLAlchemy does, so the mask and the connection agree on where a password ends).
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import urlsplit, urlunsplit
 
+from backend.credentials import CredentialError, mask_url, parse_url
+from backend.credentials import scrub as scrub_url
 from backend.ml_engine.training_orchestrator.errors import TrackingError
 
 DEFAULT_EXPERIMENT = "lob_direction"
@@ -41,33 +42,17 @@ def normalize_tracking_uri(uri: str) -> str:
     return uri
 
 
-def _password(uri: str) -> str | None:
-    try:
-        return urlsplit(uri).password
-    except ValueError:
-        return None
-
-
 def mask_uri(uri: str) -> str:
-    """The URI with its password (if any) replaced by ***; safe to print and log."""
-    try:
-        parts = urlsplit(uri)
-    except ValueError:
-        return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", uri)
-    if parts.password is None:
-        return uri
-    netloc = parts.netloc.rsplit("@", 1)
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc[-1]}"))
+    """The URI with its password (if any) replaced by ***; safe to print and log.
+
+    Parsed by ``backend.credentials`` exactly as SQLAlchemy (or yarl, for HTTP) will parse it.
+    """
+    return mask_url(uri)
 
 
 def scrub(text: str, uri: str) -> str:
-    """Remove the password of ``uri`` from any text (driver errors like to quote the DSN)."""
-    pw = _password(uri)
-    text = text.replace(uri, mask_uri(uri))
-    if pw:
-        text = text.replace(pw, "***")
-    return re.sub(r"(password=)\S+", r"\1***", text)
+    """Remove every form of the password of ``uri`` from any text (driver errors like to quote the DSN)."""
+    return scrub_url(text, uri)
 
 
 @dataclass
@@ -142,6 +127,10 @@ def quiet_mlflow_logs() -> None:
 
 def probe_database(target: TrackingTarget, timeout_s: int = 10) -> None:
     """Connect once, quickly: MLflow itself retries a dead database with backoff for ~100 s before failing."""
+    try:
+        parse_url(target.uri)  # the parse SQLAlchemy will do: refuses a password it would split
+    except CredentialError as exc:
+        raise TrackingError(f"Cannot use MLflow tracking store (from {target.source}): {exc}.") from None
     if not target.uri.startswith(("postgresql", "mysql", "mssql")):
         return
     try:
