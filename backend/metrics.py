@@ -69,7 +69,8 @@ class Metrics:
         # the collector
         self.rows_flushed = Counter("lobbot_rows_flushed", "Rows written to every enabled sink, per stream.",
                                     ["stream"], registry=r)
-        self.files_written = Counter("lobbot_files_written", "Files written by flushes, per sink.", ["sink"], registry=r)
+        self.files_written = Counter("lobbot_files_written", "Files written by flushes, per stream and sink.",
+                                     ["stream", "sink"], registry=r)
         self.flush_failures = Counter("lobbot_flush_failures", "Flushes that failed and were kept for a retry.",
                                       ["stream", "reason"], registry=r)
         self.flush_seconds = Histogram("lobbot_flush_seconds", "Time to write one flush to its sinks.",

@@ -148,12 +148,15 @@ def test_counts_go_to_the_registry_it_is_given(tmp_path):
     c.maybe_flush()
     c.wait_for_flushes()
     assert m.value("lobbot_rows_flushed_total", stream="sample") == 50
-    assert m.value("lobbot_files_written_total", sink="parquet") == 1
-    assert m.value("lobbot_files_written_total", sink="legacy") == 1
+    assert m.value("lobbot_files_written_total", stream="sample", sink="parquet") == 1
+    assert m.value("lobbot_files_written_total", stream="sample", sink="legacy") == 1
+    assert c.stats.files == 2
     assert m.value("lobbot_flush_seconds_count") == 1
     assert m.value("lobbot_spool_bytes") > 0
     c.close_sync()
     assert m.value("lobbot_rows_flushed_total", stream="tape") == 1
+    assert m.value("lobbot_files_written_total", stream="tape", sink="parquet") == 1
+    assert c.stats.files == 2  # files= counts sample files only
 
 
 def test_memory_per_sample_is_close_to_raw_float32(tmp_path):

@@ -447,7 +447,7 @@ class MLDataCollector:
         self.metrics.rows_flushed.labels(stream=job.spec.name).inc(job.rows)
         for sink, n in job.files.items():
             if n:
-                self.metrics.files_written.labels(sink=sink).inc(n)
+                self.metrics.files_written.labels(stream=job.spec.name, sink=sink).inc(n)
         self._buffered_rows[job.spec.name] -= job.rows
         self._job_bytes -= job.nbytes_at_start
 

@@ -70,8 +70,8 @@ class CollectorStats:
 
     @property
     def files(self) -> int:
-        """Files written by flushes, all sinks."""
-        return int(counter_total(self._m.files_written))
+        """Sample files written by flushes, all sinks (tape and candle files are not counted, as in round 1)."""
+        return int(sum(counter_total(self._m.files_written, stream=s) for s in self._streams))
 
     @property
     def recovered(self) -> int:
