@@ -8,6 +8,7 @@ Exit status: 0 trained, 1 data or tracking problem (the message says what to do)
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from pathlib import Path
 
@@ -28,7 +29,7 @@ EPILOG = f"""
 workflow:
   python -m backend.main                          collect samples (guide step 1)
   python preprocessing_add_future_labels_parquet.py   add future labels (step 3)
-  python -m backend.ml_engine.training_orchestrator --epochs 50
+  python -m backend.ml_engine.training_orchestrator --epochs 50 --folds 5   (5 folds recommended)
 
 what a run does:
   reads only the needed columns of the feature group, checks schema, size (>= {DEFAULT_MIN_SAMPLES}
@@ -38,6 +39,16 @@ what a run does:
   statistics only; trains a conv+LSTM classifier (class-weighted, early stopping
   on validation macro-F1); scores the test split beside majority, persistence and
   logistic-regression baselines; logs everything to MLflow.
+
+evaluation (docs/evaluation.md):
+  --folds K walks forward: K consecutive test windows at the end of the data (together
+  15 % x K of it, at most half), each scored by a model trained from scratch on what
+  lies before it (all of it, or the last --window), normalised and with baselines
+  fitted on that fold's training rows only. Every score gets a 95 % block-bootstrap
+  interval; the verdict against each baseline ("beats", "not distinguishable from",
+  "worse than") reads the interval of the paired difference model - baseline at the
+  Bonferroni level over the baselines (98.3 % for three). A model that does not beat
+  persistence gets a warning. K folds train K models: about K times the training time.
 
 labels:
   the labeller stores its threshold and tolerance with the labels; training refuses
@@ -112,6 +123,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d.add_argument("--min-samples", type=int, default=DEFAULT_MIN_SAMPLES, help=f"refuse to train below this (default {DEFAULT_MIN_SAMPLES})")
 
+    e = p.add_argument_group("evaluation")
+    e.add_argument(
+        "--folds",
+        type=int,
+        default=1,
+        help="walk-forward folds: K test windows in time, a model trained from scratch for each (default 1: one "
+        "70/15/15 split; 5 recommended)",
+    )
+    e.add_argument(
+        "--window",
+        default=None,
+        metavar="DURATION",
+        help="rolling training window per fold, e.g. 12h or 2d: train only on that much data before each "
+        "fold's validation window (default: expanding, everything before)",
+    )
+
     t = p.add_argument_group("tracking")
     t.add_argument("--experiment", default=DEFAULT_EXPERIMENT, help=f"MLflow experiment name (default {DEFAULT_EXPERIMENT})")
     t.add_argument(
@@ -127,6 +154,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     t.add_argument("--register-model", metavar="NAME", default=None, help="also register the logged model under NAME in the registry")
     return p
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_window(text: str | None) -> float | None:
+    """'12h' -> 43200.0 seconds (s, m, h, d or plain seconds); None stays None (expanding).
+
+    Raises:
+        ValueError: for any other text.
+    """
+    if text is None:
+        return None
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"invalid --window {text!r}: use a duration such as 90m, 12h or 2d")
+    return float(m.group(1)) * _SECONDS[m.group(2)]
 
 
 def _symbols(text: str | None) -> list[str] | None:
@@ -151,6 +196,8 @@ def main(argv: list[str] | None = None) -> int:
             tolerance_s=args.tolerance,
             allow_mixed_label_thresholds=args.allow_mixed_label_thresholds,
             min_samples=args.min_samples,
+            folds=args.folds,
+            window_s=parse_window(args.window),
         )
         tcfg = TrainConfig(
             epochs=args.epochs,
@@ -206,11 +253,20 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
     print()
     print("SUMMARY")
     print("=" * 80)
-    m = summary.model_scores
-    print(f"{c.OK} Best epoch: {summary.best_epoch} of {summary.epochs_run} run")
-    print(f"{c.OK} Test accuracy: {m.accuracy:.3f}   macro-F1: {m.macro_f1:.3f}")
+    m, a = summary.model_scores, summary.assessment
+    folds = len(a.folds)
+    print(f"{c.OK} Best epoch: {summary.best_epoch} of {summary.epochs_run} run" + (f" (last of {folds} folds)" if folds > 1 else ""))
+    acc, f1 = a.overall.scores[a.model]["accuracy"], a.overall.scores[a.model]["macro_f1"]
+    pooled = f" (all {folds} test windows)" if folds > 1 else ""
+    print(
+        f"{c.OK} Test accuracy: {m.accuracy:.3f} [{acc.low:.3f}, {acc.high:.3f}]   "
+        f"macro-F1: {m.macro_f1:.3f} [{f1.low:.3f}, {f1.high:.3f}]{pooled}"
+    )
     for name, s in summary.baseline_scores.items():
-        print(f"  baseline {name:<12} macro-F1: {s.macro_f1:.3f}")
+        v = a.verdicts[name]
+        print(f"  baseline {name:<12} macro-F1: {s.macro_f1:.3f}   model {v.text()}")
+    if a.warning:
+        print(f"{c.FAIL} {a.warning}")
     if summary.run_id:
         print(f"{c.OK} MLflow run: {summary.run_id} (experiment {args.experiment!r}, {target.shown})")
         print(f"{c.OK} Model: {summary.model_uri}" + (f", registered as {args.register_model!r}" if args.register_model else ""))

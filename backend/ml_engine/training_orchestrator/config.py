@@ -33,6 +33,12 @@ class DataConfig:
     ``allow_mixed_label_thresholds`` trains on labels made with different thresholds
     instead of refusing. Split fractions are of the time-ordered sequences; the purge
     gap between splits is one sequence span plus the horizon (see ``sequences``).
+
+    ``folds``: K walk-forward folds (``evaluation.folds.walk_forward``); 1 is the single
+    70/15/15 split. With K > 1 the K test windows together cover ``test_fraction`` x K of
+    the time line, at most half (0.15 x 5 -> five windows of 10 %), and each fold trains a
+    model from scratch on what lies before its window: everything (expanding, the default)
+    or only the last ``window_s`` seconds (rolling).
     """
 
     feature_group: str = TRAINING_FEATURES
@@ -54,6 +60,8 @@ class DataConfig:
     gap_factor: float = 2.0
     # Normalised features are clipped so a single outlier cannot dominate a batch.
     clip: float = 10.0
+    folds: int = 1
+    window_s: float | None = None  # rolling training window in seconds; None = expanding
 
     def __post_init__(self) -> None:
         if self.horizon_s not in HORIZONS_S:
@@ -66,6 +74,10 @@ class DataConfig:
             raise ValueError(f"threshold must be >= 0 percent, got {self.threshold_pct}")
         if self.tolerance_s is not None and not self.tolerance_s >= 0:
             raise ValueError(f"tolerance must be >= 0 seconds, got {self.tolerance_s}")
+        if self.folds < 1:
+            raise ValueError(f"folds must be >= 1, got {self.folds}")
+        if self.window_s is not None and not self.window_s > 0:
+            raise ValueError(f"window must be > 0 seconds, got {self.window_s}")
         if not 0 <= self.min_label_coverage <= 1:
             raise ValueError(f"min_label_coverage must be in [0, 1], got {self.min_label_coverage}")
 
@@ -86,6 +98,7 @@ class DataConfig:
             if out[key] is None:
                 out[key] = "from labels"
         out["symbols"] = ",".join(self.symbols) if self.symbols else "all"
+        out["window_s"] = "expanding" if self.window_s is None else self.window_s
         return out
 
 

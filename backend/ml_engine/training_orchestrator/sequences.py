@@ -15,6 +15,7 @@ import numpy as np
 from backend.ml_engine.training_orchestrator.config import DataConfig
 from backend.ml_engine.training_orchestrator.data import LoadedData
 from backend.ml_engine.training_orchestrator.errors import TrainingDataError
+from backend.ml_engine.training_orchestrator.evaluation.folds import default_test_fraction, rows_read_mask, walk_forward
 
 
 @dataclass
@@ -120,6 +121,44 @@ def purged_split(data: LoadedData, cfg: DataConfig, segments: Segments | None = 
     np.add.at(diff, train + 1, -1)
     rows_mask = np.cumsum(diff[:-1]) > 0
     return Split(train, val, test, train_end, val_start, val_end, test_start, purge_ms, span_ms, rows_mask)
+
+
+def walk_forward_splits(data: LoadedData, cfg: DataConfig, segments: Segments | None = None) -> list[Split]:
+    """``cfg.folds`` purged splits in time order, one per walk-forward fold (``evaluation.folds``).
+
+    K=1 is ``purged_split`` itself. K>1 first runs ``purged_split`` (the guide's "Insufficient
+    data" check and the purge gap), then cuts K consecutive test windows covering
+    ``default_test_fraction(K, cfg.test_fraction)`` of the time line, each with its own
+    validation window and purges, trained on everything before it or on the last
+    ``cfg.window_s`` seconds. Each split's ``train_rows_mask`` marks the rows its training
+    sequences read, so each fold's normaliser sees its own training rows only.
+
+    Raises:
+        TrainingDataError: too little data overall, or a fold whose train, val or test set
+            holds fewer than ``cfg.min_split_sequences`` sequences (the message names the fold).
+    """
+    segments = segments or find_segments(data, cfg.gap_factor)
+    first = purged_split(data, cfg, segments)
+    if cfg.folds == 1:
+        return [first]
+    L = cfg.sequence_length
+    ends = sequence_ends(data, segments, L)
+    folds = walk_forward(
+        data.timestamps_ms[ends],
+        folds=cfg.folds,
+        purge_ms=first.purge_ms,
+        val_fraction=cfg.val_fraction,
+        test_fraction=default_test_fraction(cfg.folds, per_fold=cfg.test_fraction),
+        window_ms=None if cfg.window_s is None else int(cfg.window_s * 1000),
+        min_sequences=cfg.min_split_sequences,
+    )
+    return [
+        Split(
+            ends[f.train], ends[f.val], ends[f.test], f.train_end_ms, f.val_start_ms, f.val_end_ms, f.test_start_ms,
+            first.purge_ms, first.span_ms, rows_read_mask(ends[f.train], L, data.n),
+        )
+        for f in folds
+    ]
 
 
 def _insufficient(labelled: int, usable: int, cfg: DataConfig, n_segments: int, purge_ms: int, interval_ms: int, sizes) -> TrainingDataError:

@@ -102,7 +102,8 @@ def assess(
         diff_level: coverage of each paired-difference interval, which the verdicts read; None
             (the default) takes ``bonferroni_level(level, m)`` for m baselines, so that all m
             verdicts hold together with probability >= ``level``.
-        seed: the bootstrap seed; fold k uses ``seed + 1 + k``, the pooled set ``seed``.
+        seed: the bootstrap seed; the pooled set uses ``seed``, fold k ``seed + 1 + k`` (with one
+            fold, the fold is the pooled set).
 
     Raises:
         ValueError: no folds, an empty fold, or folds with different classifier names.
@@ -119,14 +120,15 @@ def assess(
     block = bootstrap.block_length(pooled_ms, dependence_ms, block_factor)
     kw = dict(block=block, model=model, resamples=resamples, level=level, diff_level=diff_level)
 
-    fold_results = []
-    for k, f in enumerate(ordered):
-        comp = bootstrap.compare(f.y_true, f.predictions, seed=seed + 1 + k, **kw)
-        fold_results.append(FoldAssessment(k, int(f.end_ms[0]), int(f.end_ms[-1]), comp, verdicts(comp, metric, min_blocks)))
-
     y = np.concatenate([f.y_true for f in ordered])
     preds = {name: np.concatenate([f.predictions[name] for f in ordered]) for name in names}
     overall = bootstrap.compare(y, preds, seed=seed, **kw)
+
+    fold_results = []
+    for k, f in enumerate(ordered):
+        # One fold is the pooled set: the same resamples, so the report shows one set of intervals.
+        comp = overall if len(ordered) == 1 else bootstrap.compare(f.y_true, f.predictions, seed=seed + 1 + k, **kw)
+        fold_results.append(FoldAssessment(k, int(f.end_ms[0]), int(f.end_ms[-1]), comp, verdicts(comp, metric, min_blocks)))
     found = verdicts(overall, metric, min_blocks)
     out = Assessment(
         model,
