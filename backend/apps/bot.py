@@ -2,7 +2,9 @@
 
 Parses the options (each can also come from the environment or ``.env`` as
 ``LOBBOT_<NAME>``), sets up logging, runs ``backend.engine.bot.Bot`` and prints its
-run summary. Expected problems (bad settings, a second bot on the same data folder,
+run summary. With ``--api-port`` the ML Management web app (``backend/web``) is served
+from the bot's event loop. Console lines are English or, with ``--lang ru`` /
+``LOBBOT_LANG=ru`` / a Russian locale, Russian (``backend/i18n``). Expected problems (bad settings, a second bot on the same data folder,
 an unreachable exchange) end with one clear message and exit code 2 or 1, never a
 traceback.
 """
@@ -16,6 +18,7 @@ import sys
 
 from pydantic import ValidationError
 
+from backend import i18n
 from backend.config import Settings, add_data_dir_argument, configure
 from backend.engine.bot import Bot, StartupError, parse_duration, parse_start_ms
 from backend.ml_engine.data_collection.spool import SpoolLockedError
@@ -57,6 +60,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", default=None, help="sim only: simulated time to run, e.g. 90m, 24h, 2d (default: until stopped)")
     p.add_argument("--sim-start", default=None, help="sim only: ISO start time of the simulated market, UTC (default: now)")
     p.add_argument("--log-level", default=None, help=f"DEBUG, INFO, WARNING or ERROR (default: {d['log_level']})")
+    p.add_argument("--api-port", type=int, default=None,
+                   help="serve the ML Management page, /health and /metrics on this port (see docs/web.md); a live "
+                   "source that cannot connect is then retried instead of ending the run (default: no web app)")
+    p.add_argument("--api-host", default="127.0.0.1",
+                   help="address the web app binds (default: %(default)s; any other address makes every request need the token)")
+    p.add_argument("--lang", choices=i18n.LANGUAGES, default=None,
+                   help="console language (default: $LOBBOT_LANG, else Russian under a ru_* locale, else English)")
     return p
 
 
@@ -82,6 +92,22 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
 
 
+def _web_service(args: argparse.Namespace, settings: Settings, lang: str):
+    """The web app as a bot service (``--api-port``); raises ``ValueError`` / ``TokenError`` for bad options."""
+    from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
+    from backend.web.app import WebSettings
+    from backend.web.auth import load_or_create_token
+    from backend.web.embed import BotServer
+
+    if not 1 <= args.api_port <= 65535:
+        raise ValueError(f"--api-port must be between 1 and 65535, got {args.api_port}")
+    token = load_or_create_token(settings.data_dir)
+    target = resolve_tracking(None, settings.mlflow_tracking_uri, settings.data_dir)
+    web_settings = WebSettings(data_dir=settings.data_dir, token=token, tracking_uri=target.uri, host=args.api_host,
+                               feature_group=settings.feature_store_group, lang=lang)
+    return BotServer(web_settings, args.api_port)
+
+
 def _print_summary(bot: Bot) -> None:
     for line in bot.summary:
         print(line, flush=True)
@@ -90,6 +116,11 @@ def _print_summary(bot: Bot) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the bot; returns the exit code (0 done or stopped, 1 could not run, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
+    try:
+        lang = i18n.setup(args.lang)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
@@ -111,8 +142,18 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    services = ()
+    if args.api_port is not None:
+        from backend.web.auth import TokenError
+
+        try:
+            services = (_web_service(args, settings, lang),)
+        except (ValueError, TokenError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     try:
-        bot = Bot(settings)
+        bot = Bot(settings, keep_retrying=bool(services), services=services)
     except SpoolLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

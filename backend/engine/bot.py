@@ -10,11 +10,19 @@ buffered is flushed before ``run()`` returns.
 One ``Metrics`` registry is shared by the source, the engine, the scheduler and the
 collector; the run summary (``summary_lines``) reads from it. Nothing here prints: the
 app (``backend/apps/bot.py``) prints the summary.
+
+With ``keep_retrying`` (the app sets it with ``--api-port``), a live source that cannot
+connect at start is retried with backoff instead of ending the run; ``source_state``
+says where the source stands ("starting", "live", "down", "stopped") and
+``warmup_progress()`` how far the features are from the first sample. ``services`` are
+started before anything else and stopped last (the app passes the web server): each
+has ``async start(bot)`` and ``async stop()``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import inspect
 import logging
@@ -23,21 +31,24 @@ import signal
 import time
 
 from backend.config import Settings
+from backend.i18n import _
 from backend.engine.scheduler import Scheduler
 from backend.engine.tick import TickEngine
 from backend.metrics import Metrics, format_reasons
 from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
+from backend.ml_engine.features.tick_state import TICKS_NEEDED
 from backend.venues.factory import make_source
-from backend.venues.source import Clock, MarketSource, OffsetClock, VirtualClock
+from backend.venues.source import Clock, MarketSource, OffsetClock, VenueStartupError, VirtualClock
 
-__all__ = ["Bot", "StartupError", "parse_duration", "parse_start_ms", "unreachable_message"]
+__all__ = ["Bot", "StartupError", "first_sample_tick", "parse_duration", "parse_start_ms", "unreachable_message"]
 
 log = logging.getLogger(__name__)
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SYNC_PERIOD_S = 1.0  # at most one spool fsync per second of wall time
+RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # waits between start attempts with keep_retrying
 
 
 class StartupError(RuntimeError):
@@ -45,11 +56,24 @@ class StartupError(RuntimeError):
 
 
 def parse_duration(text: str) -> float:
-    """'24h' -> 86400.0 seconds; accepts s, m, h, d or plain seconds. Raises ``ValueError`` otherwise."""
+    """'24h' -> 86400.0 seconds; a number with a unit s, m, h or d. Raises ``ValueError`` otherwise.
+
+    A bare number is refused: "24" could mean hours as easily as seconds.
+    """
+    if re.match(r"^\s*\d+(?:\.\d+)?\s*$", text or ""):
+        raise ValueError(f"invalid duration {text!r}: give a unit, e.g. {text.strip()}h for hours "
+                         f"({text.strip()}s, {text.strip()}m and {text.strip()}d are seconds, minutes and days)")
     m = _DURATION_RE.match(text or "")
     if not m:
         raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 30m, 24h or 2d")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def first_sample_tick(collection_interval: int) -> int:
+    """The first tick (0-based) that can take a sample: the features need ``TICKS_NEEDED``
+    books of history, and samples are taken every ``collection_interval``-th tick."""
+    ci = max(1, collection_interval)
+    return -(-(TICKS_NEEDED - 1) // ci) * ci
 
 
 def parse_start_ms(text: str | None) -> int:
@@ -104,8 +128,12 @@ class Bot:
     ``metrics`` is the run's registry (a new one when None).
     """
 
-    def __init__(self, settings: Settings, metrics: Metrics | None = None):
+    def __init__(self, settings: Settings, metrics: Metrics | None = None, *,
+                 keep_retrying: bool = False, services: tuple = ()):
         self.settings = settings
+        self.keep_retrying = keep_retrying
+        self.services = tuple(services)
+        self.source_state = "starting"
         self.metrics = metrics if metrics is not None else Metrics()
         self.symbols = list(settings.symbols)
         self.fast = settings.source == "sim" and settings.fast
@@ -123,11 +151,32 @@ class Bot:
         self.scheduler: Scheduler | None = None
         self.summary: list[str] = []
         self._last_sync = 0.0
+        self._last_book_ms: dict[str, int] = {}
+        self.first_sample_tick = first_sample_tick(settings.collection_interval)
 
     @property
     def ticks(self) -> int:
         """Ticks run so far."""
         return self.scheduler.ticks if self.scheduler is not None else 0
+
+    def warmup_progress(self) -> tuple[int, int] | None:
+        """``(ticks done, first sample tick)`` while no sample has been taken yet, ``None`` after."""
+        if self.metrics.total("lobbot_samples_collected_total") > 0:
+            return None
+        return min(self.ticks, self.first_sample_tick), self.first_sample_tick
+
+    def statistics_line(self) -> str:
+        """The collector's statistics line (in the console language), then the warm-up progress.
+
+        The collector's fields keep their names and order; ``warmup=done`` or
+        ``warmup=<ticks>/<first sample tick>`` is appended.
+        """
+        line = self.ml_data_collector.statistics_line()
+        prefix = "MLDataCollector statistics:"
+        if line.startswith(prefix):
+            line = _(prefix) + line[len(prefix):]
+        w = self.warmup_progress()
+        return line + (" warmup=done" if w is None else f" warmup={w[0]}/{w[1]}")
 
     def request_stop(self, signame: str = "") -> None:
         """Stop after the current tick (idempotent); ``run()`` then flushes and returns."""
@@ -141,6 +190,22 @@ class Bot:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self.request_stop, sig.name)
+        started = []
+        try:
+            for service in self.services:
+                await service.start(self)
+                started.append(service)
+            return await self._run()
+        finally:
+            self.source_state = "stopped"
+            for service in reversed(started):
+                try:
+                    await service.stop()
+                except Exception as exc:  # stopping must not hide the run's own outcome
+                    log.warning("stopping %s failed: %s", type(service).__name__, exc)
+
+    async def _run(self) -> int:
+        s = self.settings
         remove_stale_temp_files(s.data_dir / "feature_store")
         remove_stale_temp_files(s.legacy_root)
         collector = self.ml_data_collector
@@ -149,7 +214,7 @@ class Bot:
             log.info("Recovered and flushed %d samples left by an earlier run", recovered)
         if s.max_iterations == 0:
             log.info("--max-iterations 0: recovery done, exiting")
-            self.summary = [collector.statistics_line()]
+            self.summary = [self.statistics_line().rsplit(" warmup=", 1)[0]]
             await collector.close()
             return 0
         try:
@@ -163,17 +228,20 @@ class Bot:
     async def _collect(self) -> int:
         s = self.settings
         collector = self.ml_data_collector
-        self.source = make_source(s, self.symbols, self.clock, metrics=self.metrics)
         log.info(
             "Starting %s for %s: interval %.3gs, a sample every %d ticks, data in %s",
             s.source, ",".join(self.symbols), s.interval, s.collection_interval, s.data_dir,
         )
-        try:
-            await self.source.start()
-        except Exception as exc:
-            if s.source == "sim":
-                raise
-            raise StartupError(unreachable_message(s, exc)) from None
+        if not await self._start_source():
+            return 0  # stopped before the source came up
+        self.source_state = "live"
+        if not self.fast:
+            wait_s = self.first_sample_tick * s.interval
+            log.info(
+                "Features warm up over %d ticks: the first sample comes at tick %d, in about %s "
+                "(the statistics line shows warmup=<ticks>/%d until then)",
+                TICKS_NEEDED, self.first_sample_tick, _span(wait_s), self.first_sample_tick,
+            )
         engine = TickEngine(self.symbols, book_depth=s.book_depth, max_age_ms=s.max_book_age_s * 1000,
                             max_future_ms=s.max_clock_skew_s * 1000, metrics=self.metrics)
         for sym in self.symbols:
@@ -185,13 +253,63 @@ class Bot:
         async for tick in self.scheduler:
             await self._tick(engine, collect=collector.should_collect(tick))
             if (tick + 1) % s.stats_interval == 0:
-                log.info(collector.statistics_line())
+                log.info(self.statistics_line())
         return 0
+
+    async def _start_source(self) -> bool:
+        """Connect the source; False when a stop came first.
+
+        Without ``keep_retrying`` a live source that cannot connect raises ``StartupError``;
+        with it, the attempt is repeated after ``RETRY_BACKOFF_S`` waits (the last one
+        repeating) until it succeeds or the bot is stopped.
+        """
+        s = self.settings
+        attempt = 0
+        while not self.stop_event.is_set():
+            self.source = make_source(s, self.symbols, self.clock, metrics=self.metrics)
+            try:
+                if await self._unless_stopped(self.source.start()):
+                    return True
+                return False
+            except VenueStartupError as exc:  # unknown symbol, IP ban, limits: said as is, not "cannot reach"
+                raise StartupError(str(exc)) from None
+            except Exception as exc:
+                if s.source == "sim":
+                    raise
+                if not self.keep_retrying:
+                    raise StartupError(unreachable_message(s, exc)) from None
+                self.source_state = "down"
+                wait = RETRY_BACKOFF_S[min(attempt, len(RETRY_BACKOFF_S) - 1)]
+                attempt += 1
+                log.warning("%s Retrying in %g s (attempt %d); /health answers 503 'down' until books arrive.",
+                            unreachable_message(s, exc).split(". Live collection")[0] + ".", wait, attempt)
+                await self.source.close()
+                self.source = None
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self.stop_event.wait(), wait)
+        return False
+
+    async def _unless_stopped(self, aw) -> bool:
+        """Await ``aw`` unless a stop request comes first (then cancel it); True when it completed."""
+        task = asyncio.ensure_future(aw)
+        stop = asyncio.ensure_future(self.stop_event.wait())
+        try:
+            await asyncio.wait({task, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if task.done():
+            task.result()  # raises the start's exception
+            return True
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+        return False
 
     async def _tick(self, engine: TickEngine, collect: bool) -> None:
         collector = self.ml_data_collector
         snaps = await self.source.poll()
-        out = engine.step(snaps, self.clock.now_ms(), collect)
+        now_ms = self.clock.now_ms()
+        out = engine.step(snaps, now_ms, collect)
         for sym in self.symbols:
             candles = out.candles.get(sym)
             if candles:
@@ -199,6 +317,10 @@ class Bot:
             row = out.tape.get(sym)
             if row is not None:
                 collector.add_tape(sym, row.ts_ms, row.mid, row.bid, row.ask)
+                self._last_book_ms[sym] = row.ts_ms
+            elif sym in self._last_book_ms:
+                # no fresh book this tick: the age keeps growing (what /health judges)
+                self.metrics.book_age.labels(symbol=sym).set((now_ms - self._last_book_ms[sym]) / 1000.0)
         for sym, reason in out.skips:
             collector.skip(sym, reason)
         for sample in out.samples:
@@ -218,8 +340,8 @@ class Bot:
         skips = dict(c.stats.skip_reasons)
         recovered, flush_failures = c.stats.recovered, c.stats.flush_failures
         lines = [
-            c.statistics_line(),
-            f"Run summary: ticks={self.ticks} overruns={int(m.value('lobbot_tick_overruns_total'))} "
+            self.statistics_line().rsplit(" warmup=", 1)[0],
+            _("Run summary:") + f" ticks={self.ticks} overruns={int(m.value('lobbot_tick_overruns_total'))} "
             f"books_rejected={int(sum(rejected.values()))} ({format_reasons(rejected)}) "
             f"recovered={recovered} flush_failures={flush_failures}",
         ]
@@ -234,6 +356,19 @@ class Bot:
                 f"resyncs={int(m.value('lobbot_ws_resyncs_total', venue=venue))} "
                 f"retries={int(m.value('lobbot_venue_retries_total', venue=venue))}"
             )
-        lines.append("All collected samples are on disk." if clean else
-                     "Some rows could not be written; they stay in the spool and are flushed on the next start.")
+            offset = [v for labels, v in m.samples("lobbot_exchange_clock_offset_seconds") if labels.get("venue") == venue]
+            if offset:
+                lines.append(f"Exchange clock: {venue} minus local = {offset[0]:+.3f} s "
+                             f"(staleness and future timestamps judged in exchange time)")
+        lines.append(_("All collected samples are on disk.") if clean else
+                     _("Some rows could not be written; they stay in the spool and are flushed on the next start."))
         return lines
+
+
+def _span(seconds: float) -> str:
+    """90 -> '1.5 min', 300 -> '5 min', 7200 -> '2 h', 20 -> '20 s'."""
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    if seconds < 3600:
+        return f"{seconds / 60:.3g} min"
+    return f"{seconds / 3600:.3g} h"

@@ -1,0 +1,63 @@
+"""The web app inside the bot: ``python -m backend.main ... --api-port 8765``.
+
+``BotServer`` is one of the bot's services (``Bot(services=...)``): started on the bot's
+event loop before the source connects, so ``/health`` answers (503 "down") while the
+bot still waits for the exchange, and stopped after the run summary is made. The page
+reads the bot's own ``Metrics`` registry and a ``MetricsStatus`` built from the bot.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from aiohttp import web
+
+from backend.engine.bot import StartupError
+from backend.web.app import WebSettings, create_app
+from backend.web.status import MetricsStatus
+
+__all__ = ["BotServer"]
+
+log = logging.getLogger("lobbot.web")
+
+
+class BotServer:
+    """Serves ``create_app`` on ``host:port`` for the lifetime of a bot run.
+
+    ``start`` raises ``StartupError`` when the port cannot be bound (the bot then ends
+    with that message before collecting anything).
+    """
+
+    def __init__(self, settings: WebSettings, port: int, shutdown_timeout_s: float = 2.0):
+        self.settings = settings
+        self.port = port
+        self.shutdown_timeout_s = shutdown_timeout_s
+        self.runner: web.AppRunner | None = None
+        self.bound_port: int | None = None
+
+    async def start(self, bot) -> None:
+        s = bot.settings
+        provider = MetricsStatus(
+            bot.metrics, bot.symbols, s.source, lambda: bot.source_state,
+            max_book_age_s=float(s.max_book_age_s), warmup=bot.warmup_progress,
+        )
+        app = create_app(self.settings, metrics=bot.metrics, status_provider=provider)
+        runner = web.AppRunner(app, shutdown_timeout=self.shutdown_timeout_s, access_log=None, handle_signals=False)
+        await runner.setup()
+        site = web.TCPSite(runner, self.settings.host, self.port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await runner.cleanup()
+            raise StartupError(f"cannot serve the web app on {self.settings.host}:{self.port}: {exc.strerror or exc}; "
+                               "choose another --api-port") from None
+        self.runner = runner
+        self.bound_port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else self.port
+        log.info("ML Management page: http://%s:%d/ (/health, /metrics, API token: %s)",
+                 self.settings.host, self.bound_port, "from $LOBBOT_API_TOKEN" if self.settings.token.source == "env"
+                 else f"in {self.settings.token.source}")
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            runner, self.runner = self.runner, None
+            await runner.cleanup()
