@@ -42,6 +42,12 @@ def main(argv: list[str] | None = None) -> int:
         "--feature-group", default=None, help="target feature group (default: the configured one, training_features)"
     )
     parser.add_argument("--dry-run", action="store_true", help="read and check every batch, write nothing")
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="accept only batches in today's exact form (by default older forms with one unambiguous reading "
+        "are migrated and each reading is reported and recorded in the parquet file's metadata)",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     args = parser.parse_args(argv)
     settings = configure_or_exit(parser, data_dir=args.data_dir)
@@ -63,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     c.out(f"Symbols found: {len(symbols)}")
     c.out(f"Symbols: {', '.join(symbols) if symbols else '-'}")
 
-    migrator = Migrator(root, store, group, dry_run=args.dry_run)
+    migrator = Migrator(root, store, group, dry_run=args.dry_run, strict=args.strict)
     plan = {s: migrator.batches(s) for s in symbols}
     totals = MigrationTotals()
     bar = c.progress(range(sum(len(v) for v in plan.values())), desc="migrating", unit="batch", enabled=not args.no_progress)
@@ -77,10 +83,14 @@ def main(argv: list[str] | None = None) -> int:
                 name = ref.features_path.name
                 if o.status == "migrated":
                     c.out(f"  {c.OK} {name}: {o.samples:,} samples" + (" (would be written)" if args.dry_run else ""))
+                elif o.status == "updated":
+                    c.out(f"  {c.OK} {name}: labels added since migration carried over ({o.samples:,} rows)")
                 elif o.status == "present":
                     c.out(f"  {c.SKIP} {name}: already in the feature store ({o.samples:,} samples), skipped")
                 else:
                     c.out(f"  {c.FAIL} {name}: {o.error}")
+                for note in o.notes:
+                    c.out(f"      read as: {note}")
                 bar.update(1)
 
     c.out()
@@ -89,6 +99,13 @@ def main(argv: list[str] | None = None) -> int:
     c.out(f"{c.OK} Samples migrated: {totals.samples('migrated'):,}" + (" (dry run: not written)" if args.dry_run else ""))
     if totals.count("present"):
         c.out(f"  Already migrated (skipped): {totals.count('present'):,} batches, {totals.samples('present'):,} samples")
+    if totals.count("updated"):
+        c.out(f"{c.OK} Batches whose new labels were carried over: {totals.count('updated'):,}")
+    interpreted = sum(1 for o in totals.outcomes if o.notes and o.status != "failed")
+    if interpreted:
+        c.out(f"  Batches in an older form (readings listed above, recorded in the files): {interpreted:,}")
+    for line in migrator.store_problems:
+        c.out(f"{c.FAIL} store file skipped: {line}")
     failed = totals.count("failed")
     if failed:
         c.out(f"{c.FAIL} Batches failed: {failed:,} (listed above; sources left untouched)")

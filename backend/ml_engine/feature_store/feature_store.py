@@ -245,19 +245,25 @@ class FeatureStore:
         file_id: str | None = None,
         fsync: bool = True,
         label_provenance: str | None = None,
+        extra_metadata: dict[str, str] | None = None,
     ) -> list[WrittenFile]:
         """Write ``df`` to ``group``, one new file per UTC date it spans.
 
         ``file_id`` makes the file names deterministic: writing the same batch again
         with the same id writes nothing (used by crash recovery to stay exactly-once).
         ``label_provenance`` (``backend.contracts.labels.encode_provenance`` text) is
-        stored in each file's key-value metadata when the rows carry labels.
+        stored in each file's key-value metadata when the rows carry labels;
+        ``extra_metadata`` (``lobbot.*`` keys, e.g. how migration read an old batch) too.
         Raises ``SchemaValidationError`` when ``df`` does not fit the group's schema,
         ``FeatureStoreError`` for a bad group or file id, ``OSError`` on I/O failure.
         """
         if file_id is not None and not _FILE_ID_RE.fullmatch(file_id):
             raise FeatureStoreError(f"invalid file_id {file_id!r}")
         table = _with_provenance(to_group_table(group, df), label_provenance)
+        if extra_metadata:
+            meta = dict(table.schema.metadata or {})
+            meta.update({k.encode(): v.encode() for k, v in extra_metadata.items()})
+            table = table.replace_schema_metadata(meta)
         if table.num_rows == 0:
             return []
         unique = file_id or uuid.uuid4().hex[:16]
@@ -281,6 +287,7 @@ class FeatureStore:
         group: str,
         *,
         label_provenance: str | None = None,
+        extra_metadata: dict[str, str] | None = None,
     ) -> None:
         """Atomically replace one file of ``group`` (e.g. with labels filled in).
 
@@ -291,6 +298,10 @@ class FeatureStore:
         when ``table`` does not fit the group.
         """
         table = _with_provenance(to_group_table(group, table), label_provenance)
+        if extra_metadata:
+            meta = dict(table.schema.metadata or {})
+            meta.update({k.encode(): v.encode() for k, v in extra_metadata.items()})
+            table = table.replace_schema_metadata(meta)
         atomic.replace_existing(
             Path(path), lambda fh: pq.write_table(table, fh, **parquet_write_options()), expected_stat=expected_stat
         )

@@ -365,8 +365,8 @@ class LegacyBatchWriter:
 
 def _read_flush_id(path: Path) -> str | None:
     try:
-        meta = json.loads(path.read_bytes())
-    except (OSError, ValueError):
+        meta = _read_json_bounded(path)
+    except (OSError, ValueError):  # unreadable metadata: the reader names it; the writer carries on
         return None
     value = meta.get("flush_id") if isinstance(meta, dict) else None
     return value if isinstance(value, str) else None
@@ -470,16 +470,47 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+#: a batch of 2,000 samples writes ~0.5 MB of labels; anything past this is not ours
+MAX_JSON_BYTES = 64 * 1024 * 1024
+
+
+class JsonLimitError(ValueError):
+    """A JSON file larger or more deeply nested than a legacy batch file can be."""
+
+
+def parse_json_bounded(raw: bytes, *, parse_constant=None) -> Any:
+    """``json.loads`` bounded in size (``MAX_JSON_BYTES``) and depth.
+
+    Python's parser recurses once per nesting level; a file nested 200,000 deep would end
+    in ``RecursionError``. That is caught and reported as ``JsonLimitError`` (a
+    ``ValueError``), so every caller that handles bad JSON handles this too.
+    """
+    if len(raw) > MAX_JSON_BYTES:
+        raise JsonLimitError(f"{len(raw):,} bytes, more than the {MAX_JSON_BYTES:,} a legacy batch file can hold")
+    try:
+        return json.loads(raw, parse_constant=parse_constant)
+    except RecursionError:
+        raise JsonLimitError("nested too deeply to be a legacy batch file (arrays or objects inside each other)") from None
+
+
+def _read_json_bounded(path: Path) -> Any:
+    if path.stat().st_size > MAX_JSON_BYTES:
+        raise JsonLimitError(f"{path.stat().st_size:,} bytes, more than {MAX_JSON_BYTES:,}")
+    return parse_json_bounded(path.read_bytes())
+
+
 def _load_json(path: Path, what: str) -> tuple[Any, tuple[int, int]]:
     try:
         stat = atomic.file_stat(path)
+        if stat[0] > MAX_JSON_BYTES:
+            raise LegacyFormatError(path, f"{what} file has {stat[0]:,} bytes, more than {MAX_JSON_BYTES:,}: not a legacy batch file")
         raw = path.read_bytes()
     except FileNotFoundError:
         raise LegacyFormatError(path, f"{what} file missing") from None
     except OSError as exc:
         raise LegacyFormatError(path, f"cannot read {what} file: {exc}") from None
     try:
-        return json.loads(raw, parse_constant=_reject_constant), stat
+        return parse_json_bounded(raw, parse_constant=_reject_constant), stat
     except (ValueError, UnicodeDecodeError) as exc:
         raise LegacyFormatError(path, f"invalid JSON in {what} file: {exc}") from None
 
@@ -568,8 +599,12 @@ def _check_metadata(path: Path, meta: Any, ref: LegacyBatchRef, n: int | None) -
         raise LegacyFormatError(path, "timestamps must be a list of integer milliseconds")
     if len(stamps) != meta["sample_count"]:
         raise LegacyFormatError(path, f"{len(stamps)} timestamps but sample_count={meta['sample_count']}")
-    ts = np.asarray(stamps, dtype=np.int64)
-    if ts.size and (_utc_day(ts.min()) != ref.date or _utc_day(ts.max()) != ref.date):
+    try:
+        ts = np.asarray(stamps, dtype=np.int64)
+    except OverflowError:
+        raise LegacyFormatError(path, "timestamps beyond 64-bit integers") from None
+    day = (dt.date.fromisoformat(ref.date) - dt.date(1970, 1, 1)).days
+    if ts.size and ((ts // DAY_MS) != day).any():
         raise LegacyFormatError(path, f"timestamps fall outside the batch date {ref.date} (UTC)")
     return ts
 
