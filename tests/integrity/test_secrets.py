@@ -160,3 +160,27 @@ def test_training_with_secrets_in_the_uri_leaks_nothing(tmp_path, pg_secret_db):
 
         getattr(_get_store(), "engine", None) and _get_store().engine.dispose()
         mlflow.set_tracking_uri(None)
+
+
+def test_permission_denied_for_schema_public_is_explained(tmp_path):
+    """PostgreSQL 15+: a role that does not own the database cannot create MLflow's tables."""
+    from synthetic import make_samples, write_store
+
+    conn = _admin()
+    tag = uuid.uuid4().hex[:10]
+    role, db = f"lobbot_noown_{tag}", f"mlflow_noown_{tag}"
+    with conn.cursor() as cur:
+        cur.execute(f"CREATE ROLE {role} LOGIN PASSWORD %s", (SECRET,))
+        cur.execute(f'CREATE DATABASE "{db}"')  # owned by the admin, not by the role
+    try:
+        write_store(tmp_path / "feature_store" / "offline", [make_samples("BTCUSDT", 800, seed=1)], tape=False)
+        proc = _train(tmp_path, f"postgresql://{role}:Sx%2F7%23qZ%40v9Kp@{PG_HOST}:{PG_PORT}/{db}", tmp_path / "err.log")
+        out = proc.stdout + (tmp_path / "err.log").read_text()
+        assert proc.returncode == 1, out
+        assert "schema public" in out and "GRANT CREATE ON SCHEMA public" in out and "Traceback" not in out, out
+        assert not _leaks(out), out
+    finally:
+        with conn.cursor() as cur:
+            cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
+            cur.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.close()

@@ -104,6 +104,12 @@ def _explain(exc: BaseException, target: TrackingTarget) -> TrackingError:
         hint = "the database server is not reachable: check host, port and that PostgreSQL is running"
     elif "password authentication failed" in low or "authentication" in low:
         hint = "the database refused the user or password in the URI"
+    elif "permission denied for schema public" in low:
+        hint = (
+            "the role may not create tables in schema public (PostgreSQL 15+ no longer lets every role do so): "
+            "make it the database owner (ALTER DATABASE mlflow OWNER TO mlflow) or GRANT CREATE ON SCHEMA public TO it "
+            "(see docs/mlflow_postgres.md)"
+        )
     elif "can't locate revision" in low:
         hint = (
             "the database's alembic_version table belongs to another tool (or a newer MLflow): "
