@@ -23,8 +23,12 @@ def make_samples(
     gaps: dict[int, int] | None = None,
     threshold: float = THRESHOLD,
     label_fraction: float = 1.0,
+    signal: float = 0.0004,
 ) -> pd.DataFrame:
-    """``n`` samples whose future move follows the SIGNAL feature (AR(1)); ``gaps`` maps row -> extra ms before it."""
+    """``n`` samples whose future move follows the SIGNAL feature (AR(1)); ``gaps`` maps row -> extra ms before it.
+
+    ``signal``: log move per unit of the feature; 0 makes prices (and labels) independent of every feature.
+    """
     rng = np.random.default_rng(seed)
     steps = np.full(n, interval_ms, dtype=np.int64)
     steps[0] = 0
@@ -35,7 +39,7 @@ def make_samples(
     shocks = rng.normal(size=n)
     for i in range(1, n):
         sig[i] = 0.5 * sig[i - 1] + shocks[i]
-    ret = 0.0004 * sig + rng.normal(scale=0.0001, size=n)  # ret[i]: log move from sample i to i+1
+    ret = signal * sig + rng.normal(scale=0.0001 if signal else 0.0004, size=n)  # ret[i]: log move from sample i to i+1
     mid = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(ret[:-1])]))
     feats = rng.normal(size=(n, len(FEATURE_NAMES))).astype(np.float32)
     feats[:, FEATURE_NAMES.index(SIGNAL)] = sig.astype(np.float32)
