@@ -38,6 +38,7 @@ from backend.metrics import Metrics, format_reasons
 from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
 from backend.ml_engine.features.tick_state import TICKS_NEEDED
+from backend.ml_engine.features.trade_window import TRADE_WINDOW_MS
 from backend.venues.factory import make_source
 from backend.venues.source import Clock, MarketSource, OffsetClock, VenueStartupError, VirtualClock
 
@@ -69,11 +70,14 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
-def first_sample_tick(collection_interval: int) -> int:
+def first_sample_tick(collection_interval: int, interval_s: float) -> int:
     """The first tick (0-based) that can take a sample: the features need ``TICKS_NEEDED``
-    books of history, and samples are taken every ``collection_interval``-th tick."""
+    books of history and a full trade window (60 s), and samples are taken every
+    ``collection_interval``-th tick. 100 at the defaults (3 s, every 10th tick): 5 minutes."""
     ci = max(1, collection_interval)
-    return -(-(TICKS_NEEDED - 1) // ci) * ci
+    window_ticks = -(-TRADE_WINDOW_MS // max(1, int(round(interval_s * 1000))))
+    needed = max(TICKS_NEEDED - 1, window_ticks)
+    return -(-needed // ci) * ci
 
 
 def parse_start_ms(text: str | None) -> int:
@@ -152,7 +156,7 @@ class Bot:
         self.summary: list[str] = []
         self._last_sync = 0.0
         self._last_book_ms: dict[str, int] = {}
-        self.first_sample_tick = first_sample_tick(settings.collection_interval)
+        self.first_sample_tick = first_sample_tick(settings.collection_interval, settings.interval)
 
     @property
     def ticks(self) -> int:
@@ -238,9 +242,9 @@ class Bot:
         if not self.fast:
             wait_s = self.first_sample_tick * s.interval
             log.info(
-                "Features warm up over %d ticks: the first sample comes at tick %d, in about %s "
+                "Features warm up over %d ticks and %d s of trades: the first sample comes at tick %d, in about %s "
                 "(the statistics line shows warmup=<ticks>/%d until then)",
-                TICKS_NEEDED, self.first_sample_tick, _span(wait_s), self.first_sample_tick,
+                TICKS_NEEDED, TRADE_WINDOW_MS // 1000, self.first_sample_tick, _span(wait_s), self.first_sample_tick,
             )
         engine = TickEngine(self.symbols, book_depth=s.book_depth, max_age_ms=s.max_book_age_s * 1000,
                             max_future_ms=s.max_clock_skew_s * 1000, metrics=self.metrics)
