@@ -66,6 +66,13 @@ class Metrics:
                                      ["venue"], registry=r)
         self.clock_offset = Gauge("lobbot_exchange_clock_offset_seconds",
                                   "Exchange clock minus local clock, estimated from server times.", ["venue"], registry=r)
+        self.venue_bans = Counter("lobbot_venue_bans", "IP bans (HTTP 403) that stopped all REST traffic to a venue.",
+                                  ["venue"], registry=r)
+        self.venue_banned_until = Gauge("lobbot_venue_banned_until_seconds",
+                                        "End of the venue's current IP ban, Unix seconds (0: not banned).", ["venue"],
+                                        registry=r)
+        self.ws_disconnects = Counter("lobbot_ws_disconnects", "WebSocket disconnects by reason.", ["venue", "reason"],
+                                      registry=r)
         # the collector
         self.rows_flushed = Counter("lobbot_rows_flushed", "Rows written to every enabled sink, per stream.",
                                     ["stream"], registry=r)

@@ -5,9 +5,11 @@ Given each symbol's ``MarketSnapshot`` and the local time, a step
 1. hands the new trades and closed bars to the ``FeaturePipeline`` (and returns the
    bars, to be stored);
 2. validates each book once (``BookValidator``: empty, one-sided, crossed, locked,
-   bad price/size, unsorted, stale, future, out of order), counting every rejection
-   in ``lobbot_books_rejected_total{symbol,reason}`` and setting
-   ``lobbot_book_age_seconds{symbol}`` (local time minus book time) for each accepted book;
+   bad price/size, unsorted, non-finite mid/spread/notional, stale, future, out of
+   order) in exchange time (local time plus the snapshot's ``clock_offset_ms``; a
+   ``live`` WebSocket book skips the age test), counting every rejection in
+   ``lobbot_books_rejected_total{symbol,reason}`` and setting
+   ``lobbot_book_age_seconds{symbol}`` (exchange time minus book time) for each accepted book;
 3. returns one price-tape row per accepted book;
 4. updates the 110 features from the accepted books and, on a collection tick,
    says which samples to take (warm symbols) and which to skip with what reason:
@@ -75,7 +77,7 @@ class TickEngine:
     """Validation, price tape and features for a fixed list of symbols.
 
     ``max_age_ms`` / ``max_future_ms``: how far a book's exchange time may lie behind
-    or ahead of local time (``Settings.max_book_age_s`` / ``max_clock_skew_s`` x 1000).
+    or ahead of the venue's current time (local time plus the snapshot's clock offset) (``Settings.max_book_age_s`` / ``max_clock_skew_s`` x 1000).
     ``metrics`` is the bot's registry (a new one when None).
     """
 
@@ -111,7 +113,8 @@ class TickEngine:
                 if collect:
                     out.skips.append((sym, snap.reason or "no_book"))
                 continue
-            reason = self.validator.check(book, now_ms)
+            ex_now = now_ms + snap.clock_offset_ms  # the venue's clock, not ours
+            reason = self.validator.check(book, ex_now, check_age=not snap.live)
             if reason is not None:
                 self.metrics.books_rejected.labels(symbol=sym, reason=reason.value).inc()
                 out.rejected[sym] = reason
@@ -119,7 +122,7 @@ class TickEngine:
                 if collect:
                     out.skips.append((sym, f"book_{reason.value}"))
                 continue
-            self._age[sym].set((now_ms - book.ts_ms) / 1000.0)
+            self._age[sym].set((ex_now - book.ts_ms) / 1000.0)
             books[sym] = book
             out.tape[sym] = TapeRow(book.ts_ms, book.mid, book.best_bid, book.best_ask)
         batch = pipeline.update(books)

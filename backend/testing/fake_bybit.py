@@ -29,13 +29,36 @@ server's real book), ``restart`` (the book service restarts: a snapshot with
 ``u == 1``).
 
 ``book_lag_ms`` stamps every book (REST and WebSocket ``ts``/``cts``) that many ms in
-the past, as a lagging matching engine or a fast local clock would: with a lag above
-the bot's ``max_book_age_s`` every book it receives is stale.
+the past, as a lagging matching engine would: with a lag above the bot's
+``max_book_age_s`` every book it receives is stale.
+
+Bybit as it really behaves (states, set as attributes or on the command line):
+
+* ``clock_offset_ms``: the exchange's clock runs this far ahead of the local one (negative:
+  behind). Everything the server says about time uses it: the REST envelope ``time``,
+  ``/v5/market/time``, book ``ts``/``cts``, trade and kline times, and the simulator
+  itself runs on that clock.
+* ``quiet``: symbols whose book never changes: no deltas are pushed after the snapshot
+  (trades, bars and pongs go on), as Bybit pushes a book only when it changes.
+* ``silent``: every connection stops answering: no pongs, no pushes, no acks.
+* ``ban(seconds)``: an IP ban: every REST request is answered HTTP 403 until it ends;
+  ``counts["rest_banned"]`` counts requests that arrived during it, ``counts["rest_banned_late"]``
+  those that arrived more than 1 s after the first (a client that heeds the ban sends none),
+  and ``banned_at`` lists their arrival times (monotonic s).
+* ``close_after_snapshot``: each connection is closed right after its order-book snapshots.
+* ``delist(symbol)``: Bybit stops knowing the symbol: REST answers retCode 10001, it leaves
+  ``/v5/market/instruments-info``, nothing more is pushed for it and subscribing fails.
+  A symbol the server was not started with is unknown from the start.
+
+Every REST request is counted in ``counts["rest"]`` and ``counts["rest:<path>"]``;
+``/v5/market/time`` and ``/v5/market/instruments-info`` are served as Bybit does.
 
 Command line (a separate process; exits cleanly on SIGTERM/SIGINT)::
 
     python -m backend.testing.fake_bybit --symbols BTCUSDT,ETHUSDT --port-file PATH \\
         [--fault-rate P] [--ws-fault-rate R] [--book-lag-ms MS] [--seed N] [--port 0] [--replay FILE]
+        [--clock-offset-ms MS] [--quiet SYMS] [--silent-after S] [--ban-after S --ban-for S]
+        [--close-after-snapshot]
 
 ``fault_rate`` is the probability of a random fault per REST request and, unless
 ``ws_fault_rate`` is given, the rate of random WebSocket faults per second.
@@ -146,15 +169,25 @@ class FakeBybit:
         replay_interval_s: float = 0.0,
         book_lag_ms: int = 0,
         ws_fault_rate: float | None = None,
+        clock_offset_ms: int = 0,
+        quiet: Iterable[str] = (),
+        close_after_snapshot: bool = False,
     ):
         self.symbols = [validate_symbol(s) for s in symbols]
         self.book_lag_ms = int(book_lag_ms)
+        self.clock_offset_ms = int(clock_offset_ms)
+        self.quiet: set[str] = set(quiet)
+        self.silent = False
+        self.close_after_snapshot = close_after_snapshot
+        self.delisted: set[str] = set()
+        self.ban_until = 0.0  # monotonic s
+        self.banned_at: list[float] = []
         self.host, self.port = host, port
         self.push_interval_s = push_interval_s
         self.fault_rate = fault_rate
         self.ws_fault_rate = fault_rate if ws_fault_rate is None else ws_fault_rate
         self._rng = random.Random(seed)
-        self.market = SimMarket(self.symbols, seed=seed, start_ms=sim_start_ms or _now_ms())
+        self.market = SimMarket(self.symbols, seed=seed, start_ms=sim_start_ms or self._now())
         # u starts high like a long-running Bybit topic; u == 1 is reserved for a service restart
         self._pub = {s: _Published(u=self._rng.randint(10_000, 10_000_000)) for s in self.symbols}
         self._faults: list[_Fault] = []
@@ -164,8 +197,8 @@ class FakeBybit:
         self._paused = asyncio.Event()
         self._paused.set()
         self._delay_until = 0.0
-        self._last_trade_ms = {s: _now_ms() for s in self.symbols}
-        self._last_kline_ms = {s: _now_ms() for s in self.symbols}
+        self._last_trade_ms = {s: self._now() for s in self.symbols}
+        self._last_kline_ms = {s: self._now() for s in self.symbols}
         self._next_kline_update = 0.0
         self.replay_lines: list[str] = []
         self.replay_topic: str | None = None
@@ -189,6 +222,8 @@ class FakeBybit:
         app.router.add_get("/v5/market/orderbook", self._rest_orderbook)
         app.router.add_get("/v5/market/kline", self._rest_kline)
         app.router.add_get("/v5/market/recent-trade", self._rest_trades)
+        app.router.add_get("/v5/market/time", self._rest_time)
+        app.router.add_get("/v5/market/instruments-info", self._rest_instruments)
         app.router.add_get(WS_PATH, self._ws_handler)
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
         await self._runner.setup()
@@ -231,6 +266,18 @@ class FakeBybit:
         if kind not in FAULTS:
             raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
         self._faults.append(_Fault(kind, symbol, count, params))
+
+    def _now(self) -> int:
+        """The exchange's clock: local time plus ``clock_offset_ms`` (ms since the epoch)."""
+        return _now_ms() + self.clock_offset_ms
+
+    def ban(self, seconds: float) -> None:
+        """Answer every REST request with HTTP 403 for ``seconds`` from now."""
+        self.ban_until = time.monotonic() + seconds
+
+    def delist(self, symbol: str) -> None:
+        """Stop knowing ``symbol`` (see the module docstring)."""
+        self.delisted.add(symbol)
 
     def clear_faults(self) -> None:
         """Drop every fault injected and not yet applied."""
@@ -291,12 +338,55 @@ class FakeBybit:
 
     # --- REST -----------------------------------------------------------------------------
     def _envelope(self, result: Any, code: int = 0, msg: str = "OK") -> web.Response:
-        body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": _now_ms()}
+        body = {"retCode": code, "retMsg": msg, "result": result, "retExtInfo": {}, "time": self._now()}
         return web.Response(text=json.dumps(body), content_type="application/json")
+
+    def _rest_gate(self, request: web.Request) -> web.StreamResponse | None:
+        """Count the request; during a ban, the 403 answer."""
+        self.requests.append(request.path_qs)
+        self._count("rest")
+        self._count(f"rest:{request.path}")
+        if time.monotonic() < self.ban_until:
+            self._count("rest_banned")
+            if self.banned_at and time.monotonic() - self.banned_at[0] > 1.0:
+                self._count("rest_banned_late")  # sent after the client had a second to learn of the ban
+            self.banned_at.append(time.monotonic())
+            return web.Response(status=403, text="403 Forbidden: access too frequent")
+        return None
+
+    async def _rest_time(self, request: web.Request) -> web.StreamResponse:
+        early = self._rest_gate(request)
+        if early is not None:
+            return early
+        ns = time.time_ns() + self.clock_offset_ms * 1_000_000
+        return self._envelope({"timeSecond": str(ns // 1_000_000_000), "timeNano": str(ns)})
+
+    async def _rest_instruments(self, request: web.Request) -> web.StreamResponse:
+        early = self._rest_gate(request)
+        if early is not None:
+            return early
+        q = request.rel_url.query
+        if q.get("category") != "linear":
+            return self._envelope({}, 10001, "params error: category invalid")
+        try:
+            limit = int(q.get("limit", "500"))
+            start = int(q.get("cursor") or 0)
+        except ValueError:
+            return self._envelope({}, 10001, "params error")
+        if not 1 <= limit <= 1000:
+            return self._envelope({}, 10001, "params error: limit invalid")
+        listed = [s for s in self.symbols if s not in self.delisted]
+        page = listed[start:start + limit]
+        rows = [{"symbol": s, "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": s[:-4],
+                 "quoteCoin": "USDT", "priceScale": "2"} for s in page]
+        nxt = str(start + limit) if start + limit < len(listed) else ""
+        return self._envelope({"category": "linear", "list": rows, "nextPageCursor": nxt})
 
     async def _rest_common(self, request: web.Request) -> tuple[web.StreamResponse | None, str | None]:
         """Apply faults and check category/symbol; returns (early response, symbol)."""
-        self.requests.append(request.path_qs)
+        early = self._rest_gate(request)
+        if early is not None:
+            return early, None
         q = request.rel_url.query
         sym = q.get("symbol")
         fault = self._take_fault(REST_FAULTS, sym) or self._random_rest_fault()
@@ -319,7 +409,7 @@ class FakeBybit:
                 return web.Response(status=500), None
         if q.get("category") != "linear":
             return self._envelope({}, 10001, "params error: category invalid"), None
-        if sym not in self._pub:
+        if sym not in self._pub or sym in self.delisted:
             return self._envelope({}, 10001, "params error: symbol invalid"), None
         return None, sym
 
@@ -333,7 +423,7 @@ class FakeBybit:
             limit = -1
         if not 1 <= limit <= 500:
             return self._envelope({}, 10001, "params error: limit invalid")
-        now = _now_ms()
+        now = self._now()
         b = self.market[sym].book_at(now, depth=limit)
         result = {
             "s": sym,
@@ -355,7 +445,7 @@ class FakeBybit:
             return self._envelope({}, 10001, "params error: interval invalid (the fake serves 1-minute bars)")
         try:
             limit = int(q.get("limit", "200"))
-            now = _now_ms()
+            now = self._now()
             end = min(int(q.get("end", now)), now)
             start = int(q.get("start", 0))
         except ValueError:
@@ -382,7 +472,7 @@ class FakeBybit:
             limit = -1
         if not 1 <= limit <= 1000:
             return self._envelope({}, 10001, "params error: limit invalid")
-        now = _now_ms()
+        now = self._now()
         ts, price, size, side, idx = self.market[sym].trade_arrays(now - 600_000, now)
         rows = [
             {"execId": self._exec_id(sym, int(i)), "symbol": sym, "price": _num(p), "size": _num(s),
@@ -436,7 +526,12 @@ class FakeBybit:
             return
         if op == "ping":
             self._count("pings")
+            if self.silent:
+                self._count("pings_unanswered")
+                return
             self._ack(conn, "ping", req, ret_msg="pong")
+            return
+        if self.silent:
             return
         args = req.get("args") or []
         if op == "subscribe":
@@ -465,6 +560,8 @@ class FakeBybit:
         if self.replay_topic is not None:
             return topic == self.replay_topic or topic.split(".")[-1] in self.symbols
         parts = topic.split(".")
+        if parts[-1] in self.delisted:
+            return False
         if len(parts) == 3 and parts[0] == "orderbook":
             return parts[1].isdigit() and int(parts[1]) in BOOK_DEPTHS and parts[2] in self._pub
         if len(parts) == 3 and parts[0] == "kline":
@@ -483,6 +580,18 @@ class FakeBybit:
             p = self._pub[sym]
             conn.send(self._book_msg(topic, sym, "snapshot", sorted(p.bids.items(), reverse=True),
                                      sorted(p.asks.items()), p.u, p.seq, p.ts))
+            if self.close_after_snapshot:
+                asyncio.get_running_loop().create_task(self._close_soon(conn))
+
+    async def _close_soon(self, conn: _Conn) -> None:
+        """Close ``conn`` once its queued messages are out (close-after-snapshot)."""
+        for _ in range(100):
+            if conn.out.empty():
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.02)
+        self._count("closed_after_snapshot")
+        await conn.ws.close()
 
     def _book_msg(self, topic: str, sym: str, kind: str, bids, asks, u: int, seq: int, ts: int) -> str:
         ts -= self.book_lag_ms
@@ -497,6 +606,8 @@ class FakeBybit:
         return [c for c in self._conns if any(t.startswith(topic_prefix) and t.endswith("." + sym) for t in c.topics)]
 
     def _broadcast_book(self, sym: str, kind: str, bids, asks, u: int, seq: int, ts: int) -> None:
+        if self.silent or sym in self.delisted:
+            return
         for c in self._conns:
             for t in c.topics:
                 if t.startswith("orderbook.") and t.endswith("." + sym):
@@ -507,7 +618,7 @@ class FakeBybit:
         """Move the published book to the simulator's current book (plus small size jitter
         between simulator seconds so every push carries a delta); return the changed levels."""
         p = self._pub[sym]
-        now = _now_ms()
+        now = self._now()
         second = now // 1000
         if force or second != p.sim_second:
             b = self.market[sym].book_at(now)
@@ -545,6 +656,8 @@ class FakeBybit:
             self._faults.append(_Fault(kind, self._rng.choice(self.symbols), 1, params))
 
     def _push_round(self) -> None:
+        if self.silent:
+            return
         self._random_ws_fault()
         f = self._take_fault(("ws_drop",), None)
         if f is not None:
@@ -554,7 +667,7 @@ class FakeBybit:
         if f is not None:
             self._delay_until = time.monotonic() + float(f.params.get("seconds", 2.0))
             return
-        now = _now_ms()
+        now = self._now()
         for sym in self.symbols:
             p = self._pub[sym]
             if self._take_fault(("ws_malformed",), sym) is not None:
@@ -567,6 +680,8 @@ class FakeBybit:
                 self._broadcast_book(sym, "snapshot", sorted(p.bids.items(), reverse=True), sorted(p.asks.items()),
                                      p.u, p.seq, p.ts)
                 continue
+            if sym in self.quiet or sym in self.delisted:
+                continue  # a quiet book does not change, so nothing is pushed
             if self._take_fault(("crossed",), sym) is not None:
                 tick = self.market[sym].spec.tick
                 best_ask = min(p.asks)
@@ -588,6 +703,8 @@ class FakeBybit:
 
     def _push_trades_and_klines(self, now: int) -> None:
         for sym in self.symbols:
+            if sym in self.delisted:
+                continue
             sim = self.market[sym]
             t0 = self._last_trade_ms[sym]
             self._last_trade_ms[sym] = now
@@ -682,6 +799,19 @@ def build_parser() -> argparse.ArgumentParser:
                    help="random WebSocket faults per second (default: the --fault-rate)")
     p.add_argument("--book-lag-ms", type=int, default=0,
                    help="stamp every book this many ms in the past (default 0)")
+    p.add_argument("--clock-offset-ms", type=int, default=0,
+                   help="the exchange clock runs this many ms ahead of the local one; negative: behind (default 0)")
+    p.add_argument("--quiet", type=_symbols_arg, default=[],
+                   help="comma-separated symbols whose book never changes: no deltas after the snapshot")
+    p.add_argument("--silent-after", type=float, default=None, metavar="S",
+                   help="S seconds after start, every WebSocket connection stops answering (no pongs, no pushes)")
+    p.add_argument("--ban-after", type=float, default=None, metavar="S",
+                   help="S seconds after start, answer every REST request with HTTP 403 (an IP ban)")
+    p.add_argument("--ban-for", type=float, default=600.0, metavar="S", help="length of that ban (default 600 s)")
+    p.add_argument("--close-after-snapshot", action="store_true",
+                   help="close each WebSocket connection right after its order-book snapshots (a flapping link)")
+    p.add_argument("--stats-file", type=Path, default=None,
+                   help="on exit, write the request/fault counts as JSON here (e.g. rest_banned)")
     p.add_argument("--log-level", default="INFO", help="logging level (default INFO)")
     return p
 
@@ -693,8 +823,23 @@ async def _serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stop.set)
     fake = FakeBybit(args.symbols, seed=args.seed, port=args.port, fault_rate=args.fault_rate,
                      ws_fault_rate=args.ws_fault_rate,
-                     push_interval_s=args.push_interval, replay_path=args.replay, book_lag_ms=args.book_lag_ms)
+                     push_interval_s=args.push_interval, replay_path=args.replay, book_lag_ms=args.book_lag_ms,
+                     clock_offset_ms=args.clock_offset_ms, quiet=args.quiet,
+                     close_after_snapshot=args.close_after_snapshot)
     await fake.start()
+
+    def go_silent() -> None:
+        fake.silent = True
+        log.info("fake Bybit: connections are silent from now on")
+
+    def start_ban() -> None:
+        fake.ban(args.ban_for)
+        log.info("fake Bybit: IP ban (HTTP 403) for %g s", args.ban_for)
+
+    if args.silent_after is not None:
+        loop.call_later(args.silent_after, go_silent)
+    if args.ban_after is not None:
+        loop.call_later(args.ban_after, start_ban)
     info = {"port": fake.port, "rest_url": fake.rest_url, "ws_url": fake.ws_url, "pid": os.getpid()}
     if args.port_file is not None:
         tmp = args.port_file.with_name("." + args.port_file.name + ".tmp")
@@ -713,6 +858,8 @@ async def _serve(args: argparse.Namespace) -> int:
                 pass
         log.info("fake Bybit stopped; faults injected: %s",
                  {k: v for k, v in fake.counts.items() if k.startswith("fault_")} or "none")
+        if args.stats_file is not None:
+            args.stats_file.write_text(json.dumps(fake.counts))
     return 0
 
 

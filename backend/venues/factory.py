@@ -38,7 +38,7 @@ def make_source(settings: Any, symbols: Sequence[str], clock: Clock | None = Non
         metrics=metrics,
     )
     if settings.source == "bybit":
-        return BybitRestSource(symbols, clock, **common)
+        return BybitRestSource(symbols, clock, tick_interval_s=settings.interval, **common)
     if settings.source == "bybit-ws":
         return BybitWsSource(symbols, clock, ws_url=settings.bybit_ws_url,
                              ping_interval_s=settings.ws_ping_interval_s, **common)

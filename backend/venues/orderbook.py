@@ -25,6 +25,7 @@ class BookInvalid(str, enum.Enum):
     BAD_PRICE = "bad_price"  # non-positive or NaN/inf price
     BAD_SIZE = "bad_size"  # non-positive or NaN/inf size
     UNSORTED = "unsorted"
+    NON_FINITE = "non_finite"  # finite levels whose mid, spread or notional overflow (e.g. 1e308 prices)
     STALE = "stale"
     FUTURE = "future_timestamp"
     OUT_OF_ORDER = "out_of_order"
@@ -162,13 +163,20 @@ def validate_book(
     max_age_ms: float = 15_000,
     max_future_ms: float = 5_000,
     last_ts_ms: int | None = None,
+    check_age: bool = True,
 ) -> BookInvalid | None:
-    """Return why ``book`` must not be used at local time ``now_ms``, or ``None`` if it is sound.
+    """Return why ``book`` must not be used at exchange time ``now_ms``, or ``None`` if it is sound.
 
-    Checks, in order: both sides present, finite positive prices and sizes, bids
-    strictly descending and asks strictly ascending, not crossed or locked, exchange
-    time ``ts_ms`` at most ``max_future_ms`` ahead of and ``max_age_ms`` behind
-    ``now_ms``, and not older than ``last_ts_ms`` (the symbol's last accepted book).
+    ``now_ms`` is the current time on the venue's clock (local time plus the measured
+    clock offset), so a local clock that is off does not make sound books stale or
+    future. Checks, in order: both sides present, finite positive prices and sizes,
+    bids strictly descending and asks strictly ascending, not crossed or locked, a finite
+    mid, spread and per-side notional (sum of price x size: levels near the float64
+    maximum overflow to inf), exchange time ``ts_ms`` at most ``max_future_ms`` ahead of
+    and (when ``check_age``) ``max_age_ms`` behind ``now_ms``, and not older than
+    ``last_ts_ms`` (the symbol's last accepted book). ``check_age=False`` is for a book
+    its source vouches for as current (a WebSocket book on a live connection: venues
+    push a book only when it changes).
     """
     nb, na = book.bid_prices.size, book.ask_prices.size
     if nb == 0 and na == 0:
@@ -189,9 +197,15 @@ def validate_book(
         return BookInvalid.CROSSED
     if book.bid_prices[0] == book.ask_prices[0]:
         return BookInvalid.LOCKED
+    bid, ask = float(book.bid_prices[0]), float(book.ask_prices[0])
+    with np.errstate(over="ignore", invalid="ignore"):
+        derived = (bid + ask, ask - bid, float(np.dot(book.bid_prices, book.bid_sizes)),
+                   float(np.dot(book.ask_prices, book.ask_sizes)))
+    if not all(np.isfinite(derived)):
+        return BookInvalid.NON_FINITE
     if book.ts_ms - now_ms > max_future_ms:
         return BookInvalid.FUTURE
-    if now_ms - book.ts_ms > max_age_ms:
+    if check_age and now_ms - book.ts_ms > max_age_ms:
         return BookInvalid.STALE
     if last_ts_ms is not None and book.ts_ms < last_ts_ms:
         return BookInvalid.OUT_OF_ORDER
@@ -210,14 +224,18 @@ class BookValidator:
     max_future_ms: float = 5_000
     _last_ts: dict[str, int] = field(default_factory=dict)
 
-    def check(self, book: OrderBook, now_ms: int) -> BookInvalid | None:
-        """Why ``book`` must not be used at local time ``now_ms``, or None (then it becomes the symbol's latest)."""
+    def check(self, book: OrderBook, now_ms: int, *, check_age: bool = True) -> BookInvalid | None:
+        """Why ``book`` must not be used at exchange time ``now_ms``, or None (then it becomes the symbol's latest).
+
+        ``check_age=False`` skips the staleness test for a book its source vouches for (see ``validate_book``).
+        """
         reason = validate_book(
             book,
             now_ms,
             max_age_ms=self.max_age_ms,
             max_future_ms=self.max_future_ms,
             last_ts_ms=self._last_ts.get(book.symbol),
+            check_age=check_age,
         )
         if reason is None:
             self._last_ts[book.symbol] = book.ts_ms

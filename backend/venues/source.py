@@ -15,7 +15,29 @@ from typing import Sequence
 from backend.metrics import Metrics
 from backend.venues.types import Candle, MarketSnapshot
 
-__all__ = ["Clock", "MarketSource", "OffsetClock", "VirtualClock"]
+__all__ = ["Clock", "MarketSource", "OffsetClock", "UnknownSymbolError", "VenueBannedError", "VenueConfigError",
+           "VenueStartupError", "VirtualClock"]
+
+
+class VenueStartupError(RuntimeError):
+    """An expected condition that stops a live source at start; the message is complete and says nothing
+    about the network (the bot prints it as is, exit code 1)."""
+
+
+class UnknownSymbolError(VenueStartupError):
+    """Configured symbols the venue does not list (or lists as closed); ``symbols`` names them."""
+
+    def __init__(self, symbols, message: str):
+        super().__init__(message)
+        self.symbols = list(symbols)
+
+
+class VenueBannedError(VenueStartupError):
+    """The venue has banned this IP address (Bybit: HTTP 403)."""
+
+
+class VenueConfigError(VenueStartupError):
+    """The configuration would break the venue's documented limits (request rate, connections)."""
 
 
 class Clock:

@@ -52,6 +52,13 @@ class MarketSnapshot:
     ``error`` a sentence for a log line. ``trades`` are those new since the previous
     tick; ``candles`` are bars newly closed since the previous tick, oldest first,
     each bar delivered once.
+
+    ``clock_offset_ms`` is the source's estimate of its venue's clock minus the local
+    clock (ms; 0 when unknown or for the simulator): the engine checks staleness and
+    future timestamps at local time plus this offset, i.e. in exchange time. ``live``
+    is True when the source vouches that the book is current however long since it
+    last changed (a WebSocket book whose connection answers pings and has no sequence
+    gap pending): the engine then skips the age test, never the others.
     """
 
     symbol: str
@@ -60,3 +67,5 @@ class MarketSnapshot:
     candles: list[Candle] = field(default_factory=list)
     error: str | None = None
     reason: str | None = None
+    clock_offset_ms: int = 0
+    live: bool = False

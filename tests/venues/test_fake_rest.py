@@ -10,6 +10,7 @@ from backend.venues.bybit.messages import BybitApiError
 from backend.venues.bybit.rest import BybitRequestError, BybitRestClient
 from backend.venues.bybit.source import BybitRestSource
 from backend.venues.orderbook import books_equal, validate_book
+from backend.venues.source import UnknownSymbolError
 from backend.venues.types import CANDLE_MS
 from backend.testing.fake_bybit import FakeBybit
 
@@ -100,18 +101,15 @@ async def test_closed_candles_only_and_paging(fake):
 
 async def test_rest_source_poll_never_raises_and_isolates_symbols(fake):
     metrics = Metrics()
-    src = BybitRestSource(SYMS + ["ETHUSDT"], rest_url=fake.rest_url, timeout_s=0.5, max_retries=2, metrics=metrics, **FAST)
+    src = BybitRestSource(SYMS, rest_url=fake.rest_url, timeout_s=0.5, max_retries=2, metrics=metrics, **FAST)
     await src.start()
     assert len(src.initial_candles("BTCUSDT")) == src.history_candles
-    assert src.initial_candles("ETHUSDT") == []  # not served: back-fill failed, counted
-    assert faults(metrics) == {"ret_code_10001": 1}
+    assert faults(metrics) == {}
     fake.inject("http_5xx", symbol="4USDT", count=50)
     snaps = await src.poll()
     assert snaps["BTCUSDT"].book is not None and snaps["BTCUSDT"].error is None and snaps["BTCUSDT"].reason is None
     assert snaps["4USDT"].book is None and "after 3 attempts" in snaps["4USDT"].error
     assert snaps["4USDT"].reason == "http_503"
-    assert snaps["ETHUSDT"].book is None and "10001" in snaps["ETHUSDT"].error
-    assert snaps["ETHUSDT"].reason == "ret_code_10001"
     fake.clear_faults()
     await asyncio.sleep(0.3)
     snaps2 = await src.poll()
@@ -126,7 +124,25 @@ async def test_rest_source_poll_never_raises_and_isolates_symbols(fake):
     seen = [(t.ts_ms, t.price, t.size) for t in trades]
     assert len(seen) == len(set(seen)) and len(seen) > 0
     assert faults(metrics)["http_503"] >= 3
+    # a symbol Bybit stops knowing during the run is dropped; the others go on
+    fake.delist("4USDT")
+    snaps3 = await src.poll()
+    assert snaps3["4USDT"].reason == "ret_code_10001" and "4USDT" in src.dropped
+    snaps4 = await src.poll()
+    assert snaps4["4USDT"].reason == "delisted" and snaps4["BTCUSDT"].book is not None
+    assert faults(metrics)["delisted"] == 1
     await src.close()
+
+
+async def test_unknown_symbol_stops_the_start_naming_it(fake):
+    src = BybitRestSource(SYMS + ["ETHUSDT"], rest_url=fake.rest_url, timeout_s=0.5, max_retries=1, **FAST)
+    with pytest.raises(UnknownSymbolError) as err:
+        await src.start()
+    await src.close()
+    assert err.value.symbols == ["ETHUSDT"]
+    assert "unknown symbol ETHUSDT" in str(err.value) and "connection" not in str(err.value)
+    assert fake.counts["rest:/v5/market/instruments-info"] == 1
+    assert "rest:/v5/market/kline" not in fake.counts  # refused before any back-fill
 
 
 async def test_rest_source_with_random_faults_hands_out_only_valid_books():

@@ -101,27 +101,38 @@ async def test_malformed_frame_is_counted_and_skipped(fake, ws):
     await assert_in_sync(fake, ws)
 
 
-async def test_ws_source_delay_gives_stale_books_that_the_engine_rejects_then_recovers(fake):
+async def test_ws_source_quiet_books_stay_current_silent_connection_does_not_then_recovers(fake):
+    """Liveness, not age: no pushes but pongs keep books current; no pongs make them unusable and reconnect."""
     metrics = Metrics()
     src = BybitWsSource(SYMS, ws_url=fake.ws_url, rest_url=fake.rest_url, timeout_s=1.0,
-                        ping_interval_s=0.2, ws_backoff_base_s=0.05, ws_backoff_max_s=0.2, backoff_base_s=0.01,
-                        backoff_max_s=0.05, metrics=metrics)
+                        ping_interval_s=0.1, pong_timeout_s=0.3, ws_backoff_base_s=0.05, ws_backoff_max_s=0.2,
+                        backoff_base_s=0.01, backoff_max_s=0.05, metrics=metrics)
     engine = TickEngine(SYMS, max_age_ms=400, metrics=metrics)
     await src.start()
     try:
         assert len(src.initial_candles("BTCUSDT")) == src.history_candles
         snaps = await src.poll()
-        assert all(s.book is not None and s.reason is None for s in snaps.values()), snaps
+        assert all(s.book is not None and s.reason is None and s.live for s in snaps.values()), snaps
         assert engine.step(snaps, src.clock.now_ms(), collect=True).rejected == {}
-        fake.inject("ws_delay", seconds=1.2)
-        await asyncio.sleep(0.9)
+        # a quiet market: nothing pushed for longer than max_age, pings answered -> still current
+        fake.quiet = set(SYMS)
+        stamps = []
+        for _ in range(8):
+            await asyncio.sleep(0.15)
+            snaps = await src.poll()
+            out = engine.step(snaps, src.clock.now_ms(), collect=True)
+            assert out.rejected == {} and set(out.tape) == set(SYMS), (out.rejected, snaps)
+            stamps.append(out.tape["BTCUSDT"].ts_ms)
+        assert all(b > a for a, b in zip(stamps, stamps[1:])), stamps  # as-of stamps move with exchange time
+        # a silent connection: no pong within 0.3 s -> no book (ws_silent), then a reconnect
+        fake.silent = True
+        assert await wait_for(lambda: src.ws.status("BTCUSDT")[0] == "ws_silent", 3)
         snaps = await src.poll()
-        # the source hands over the book it has; the engine finds it stale
-        assert snaps["BTCUSDT"].book is not None
-        out = engine.step(snaps, src.clock.now_ms(), collect=True)
-        assert out.rejected["BTCUSDT"].value == "stale" and ("BTCUSDT", "book_stale") in out.skips
-        assert metrics.value("lobbot_books_rejected_total", symbol="BTCUSDT", reason="stale") == 1
-        # once the pushes resume, the books are current again
+        assert snaps["BTCUSDT"].book is None and snaps["BTCUSDT"].reason == "ws_silent", snaps["BTCUSDT"]
+        assert await wait_for(lambda: metrics.value("lobbot_ws_disconnects_total", venue="bybit",
+                                                    reason="ws_silent") >= 1, 3)
+        fake.silent = False
+        fake.quiet = set()
         outs = []
 
         async def accepted() -> bool:
@@ -133,6 +144,7 @@ async def test_ws_source_delay_gives_stale_books_that_the_engine_rejects_then_re
                 break
             await asyncio.sleep(0.1)
         assert outs[-1].rejected == {} and set(outs[-1].tape) == set(SYMS), outs[-1]
+        assert metrics.total("lobbot_books_rejected_total") == 0
     finally:
         await src.close()
 
@@ -149,7 +161,7 @@ async def test_ws_source_under_random_faults_hands_out_only_valid_books():
             await asyncio.sleep(0.05)
             for sym, snap in (await src.poll()).items():
                 if snap.book is None:
-                    assert snap.error and snap.reason in ("resync_pending", "ws_disconnected"), snap
+                    assert snap.error and snap.reason in ("resync_pending", "ws_disconnected", "ws_silent"), snap
                     continue
                 good += 1
                 assert validate_book(snap.book, snap.book.recv_ms, max_age_ms=15_000) is None

@@ -2,7 +2,19 @@
 
 Endpoints (Bybit v5 docs, "Market"): ``/v5/market/orderbook`` (limit 1..200),
 ``/v5/market/kline`` (1-minute bars; Bybit answers newest first and includes the
-still-forming bar, which is dropped here), ``/v5/market/recent-trade`` (limit 1..1000).
+still-forming bar, which is dropped here), ``/v5/market/recent-trade`` (limit 1..1000),
+``/v5/market/time`` (server time) and ``/v5/market/instruments-info`` (the listed
+symbols and their status, paged by ``cursor``, at most 1000 per page).
+
+Exchange time: every reply's envelope ``time`` (the server's clock, ms) is fed with the
+request's local send and receive times to ``offset`` (a ``ClockOffsetEstimator``), so
+the venue's clock offset is known from ordinary traffic.
+
+Bans: HTTP 403 means Bybit has banned this IP ("Rate Limit Rules > IP Limit": stop all
+HTTP sessions and wait at least 10 minutes). The first 403 starts ``ban`` (a
+``BanState`` of ``BYBIT_BAN_S``), logs one loud line, counts
+``lobbot_venue_bans_total{venue}`` and sets ``lobbot_venue_banned_until_seconds{venue}``;
+until it ends no request is sent at all: each call raises ``BybitBannedError`` at once.
 
 Transient failures are retried with exponential backoff and full jitter:
 HTTP 429 and 5xx, the rate-limit/restart ``retCode``s 10006, 10016 and 10018,
@@ -20,11 +32,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import time
 from typing import Any
 
 import aiohttp
 
 from backend.metrics import Metrics
+from backend.venues.health import BYBIT_BAN_S, BanState, ClockOffsetEstimator
 from backend.venues.bybit.messages import (
     BybitApiError,
     BybitMessageError,
@@ -44,6 +58,21 @@ log = logging.getLogger(__name__)
 MAX_BOOK_LIMIT = 200
 MAX_KLINE_LIMIT = 1000
 MAX_TRADE_LIMIT = 1000
+MAX_INSTRUMENTS_LIMIT = 1000  # "Get Instruments Info": limit 1..1000 per page
+IP_REQUESTS_PER_5S = 600
+"""Bybit v5 "Rate Limit Rules > IP Limit": at most 600 HTTP requests per IP in any 5-second window."""
+
+
+class BybitBannedError(RuntimeError):
+    """Bybit answered HTTP 403 (this IP is banned); no request is sent until ``until_ms`` (ms since the epoch)."""
+
+    reason = "banned"
+
+    def __init__(self, until_ms: int, remaining_s: float):
+        self.until_ms = until_ms
+        self.remaining_s = remaining_s
+        super().__init__(f"Bybit has banned this IP address (HTTP 403, too many requests); REST requests are paused "
+                         f"for {remaining_s:.0f} s more")
 
 
 class BybitRequestError(RuntimeError):
@@ -91,6 +120,7 @@ class BybitRestClient:
         seed: int | None = None,
         metrics: Metrics | None = None,
         venue: str = "bybit",
+        ban_s: float = BYBIT_BAN_S,
     ):
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
@@ -103,6 +133,27 @@ class BybitRestClient:
         self._session: aiohttp.ClientSession | None = None
         self.metrics = metrics if metrics is not None else Metrics()
         self.venue = venue
+        self.ban = BanState(ban_s)
+        self.offset = ClockOffsetEstimator()
+        self.requests_sent = 0
+
+    def _check_ban(self) -> None:
+        now = self.clock.now_ms()
+        if self.ban.active(now):
+            raise BybitBannedError(self.ban.until_ms, self.ban.remaining_s(now))
+        if self.ban.until_ms:
+            self.metrics.venue_banned_until.labels(venue=self.venue).set(0)
+
+    def _on_forbidden(self) -> BybitBannedError:
+        now = self.clock.now_ms()
+        if self.ban.ban(now):
+            self.metrics.venue_bans.labels(venue=self.venue).inc()
+            self.metrics.venue_banned_until.labels(venue=self.venue).set(self.ban.until_ms / 1000.0)
+            until = time.strftime("%H:%M:%S UTC", time.gmtime(self.ban.until_ms / 1000))
+            log.error("BYBIT IP BAN: %s answered HTTP 403 (too many requests from this IP). All REST requests to "
+                      "Bybit stop for %.0f s, until %s, and then resume by themselves; samples that need REST are "
+                      "skipped with reason 'banned' meanwhile.", self.base_url, self.ban.duration_ms / 1000, until)
+        return BybitBannedError(self.ban.until_ms, self.ban.remaining_s(now))
 
     def _fault(self, reason: str) -> None:
         self.metrics.venue_faults.labels(venue=self.venue, reason=reason).inc()
@@ -131,7 +182,8 @@ class BybitRestClient:
         """GET ``path`` and return ``(result, server_time_ms)``, retrying transient failures.
 
         Raises ``BybitRequestError`` when every attempt failed, ``BybitApiError`` at once
-        for a non-retryable retCode or HTTP status (``ret_code`` is ``-status`` then).
+        for a non-retryable retCode or HTTP status (``ret_code`` is ``-status`` then),
+        ``BybitBannedError`` at once during an IP ban (nothing is sent) or on HTTP 403.
         """
         url = self.base_url + path
         where = f"GET {path} {params.get('symbol', '')}".rstrip()
@@ -143,6 +195,7 @@ class BybitRestClient:
                 if isinstance(last, _Transient) and last.retry_after is not None:
                     delay = max(delay, min(last.retry_after, self.backoff_max_s))
                 await asyncio.sleep(delay)
+            self._check_ban()
             try:
                 return await self._once(url, params, where)
             except _Transient as exc:
@@ -161,9 +214,15 @@ class BybitRestClient:
 
     async def _once(self, url: str, params: dict[str, Any], where: str) -> tuple[Any, int | None]:
         session = self._get_session()
+        t_send = self.clock.now_ms()
+        self.requests_sent += 1
         try:
             async with session.get(url, params=params) as resp:
                 body = await resp.read()
+                t_recv = self.clock.now_ms()
+                if resp.status == 403:
+                    self._fault("http_403")
+                    raise self._on_forbidden()
                 if resp.status == 429:
                     ra = resp.headers.get("Retry-After")
                     raise _Transient("http_429", float(ra) if ra and ra.replace(".", "", 1).isdigit() else None)
@@ -177,9 +236,17 @@ class BybitRestClient:
             raise _Transient("connection_error", detail=type(exc).__name__) from None
         try:
             payload = decode_json(body, where)
-            return unwrap_envelope(payload, where)
+            result, server_ms = unwrap_envelope(payload, where)
         except BybitMessageError as exc:
             raise _Transient("malformed_response") from exc
+        except BybitApiError:
+            t = payload.get("time") if isinstance(payload, dict) else None
+            if isinstance(t, int):
+                self.offset.add_round_trip(t_send, t_recv, t)
+            raise
+        if server_ms is not None:
+            self.offset.add_round_trip(t_send, t_recv, server_ms)
+        return result, server_ms
 
     # --- endpoints -------------------------------------------------------------------
     async def get_orderbook(self, symbol: str, limit: int = 50, depth: int | None = None) -> OrderBook:
@@ -250,6 +317,38 @@ class BybitRestClient:
             end = oldest - 1
         bars = [out[k] for k in sorted(out)]
         return bars[-count:] if count is not None else bars
+
+    async def get_server_time(self) -> int:
+        """``/v5/market/time``: the server's time in ms (its round trip also feeds ``offset``)."""
+        result, server_ms = await self.request("/v5/market/time", {})
+        try:
+            nano = int(result["timeNano"])
+            return nano // 1_000_000
+        except (KeyError, TypeError, ValueError):
+            if server_ms is None:
+                raise BybitRequestError("GET /v5/market/time: no server time in the answer", "malformed_response")
+            return server_ms
+
+    async def get_instruments(self) -> dict[str, str]:
+        """Every listed symbol of the category and its ``status`` (``Trading``, ``PreLaunch``, ``Delivering``,
+        ``Closed``, ...), from ``/v5/market/instruments-info``, following ``nextPageCursor``."""
+        out: dict[str, str] = {}
+        cursor = ""
+        for _ in range(100):  # 100 pages of 1000: far more than Bybit lists
+            params: dict[str, Any] = {"category": self.category, "limit": MAX_INSTRUMENTS_LIMIT}
+            if cursor:
+                params["cursor"] = cursor
+            result, _ = await self.request("/v5/market/instruments-info", params)
+            rows = result.get("list") if isinstance(result, dict) else None
+            if not isinstance(rows, list):
+                raise BybitRequestError("GET /v5/market/instruments-info: no 'list' in the answer", "malformed_response")
+            for row in rows:
+                if isinstance(row, dict) and isinstance(row.get("symbol"), str):
+                    out[row["symbol"]] = str(row.get("status", ""))
+            cursor = str(result.get("nextPageCursor") or "")
+            if not cursor or not rows:
+                break
+        return out
 
     async def get_recent_trades(self, symbol: str, limit: int = 500) -> list[tuple[str, Trade]]:
         """``[(execId, Trade)]`` oldest first."""

@@ -12,25 +12,86 @@ trimmed to ``book_depth`` and handed over as the venue gave them (the engine
 validates them, once); each closed candle is delivered exactly once, oldest first,
 across ``initial_candles`` and later snapshots, and never a forming bar. Faults are
 counted in the shared ``Metrics`` under ``venue="bybit"``.
+
+At start both check the configured symbols against ``/v5/market/instruments-info``:
+an unknown or closed symbol stops the start with ``UnknownSymbolError`` naming it, an
+IP ban (HTTP 403) with ``VenueBannedError``; neither is reported as a network problem.
+A symbol Bybit stops knowing during a run (retCode 10001 on its book, or a refused
+subscription) is dropped with a warning (reason ``delisted``); the others go on.
+
+Exchange time: every snapshot carries the venue's clock offset (``clock_offset_ms``)
+measured by the REST client's ``ClockOffsetEstimator`` from ordinary replies; the
+WebSocket source, which needs little REST, asks ``/v5/market/time`` every
+``TIME_SYNC_S`` seconds. Pushed books' ``ts`` are deliberately not used as one-way
+bounds: they are what the future-timestamp check judges, so they must not move the
+clock it judges them by. The
+offset is exported as ``lobbot_exchange_clock_offset_seconds{venue}``, and a local
+clock more than 1 s off is logged once with the offset.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections import deque
 from typing import Any, Sequence
 
+import dataclasses
+import math
+
 from backend.metrics import Metrics
 from backend.venues.bybit.messages import BybitApiError
-from backend.venues.bybit.rest import BybitRequestError, BybitRestClient
+from backend.venues.bybit.protocol import MAX_ARGS_PER_SUBSCRIBE
+from backend.venues.bybit.rest import IP_REQUESTS_PER_5S, BybitBannedError, BybitRequestError, BybitRestClient
 from backend.venues.bybit.ws import BybitWsClient
-from backend.venues.source import Clock, MarketSource
+from backend.venues.health import CLOCK_WARN_MS
+from backend.venues.source import Clock, MarketSource, UnknownSymbolError, VenueBannedError, VenueConfigError
 from backend.venues.types import CANDLE_MS, Candle, MarketSnapshot, Trade
 
-__all__ = ["BybitRestSource", "BybitWsSource", "CandleFeed"]
+__all__ = ["BybitRestSource", "BybitWsSource", "CandleFeed", "shard_symbols"]
 
 log = logging.getLogger(__name__)
+
+TIME_SYNC_S = 30.0  # the WebSocket source asks /v5/market/time this often (s)
+REST_BUDGET_SHARE = 0.5
+"""Share of Bybit's per-IP limit (``IP_REQUESTS_PER_5S``) the REST source may plan to use; the rest is
+head room for retries, candle fills and other programs on the same IP ("do not run at the very edge")."""
+MAX_TOPIC_CHARS_PER_CONNECTION = 21_000
+"""Bybit v5 docs, "WebSocket Connect": the topics subscribed on one public connection may total at most
+21,000 characters; a longer symbol list is spread over several connections."""
+MAX_SYMBOLS_PER_CONNECTION = 100  # our own cap: keeps one connection's message rate moderate
+MAX_WS_CONNECTIONS = 50
+"""Connections this source opens at most; Bybit allows 1,000 market-data connections per IP ("Rate Limit
+Rules > WebSocket IP limit"), and every shard's reconnects count towards its 500 new connections per 5 min."""
+_CLOSED_STATUSES = frozenset({"Closed", "Delivering", "Settling"})
+
+
+def shard_symbols(symbols: Sequence[str], depth: int = 50, topics_per_symbol: int = 3) -> list[list[str]]:
+    """Split ``symbols`` into groups that each fit one WebSocket connection.
+
+    A group holds at most ``MAX_SYMBOLS_PER_CONNECTION`` symbols and at most
+    ``MAX_TOPIC_CHARS_PER_CONNECTION`` characters of topics (``orderbook.<depth>.<S>``,
+    ``publicTrade.<S>``, ``kline.1.<S>``, each counted with its JSON quotes and comma).
+    Raises ``VenueConfigError`` when more than ``MAX_WS_CONNECTIONS`` would be needed.
+    """
+    groups: list[list[str]] = [[]]
+    chars = 0
+    for sym in symbols:
+        need = (len(f"orderbook.{depth}.{sym}") + len(f"publicTrade.{sym}") + len(f"kline.1.{sym}")
+                + 3 * topics_per_symbol)
+        if groups[-1] and (len(groups[-1]) >= MAX_SYMBOLS_PER_CONNECTION
+                           or chars + need > MAX_TOPIC_CHARS_PER_CONNECTION):
+            groups.append([])
+            chars = 0
+        groups[-1].append(sym)
+        chars += need
+    if len(groups) > MAX_WS_CONNECTIONS:
+        raise VenueConfigError(
+            f"{len(symbols)} symbols need {len(groups)} WebSocket connections; this bot opens at most "
+            f"{MAX_WS_CONNECTIONS} per venue (Bybit: 1,000 market-data connections and 500 new connections "
+            "per 5 minutes per IP). Collect fewer symbols per bot.")
+    return [g for g in groups if g]
 
 
 class CandleFeed:
@@ -62,6 +123,8 @@ def _describe(exc: BaseException) -> str:
 
 def _reason(exc: BaseException) -> str:
     """The fault word for a failed book request."""
+    if isinstance(exc, BybitBannedError):
+        return "banned"
     if isinstance(exc, BybitRequestError):
         return exc.reason
     if isinstance(exc, BybitApiError):
@@ -86,19 +149,82 @@ class _RestBase(MarketSource):
         self.poll_timeout_s = poll_timeout_s if poll_timeout_s is not None else timeout_s
         self._feeds = {s: CandleFeed() for s in self.symbols}
         self._initial: dict[str, list[Candle]] = {s: [] for s in self.symbols}
+        self.dropped: dict[str, str] = {}  # symbol -> why it left the run (delisted)
+
+    # --- exchange time --------------------------------------------------------------
+    def clock_offset_ms(self) -> int:
+        """The venue's clock minus ours now (ms, 0 until measured); sets the gauge and warns once above 1 s."""
+        est = self.rest.offset
+        now = self.clock.now_ms()
+        off = est.offset_ms(now)
+        if off is None:
+            return 0
+        self.metrics.clock_offset.labels(venue=self.venue).set(off / 1000.0)  # created at the first measurement
+        if est.should_warn(now, CLOCK_WARN_MS):
+            err = est.error_bound_ms(now)
+            log.warning("The local clock is %.3f s %s Bybit's (offset %+.3f s, measured to within %s). Book ages "
+                        "and future timestamps are judged in exchange time, so collection goes on; consider "
+                        "enabling NTP on this machine.", abs(off) / 1000.0, "behind" if off > 0 else "ahead of",
+                        off / 1000.0, "?" if err is None else f"{err / 1000.0:.3f} s")
+        return int(round(off))
+
+    async def _sync_time(self, rounds: int = 3) -> None:
+        """A few ``/v5/market/time`` round trips (the fastest gives the offset); failures are left to later."""
+        for _ in range(rounds):
+            try:
+                await self.rest.get_server_time()
+            except BybitBannedError:
+                raise
+            except Exception as exc:  # the offset stays unknown (0) until a later reply
+                log.debug("server time request failed: %s", _describe(exc))
+                return
+
+    # --- start-up checks ------------------------------------------------------------
+    async def _check_symbols(self) -> None:
+        """Raise ``UnknownSymbolError`` naming every configured symbol Bybit does not list as tradable,
+        ``VenueBannedError`` under an IP ban; other failures are left to the back-fill."""
+        try:
+            listed = await self.rest.get_instruments()
+        except BybitBannedError as exc:
+            raise VenueBannedError(_ban_message(exc)) from None
+        except BybitApiError as exc:
+            log.warning("Could not check the symbols against instruments-info (%s); going on", _describe(exc))
+            return
+        unknown = [s for s in self.symbols if s not in listed]
+        closed = [f"{s} ({listed[s]})" for s in self.symbols if listed.get(s) in _CLOSED_STATUSES]
+        if unknown or closed:
+            raise UnknownSymbolError(unknown + [c.split()[0] for c in closed], _unknown_message(unknown, closed, self.rest.category))
+
+    def _drop(self, sym: str, why: str) -> None:
+        if sym in self.dropped:
+            return
+        self.dropped[sym] = why
+        self.count_fault("delisted")
+        log.warning("%s: %s. Dropped from this run; the other symbols go on.", sym, why)
 
     async def _backfill(self) -> None:
         errors: list[Exception] = []
+        unknown: list[str] = []
 
         async def one(sym: str) -> None:
             try:
                 bars = await self.rest.get_closed_candles(sym, count=self.history_candles)
                 self._initial[sym] = self._feeds[sym].take(bars)
+            except BybitApiError as exc:
+                if exc.ret_code == 10001:
+                    unknown.append(sym)
+                errors.append(exc)
             except Exception as exc:  # start() must not die on one symbol: poll() retries the back-fill
                 errors.append(exc)
                 log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, _describe(exc))
 
         await asyncio.gather(*(one(s) for s in self.symbols))
+        if unknown:
+            unknown.sort(key=self.symbols.index)
+            raise UnknownSymbolError(unknown, _unknown_message(unknown, [], self.rest.category))
+        bans = [e for e in errors if isinstance(e, BybitBannedError)]
+        if bans:
+            raise VenueBannedError(_ban_message(bans[0]))
         if errors and len(errors) == len(self.symbols):
             # not one symbol answered: the exchange is unreachable, which the bot reports at start
             raise errors[-1]
@@ -126,23 +252,60 @@ class BybitRestSource(_RestBase):
 
     name = "bybit"
 
-    def __init__(self, *args: Any, trade_limit: int = 1000, **kwargs: Any):
+    def __init__(self, *args: Any, trade_limit: int = 1000, tick_interval_s: float | None = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.trade_limit = trade_limit
+        self.tick_interval_s = tick_interval_s
         self._seen: dict[str, tuple[deque, set]] = {s: (deque(), set()) for s in self.symbols}
         self._trades_since = 0
 
+    def planned_requests_per_5s(self) -> float:
+        """REST requests per 5 s this source plans: a book and a trades request per symbol per tick,
+        plus one kline request per symbol per minute."""
+        if not self.tick_interval_s:
+            return 0.0
+        n = len(self.symbols)
+        return 2 * n * 5.0 / self.tick_interval_s + n * 5.0 / 60.0
+
     async def start(self) -> None:
-        """Back-fill candles; raises when no symbol could be fetched (exchange unreachable)."""
+        """Check the request budget and the symbols, measure the clock offset, back-fill candles.
+
+        Raises ``VenueConfigError`` (too many requests for Bybit's limit), ``UnknownSymbolError``,
+        ``VenueBannedError``, or the last error when no symbol could be fetched (exchange unreachable).
+        """
+        planned, budget = self.planned_requests_per_5s(), IP_REQUESTS_PER_5S * REST_BUDGET_SHARE
+        if planned > budget:
+            most = max(1, int(budget / (2 * 5.0 / self.tick_interval_s + 5.0 / 60.0)))
+            raise VenueConfigError(
+                f"{len(self.symbols)} symbols polled over REST every {self.tick_interval_s:g} s need about "
+                f"{planned:.0f} requests per 5 s; Bybit allows {IP_REQUESTS_PER_5S} per IP and bans the IP for "
+                f"at least 10 minutes above that, so this bot plans at most {budget:.0f}. Use --source bybit-ws "
+                f"(one connection, no polling), at most {most} symbols, or a longer --interval.")
         self._trades_since = self.clock.now_ms()
+        await self._check_symbols()
+        await self._sync_time(1)
         await self._backfill()
 
     async def poll(self) -> dict[str, MarketSnapshot]:
-        """Every symbol's book, new trades and new closed bars, fetched concurrently."""
+        """Every symbol's book, new trades and new closed bars, fetched concurrently.
+
+        During an IP ban nothing is sent: every symbol gets reason ``banned``.
+        """
+        now = self.clock.now_ms()
+        if self.rest.ban.active(now):
+            left = self.rest.ban.remaining_s(now)
+            return {s: MarketSnapshot(s, None, reason="banned",
+                                      error=f"Bybit IP ban (HTTP 403): REST paused for {left:.0f} s more")
+                    for s in self.symbols}
         results = await asyncio.gather(*(self._poll_symbol(s) for s in self.symbols))
+        offset = self.clock_offset_ms()
+        for snap in results:
+            snap.clock_offset_ms = offset
         return {snap.symbol: snap for snap in results}
 
     async def _poll_symbol(self, sym: str) -> MarketSnapshot:
+        if sym in self.dropped:
+            return MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym])
         try:
             book_t = asyncio.ensure_future(self.rest.get_orderbook(sym, limit=min(200, max(1, self.book_depth)),
                                                                    depth=self.book_depth))
@@ -162,6 +325,8 @@ class BybitRestSource(_RestBase):
             elif book_t in done:
                 exc = book_t.exception()
                 snap.error, snap.reason = _describe(exc), _reason(exc)
+                if isinstance(exc, BybitApiError) and exc.ret_code == 10001:
+                    self._drop(sym, f"Bybit no longer knows this symbol (retCode 10001: {exc.ret_msg})")
             else:
                 snap.error = f"order book request timed out after {self.poll_timeout_s:g} s"
                 snap.reason = "poll_timeout"
@@ -194,54 +359,102 @@ class BybitRestSource(_RestBase):
 
 
 class BybitWsSource(_RestBase):
-    """Bybit WebSocket local books (``BybitWsClient``), with REST for the candle back-fill and gaps.
+    """Bybit WebSocket local books (``BybitWsClient``), with REST for the candle back-fill, gaps and the clock.
 
-    ``start()`` waits up to ``sync_timeout_s`` for every book's first snapshot (a symbol
-    still waiting is reported per poll with reason ``resync_pending``).
+    Symbols are spread over as many connections as Bybit's per-connection topic limit
+    needs (``shard_symbols``); ``ws`` is the first (usually the only) client, ``shards``
+    all of them. ``start()`` waits up to ``sync_timeout_s`` for every book's first
+    snapshot (a symbol still waiting is reported per poll with reason ``resync_pending``).
+
+    Liveness, not age: a book on a connection that answers pings (within the client's
+    ``pong_timeout_s``) with no sequence gap pending is current however long since it
+    last changed, because Bybit pushes a book only when it changes. Such a book is handed
+    out ``live`` and stamped as of the current exchange time (local time plus the
+    measured offset), never earlier than its own ``ts`` nor than the stamp handed out
+    before, so a quiet book yields a sample every collection tick with increasing
+    exchange timestamps. On a silent connection (a ping unanswered) no book is handed
+    out: reason ``ws_silent``.
     """
 
     name = "bybit-ws"
     kline_grace_ms = 5_000  # the stream's confirm=true bar normally arrives within a second
 
     def __init__(self, symbols: Sequence[str], clock: Clock | None = None, *, ws_url: str,
-                 ping_interval_s: float = 20.0, ws_backoff_base_s: float = 0.5, ws_backoff_max_s: float = 30.0,
-                 sync_timeout_s: float = 5.0, **kwargs: Any):
+                 ping_interval_s: float = 20.0, pong_timeout_s: float | None = None, ws_backoff_base_s: float = 0.5,
+                 ws_backoff_max_s: float = 30.0, sync_timeout_s: float = 5.0, **kwargs: Any):
+        kwargs.pop("tick_interval_s", None)
         super().__init__(symbols, clock, **kwargs)
         self.sync_timeout_s = sync_timeout_s
-        self.ws = BybitWsClient(ws_url, self.symbols, depth=50, ping_interval_s=ping_interval_s,
-                                backoff_base_s=ws_backoff_base_s, backoff_max_s=ws_backoff_max_s,
-                                open_timeout_s=kwargs.get("timeout_s", 10.0), clock=self.clock,
-                                metrics=self.metrics, venue=self.venue)
+        self.shards = [BybitWsClient(ws_url, group, depth=50, ping_interval_s=ping_interval_s,
+                                     pong_timeout_s=pong_timeout_s, backoff_base_s=ws_backoff_base_s,
+                                     backoff_max_s=ws_backoff_max_s, open_timeout_s=kwargs.get("timeout_s", 10.0),
+                                     clock=self.clock, metrics=self.metrics, venue=self.venue)
+                       for group in shard_symbols(self.symbols)]
+        self.ws = self.shards[0]
+        self._client = {sym: c for c in self.shards for sym in c.symbols}
+        self._stamp: dict[str, int] = {}
+        self._last_sync = float("-inf")
+        self._sync_task: asyncio.Task | None = None
 
     async def start(self) -> None:
-        """Connect, back-fill candles over REST, and wait (bounded) for the first snapshots."""
-        await self.ws.start()
+        """Check the symbols, measure the clock, connect, back-fill candles over REST, wait (bounded) for snapshots."""
+        await self._check_symbols()
+        await self._sync_time(3)
+        self._last_sync = self.clock.now_ms()
+        for c in self.shards:
+            await c.start()
         await self._backfill()
-        await self.ws.wait_synced(self.sync_timeout_s)
+        await asyncio.gather(*(c.wait_synced(self.sync_timeout_s) for c in self.shards))
+
+    def _maybe_sync_time(self, now: int) -> None:
+        if now - self._last_sync < TIME_SYNC_S * 1000 or (self._sync_task is not None and not self._sync_task.done()):
+            return
+        self._last_sync = now
+        if self.rest.ban.active(now):
+            return
+
+        async def sync() -> None:
+            try:
+                await self._sync_time(1)
+            except Exception as exc:  # a ban or a failure: the offset keeps its last value
+                log.debug("server time sync failed: %s", _describe(exc))
+
+        self._sync_task = asyncio.ensure_future(sync())
 
     async def poll(self) -> dict[str, MarketSnapshot]:
         """Every symbol's current local book, trades and closed bars since the last poll."""
         now = self.clock.now_ms()
+        self._maybe_sync_time(now)
+        offset = self.clock_offset_ms()
         out: dict[str, MarketSnapshot] = {}
         fill: list[str] = []
         for sym in self.symbols:
             try:
-                snap = MarketSnapshot(sym, None, trades=self.ws.drain_trades(sym))
-                snap.book = self.ws.protocol.book(sym, self.book_depth)
-                if snap.book is None:
-                    snap.reason, snap.error = self.ws.status(sym)
+                ws = self._client[sym]
+                snap = MarketSnapshot(sym, None, trades=ws.drain_trades(sym), clock_offset_ms=offset)
+                out[sym] = snap
+                if sym in self.dropped:
+                    snap.reason, snap.error = "delisted", self.dropped[sym]
+                    continue
+                book = ws.protocol.book(sym, self.book_depth)
+                if book is not None and ws.live():
+                    stamp = max(book.ts_ms, now + offset, self._stamp.get(sym, book.ts_ms))
+                    self._stamp[sym] = stamp
+                    snap.book = book if stamp == book.ts_ms else dataclasses.replace(book, ts_ms=stamp)
+                    snap.live = True
+                else:
+                    snap.reason, snap.error = ws.status(sym)
                 feed = self._feeds[sym]
-                streamed = self.ws.drain_candles(sym)
+                streamed = ws.drain_candles(sym)
                 gap = bool(streamed) and feed.last_start is not None and min(c.start_ms for c in streamed) > feed.last_start + CANDLE_MS
                 if gap or (not streamed and feed.due(now, self.kline_grace_ms)):
                     fill.append(sym)  # REST fetches the missing bars (and any streamed ones) in order
                 else:
                     snap.candles = feed.take(streamed, now)
-                out[sym] = snap
             except Exception as exc:  # poll() must never raise
                 self.count_fault("poll_error")
                 out[sym] = MarketSnapshot(sym, None, error=f"{type(exc).__name__}: {_describe(exc)}", reason="poll_error")
-        if fill:
+        if fill and not self.rest.ban.active(now):
             async def one(sym: str) -> None:
                 try:
                     out[sym].candles = await asyncio.wait_for(self._rest_candles(sym), self.poll_timeout_s)
@@ -254,6 +467,28 @@ class BybitWsSource(_RestBase):
         return out
 
     async def close(self) -> None:
-        """Close the WebSocket and the HTTP session."""
-        await self.ws.close()
+        """Close the WebSocket connections and the HTTP session."""
+        if self._sync_task is not None:
+            self._sync_task.cancel()
+            await asyncio.gather(self._sync_task, return_exceptions=True)
+        for c in self.shards:
+            await c.close()
         await self.rest.close()
+
+
+def _ban_message(exc: BybitBannedError) -> str:
+    until = time.strftime("%H:%M:%S UTC", time.gmtime(exc.until_ms / 1000))
+    return (f"Bybit has banned this IP address (HTTP 403: too many requests from it). Bybit lifts such a ban "
+            f"after at least 10 minutes; start the bot again after {until}. If it is still banned after 30 "
+            "minutes the ban may be permanent. Several bots or programs on one IP share Bybit's limit of "
+            f"{IP_REQUESTS_PER_5S} requests per 5 s.")
+
+
+def _unknown_message(unknown: Sequence[str], closed: Sequence[str], category: str) -> str:
+    parts = []
+    if unknown:
+        parts.append(f"unknown symbol{'s' if len(unknown) > 1 else ''} {', '.join(unknown)}")
+    if closed:
+        parts.append(f"not trading: {', '.join(closed)}")
+    return (f"Bybit ({category} contracts) does not list {'; '.join(parts)}. Check the spelling in --symbols "
+            f"(e.g. BTCUSDT); the listed symbols are at /v5/market/instruments-info?category={category}.")
