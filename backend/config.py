@@ -24,6 +24,7 @@ from pydantic import AliasChoices, Field, ValidationError, field_validator, mode
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.contracts.groups import MARKET_GROUPS, validate_group_name
+from backend.credentials import CredentialError, parse_url
 from backend.symbols import validate_symbol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -52,6 +53,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        # a rejected value may be a URL with a password: error texts never quote inputs
+        hide_input_in_errors=True,
     )
 
     # --- storage -------------------------------------------------------------
@@ -125,6 +128,16 @@ class Settings(BaseSettings):
         if len(set(checked)) != len(checked):
             raise ValueError(f"duplicate symbols in {checked}")
         return checked
+
+    @field_validator("bybit_rest_url", "bybit_ws_url")
+    @classmethod
+    def _check_url(cls, value: str) -> str:
+        # parsed as aiohttp/websockets will parse it: a token they would split is refused here, masked
+        try:
+            parse_url(value)
+        except CredentialError as exc:
+            raise ValueError(str(exc)) from None
+        return value
 
     @field_validator("feature_store_group")
     @classmethod

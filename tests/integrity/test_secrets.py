@@ -184,3 +184,14 @@ def test_permission_denied_for_schema_public_is_explained(tmp_path):
             cur.execute(f'DROP DATABASE IF EXISTS "{db}" WITH (FORCE)')
             cur.execute(f"DROP ROLE IF EXISTS {role}")
         conn.close()
+
+
+def test_settings_refuse_an_ambiguous_exchange_url_without_quoting_it(tmp_path):
+    from pydantic import ValidationError
+
+    from backend.config import Settings, settings_error_text
+
+    with pytest.raises(ValidationError) as err:
+        Settings(data_dir=tmp_path, bybit_rest_url="http://alice:Sx/7#qZ@v9Kp@api.example/")
+    for text in (str(err.value), settings_error_text(err.value), repr(err.value)):
+        assert "percent-encoded" in text and not _leaks(text) and "alice" not in text, text
