@@ -326,12 +326,14 @@ class MLDataCollector:
                 lane = self._lanes[(stream, symbol)]
                 if len(lane.buf) >= lane.spec.flush_rows:
                     self._dispatch(lane)
-        # in-flight jobs are not counted here: flushing more cannot free them sooner
-        while self._buffer_bytes > self.max_buffer_bytes:
-            largest = max(self._lanes.values(), key=lambda ln: ln.buf.nbytes)
-            if not len(largest.buf):
-                break
-            self._dispatch(largest)
+        # in-flight jobs are not counted here: flushing more cannot free them sooner. Past the
+        # cap, the largest buffers go until 10 % under it, so one sort serves many ticks.
+        if self._buffer_bytes > self.max_buffer_bytes:
+            for lane in sorted(self._lanes.values(), key=lambda ln: ln.buf.nbytes, reverse=True):
+                if self._buffer_bytes <= 0.9 * self.max_buffer_bytes:
+                    break
+                if len(lane.buf):  # a lane of a whole-stream flush may already be taken
+                    self._dispatch(lane)
         self._runner.submit_due()
         if self.spool.rotation_due and (self._rotation is None or self._rotation.done()):
             self._rotation = self._maintenance.submit(self._rotate)
