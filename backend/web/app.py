@@ -54,7 +54,7 @@ from backend.web.options import (
     training_argv,
 )
 from backend.web.runs import RunNotFound, RunsReader
-from backend.web.status import NoBot, StatusProvider, collector_view, health
+from backend.web.status import MetricsStatus, NoBot, Snapshot, StatusProvider, collector_view, health
 
 log = logging.getLogger("lobbot.web")
 
@@ -237,7 +237,10 @@ async def get_config(request: web.Request) -> web.Response:
 
 
 def _collector(app: web.Application) -> dict:
-    return collector_view(app[KEY_METRICS], app[KEY_STATUS].status())
+    snap = Snapshot(app[KEY_METRICS])  # one pass over the registry for the whole view
+    provider = app[KEY_STATUS]
+    status = provider.status(snap) if isinstance(provider, MetricsStatus) else provider.status()
+    return collector_view(snap, status)
 
 
 async def get_collector(request: web.Request) -> web.Response:

@@ -9,7 +9,8 @@ the whole group (the training CLI then marks its MLflow run KILLED), SIGTERM aft
 few seconds. A second ``start`` while a job is queued or running raises ``JobBusy``.
 
 The child's environment is the server's minus ``LOBBOT_API_TOKEN`` (the token never
-reaches a child), with ``PYTHONUNBUFFERED=1`` so lines arrive as they are printed.
+reaches a child), with ``PYTHONUNBUFFERED=1`` so lines arrive as they are printed and
+``LOBBOT_LANG=en`` so the lines parsed for progress are the English ones.
 """
 
 from __future__ import annotations
@@ -112,6 +113,7 @@ class JobRunner:
         base = dict(os.environ if env is None else env)
         base.pop("LOBBOT_API_TOKEN", None)
         base["PYTHONUNBUFFERED"] = "1"
+        base["LOBBOT_LANG"] = "en"  # the progress parser reads the English lines; the page translates
         self.env = base
         self.jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task] = set()

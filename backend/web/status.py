@@ -55,6 +55,41 @@ class BotStatus:
     detail: str = ""
 
 
+class Snapshot:
+    """Every sample of a ``Metrics`` registry, collected once; read like ``Metrics``.
+
+    The registry's own readers collect the whole registry per call; the Collector panel
+    reads a few dozen values each second, on the bot's loop, so it reads one snapshot.
+    """
+
+    def __init__(self, metrics):
+        self._by_name: dict[str, list[tuple[dict, float]]] = {}
+        for family in metrics.registry.collect():
+            for smp in family.samples:
+                self._by_name.setdefault(smp.name, []).append((smp.labels, smp.value))
+
+    def samples(self, name: str):
+        return iter(self._by_name.get(name, ()))
+
+    def get(self, name: str, **labels: str) -> float | None:
+        for got, v in self._by_name.get(name, ()):
+            if got == labels:
+                return float(v)
+        return None
+
+    def value(self, name: str, **labels: str) -> float:
+        v = self.get(name, **labels)
+        return 0.0 if v is None else v
+
+    def by_label(self, name: str, label: str, **where: str) -> dict[str, float]:
+        out: dict[str, float] = {}
+        for labels, v in self._by_name.get(name, ()):
+            if v and all(labels.get(k) == w for k, w in where.items()):
+                key = labels.get(label, "")
+                out[key] = out.get(key, 0.0) + v
+        return out
+
+
 class StatusProvider(Protocol):
     """Anything with ``status() -> BotStatus``; called on the event loop, must not block."""
 
@@ -84,12 +119,12 @@ class MetricsStatus:
     warmup: Callable[[], tuple[int, int] | None] | None = None
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
-    def status(self) -> BotStatus:
-        m = self.metrics
+    def status(self, snapshot: Snapshot | None = None) -> BotStatus:
+        m = snapshot if snapshot is not None else Snapshot(self.metrics)
         rows = []
         for s in self.symbols:
-            age = m.registry.get_sample_value("lobbot_book_age_seconds", {"symbol": s})
-            last = m.registry.get_sample_value("lobbot_last_sample_timestamp_ms", {"symbol": s})
+            age = m.get("lobbot_book_age_seconds", symbol=s)
+            last = m.get("lobbot_last_sample_timestamp_ms", symbol=s)
             rows.append(
                 SymbolStatus(
                     s,
@@ -180,6 +215,7 @@ def collector_view(metrics, status: BotStatus, now_ms: int | None = None) -> dic
     per venue, reconnects per venue, ticks and overruns, venue faults by reason.
     """
     now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+    metrics = metrics if isinstance(metrics, Snapshot) else Snapshot(metrics)
     symbols = []
     for s in status.symbols:
         symbols.append(

@@ -125,3 +125,25 @@ async def test_start_training_shows_epochs_and_run_beside_baselines(labelled_dir
     assert await page.get_attribute("#run-link", "href") == f"http://127.0.0.1:5000/#/experiments/-/runs/{run_id}"
     await _shot(page, tmp_path, "run_detail", "#run-detail")
     assert errors == []
+
+
+async def test_page_in_russian_follows_the_browser_and_switches(tmp_path, serve):
+    base, _ = await serve(tmp_path)
+    async with playwright_api.async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            ctx = await browser.new_context(locale="ru-RU", viewport={"width": 1280, "height": 900})
+            page, errors = await _open(ctx, base + "/")
+            assert await page.get_attribute("html", "lang") == "ru"
+            assert await page.inner_text("#collector h2") == "Сборщик"
+            assert (await page.inner_text("#collector-state")).startswith("В этом процессе бот не работает")
+            assert "Начать обучение" in await page.inner_text("#ml")
+            await _shot(page, tmp_path, "ru")
+            await page.select_option("#lang-switch", "en")  # the user's choice wins and is kept
+            assert await page.inner_text("#collector h2") == "Collector"
+            await page.reload()
+            await page.wait_for_selector("body[data-ready='1']")
+            assert await page.inner_text("#collector h2") == "Collector"
+            assert errors == []
+        finally:
+            await browser.close()

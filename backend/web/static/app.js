@@ -36,7 +36,8 @@
   }
 
   function translate() {
-    document.documentElement.lang = (state.config && state.config.lang) || "en";
+    document.documentElement.lang = window.pageLang(state.config && state.config.lang);
+    $("#lang-switch").value = document.documentElement.lang;
     document.querySelectorAll("[data-i18n]").forEach((e) => { e.textContent = t(e.getAttribute("data-i18n")); });
     document.title = t("title");
   }
@@ -47,6 +48,7 @@
     return keys.length ? keys.map((k) => k + "=" + obj[k]).join(", ") : "0";
   }
   function renderCollector(c) {
+    state.collector = c;
     const st = $("#collector-state");
     if (!c.bot) { st.textContent = t("no_bot"); st.className = "state"; }
     else {
@@ -269,6 +271,13 @@
       if (!token()) { askToken(); return; }
       const r = await api("DELETE", "/api/" + state.job.kind + "/" + state.job.job_id);
       if (r.status === 200) renderJob(r.data);
+    });
+    $("#lang-switch").addEventListener("change", (e) => {
+      localStorage.setItem("lobbot_lang", e.target.value);
+      translate();
+      if (state.collector) renderCollector(state.collector);
+      if (state.data) renderData(state.data);
+      loadRuns();
     });
     $("#data-refresh").addEventListener("click", loadData);
     $("#data-group").addEventListener("change", loadData);

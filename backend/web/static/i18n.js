@@ -24,9 +24,41 @@ window.I18N = {
     run_model: "Model macro-F1", run_detail: "Run", run_open_mlflow: "open in MLflow UI",
     run_confusion: "Confusion matrix (test split, rows = true class)", details: "details", no_runs: "No runs yet.",
     started: "Started job {id}", invalid: "Invalid options:", busy: "Another job is running: {msg}",
-    unauthorized: "The token was refused: enter it again.", mlflow_run: "MLflow run"
+    unauthorized: "The token was refused: enter it again.", mlflow_run: "MLflow run", lang_label: "Language"
   },
-  ru: {}
+  ru: {
+    title: "LOB bot: управление ML", nav_collector: "Сборщик", nav_data: "Данные", nav_ml: "Управление ML",
+    token_label: "API-токен", token_save: "Применить токен",
+    token_needed: "Для запуска или отмены задачи нужен API-токен (в <data-dir>/api_token).",
+    col_symbol: "Символ", col_book_age: "Возраст стакана, с", col_samples: "Семплы", col_last_sample: "Последний семпл (UTC)",
+    col_skipped: "Пропущено", col_rejected: "Отклонено",
+    no_bot: "В этом процессе бот не работает: запустите бота с --api-port, чтобы видеть сбор в реальном времени.",
+    bot_state: "Источник {source}: {state}, состояние {health}", warmup: "прогрев: {done}/{need} тиков",
+    loop_lag: "Задержка цикла p99 (граница корзины)", spool: "Спул", buffers: "Память буферов", clock: "Сдвиг часов биржи",
+    reconnects: "Переподключения", ticks: "Тики", overruns: "Перегрузки",
+    data_group: "Группа признаков", refresh: "Обновить", data_heatmap: "Строк по символу за день",
+    data_coverage: "Покрытие метками", data_balance: "Баланс классов во времени", data_gaps: "Пропуски",
+    horizon: "Горизонт", gap_from: "С", gap_to: "По", gap_seconds: "Секунд", gap_missing: "Недостающих семплов",
+    rows: "Строк", files: "Файлов", size: "Размер на диске", versions: "Версии признаков", first: "Первая", last: "Последняя",
+    audit_time: "Время проверки", gaps_none: "Нет пропусков длиннее {f} интервалов сбора.",
+    gaps_some: "Пропусков длиннее {f} интервалов сбора: {n} (сначала самые длинные).",
+    coverage_h: "Горизонт", coverage_share: "С метками", empty_store: "В этой группе пока нет данных.",
+    train_title: "Запуск обучения", train_start: "Начать обучение", label_title: "Разметка", label_start: "Начать разметку",
+    job_title: "Задача", job_state: "Состояние", job_epoch: "Эпоха", job_cancel: "Отменить",
+    runs_title: "Запуски (тестовый macro-F1 рядом с базовыми моделями)", run_id: "Запуск", run_start: "Начат (UTC)",
+    run_status: "Статус", run_model: "Macro-F1 модели", run_detail: "Запуск", run_open_mlflow: "открыть в MLflow UI",
+    run_confusion: "Матрица ошибок (тестовая выборка, строки = истинный класс)", details: "подробнее", no_runs: "Запусков пока нет.",
+    started: "Задача {id} запущена", invalid: "Неверные параметры:", busy: "Уже выполняется другая задача: {msg}",
+    unauthorized: "Токен отклонён: введите его ещё раз.", mlflow_run: "Запуск MLflow", lang_label: "Язык"
+  }
+};
+// The page's language: the user's choice in this browser, else the server's --lang ru,
+// else the browser's own language (Russian when it starts with "ru"), else English.
+window.pageLang = function (serverLang) {
+  const chosen = localStorage.getItem("lobbot_lang");
+  if (chosen && window.I18N[chosen]) return chosen;
+  if (serverLang === "ru") return "ru";
+  return (navigator.language || "").toLowerCase().startsWith("ru") ? "ru" : "en";
 };
 window.t = function (key, vars) {
   const lang = document.documentElement.lang || "en";
