@@ -90,6 +90,15 @@ def test_sigterm_flushes_everything_and_exits_zero(tmp_path):
     assert not list((data / "spool").glob("wal_*.log"))[0].stat().st_size if list((data / "spool").glob("wal_*.log")) else True
 
 
+def _wait_for_statistics(proc, log: Path, timeout_s: float = 120.0) -> None:
+    """Block until ``log`` holds the bot's first statistics line (it is collecting)."""
+    deadline = time.monotonic() + timeout_s
+    while not stats_lines(log.read_text()):
+        assert proc.poll() is None, "the bot exited before collecting:\n" + log.read_text()[-3000:]
+        assert time.monotonic() < deadline, "no statistics line within %.0f s" % timeout_s
+        time.sleep(0.05)
+
+
 @pytest.mark.slow
 def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
     data = tmp_path / "data"
@@ -103,7 +112,10 @@ def test_kill_9_at_random_moments_loses_and_duplicates_nothing(tmp_path):
         proc = start_bot(data, "--source", "sim", "--fast", "--duration", "2d", "--symbols", "BTCUSDT,4USDT",
                          "--sim-start", start.isoformat(), "--stats-interval", "40", "--max-samples-per-file", "150",
                          "--seed", str(run), log_path=log)
-        time.sleep(rng.uniform(4.0, 9.0))
+        # start-up (imports, recovery) takes seconds on a loaded machine: kill at a random
+        # moment after the bot shows it is collecting, not at a random moment after launch
+        _wait_for_statistics(proc, log)
+        time.sleep(rng.uniform(0.2, 3.0))
         proc.kill()  # SIGKILL: no flush, no cleanup
         proc.wait()
         text = log.read_text()
