@@ -85,6 +85,17 @@ class Metrics:
         self.rows_recovered = Counter("lobbot_rows_recovered", "Rows recovered from the spool at start, per stream.",
                                       ["stream"], registry=r)
         self.spool_bytes = Gauge("lobbot_spool_bytes", "Bytes in the write-ahead spool.", registry=r)
+        self.spool_damaged_records = Counter("lobbot_spool_damaged_records",
+                                             "Spool records skipped as damaged at recovery (their rows are lost).",
+                                             registry=r)
+        self.spool_damaged_bytes = Counter("lobbot_spool_damaged_bytes", "Spool bytes skipped as damaged at recovery.",
+                                           registry=r)
+        self.rows_dropped = Counter("lobbot_rows_dropped", "Rows dropped past the memory cap while nothing could be "
+                                    "persisted, per stream and reason.", ["stream", "reason"], registry=r)
+        self.persist_errors = Counter("lobbot_persist_errors", "Writes of the collect path (spool, sinks) that failed, "
+                                      "by where and error.", ["where", "error"], registry=r)
+        self.persisting = Gauge("lobbot_persisting", "1 while the collector can write its spool, 0 while it cannot.",
+                                registry=r)
         self.buffer_bytes = Gauge("lobbot_buffer_bytes", "Bytes held in collector buffers and queued flushes.", registry=r)
         self.rows_buffered = Gauge("lobbot_rows_buffered", "Rows buffered in memory, not yet on disk, per stream.",
                                    ["stream"], registry=r)

@@ -6,7 +6,8 @@ as it is, or must set it aside:
 
 * ``SPOOL_FORMAT_VERSION``: the collector's write-ahead spool. Version 1 (round 1) had no
   segment header; version 2 starts every segment with a header naming the format, the
-  feature version and the feature names, and the row layout of every stream.
+  feature version and the feature names, and the row layout of every stream; version 3
+  frames every record with a sync marker so a damaged record costs only itself.
 * ``FEATURE_VERSIONS``: every feature version ever released, with its feature count and a
   SHA-256 of its names (``names_digest``). A spool or file stamped with a version and
   names this build does not have cannot become valid training rows of this build.
@@ -20,8 +21,9 @@ from typing import Sequence
 
 from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
 
-#: write-ahead spool format: 1 = round 1 (no header), 2 = header per segment, state records
-SPOOL_FORMAT_VERSION = 2
+#: write-ahead spool format: 1 = round 1 (no header), 2 = header per segment, state records,
+#: 3 = records with a sync marker and a CRC over the length (a damaged record costs only itself)
+SPOOL_FORMAT_VERSION = 3
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ from backend.contracts.versions import FEATURE_VERSIONS, current_feature_version
 from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.data_collection.records import RowLayout, StreamKey
 from backend.ml_engine.data_collection.spool import Spool
-from backend.ml_engine.data_collection.spool_format import REC_ROW, ROW_HEAD, encode_key, frame
+from backend.ml_engine.data_collection.spool_format import REC_ROW, ROW_HEAD, encode_key, frame_v2
 from backend.ml_engine.data_collection.streams import default_streams
 from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES
 from backend.ml_engine.feature_store.feature_store import FeatureStore
@@ -78,10 +78,10 @@ def test_round_1_spool_without_header_is_recovered(tmp_path):
     spool.mkdir()
     key = StreamKey("sample", "ETHUSDT", "sim")
     lay = _layouts(110)["sample"]
-    records = [frame(encode_key(1, key))]
+    records = [frame_v2(encode_key(1, key))]
     for i in range(7):
         body = ROW_HEAD.pack(REC_ROW, 1, i) + lay.packer.pack(T0 + i * 30_000, T0, 50.0 + i) + features(i).tobytes()
-        records.append(frame(body))
+        records.append(frame_v2(body))
     (spool / "wal_00000003.log").write_bytes(b"".join(records))
     c = make(tmp_path)
     assert c.stats.recovered == 7

@@ -187,10 +187,16 @@ class MLDataCollector:
         self.spool.rotate()  # the segment holding the recovered rows goes once they are written
         recovered_samples = sum(v for n, v in counts.items() if self.streams[n].counts_as_samples)
         if rec.segments:
-            log.info(
-                "Spool recovery: %d samples recovered from %d segment(s)%s",
-                recovered_samples, len(rec.segments),
-                f", {rec.torn_records} torn record(s) ignored" if rec.torn_records else "",
+            log.info("Spool recovery: %d samples recovered from %d segment(s)", recovered_samples, len(rec.segments))
+        if rec.damage:
+            self.metrics.spool_damaged_records.inc(rec.torn_records)
+            self.metrics.spool_damaged_bytes.inc(rec.damaged_bytes)
+            where = "; ".join(f"{p.name}: " + ", ".join(f"{d.length} bytes at offset {d.offset}" for d in regions)
+                              for p, regions in rec.damage.items())
+            log.warning(
+                "Spool: skipped %d damaged record(s), %d bytes (%s); every other record was recovered. "
+                "The damaged segment(s) are kept unchanged in %s.",
+                rec.torn_records, rec.damaged_bytes, where, rec.damaged_dir or "the spool folder",
             )
         if aside is not None:
             kept = ", ".join(f"{n} {s} rows" for s, n in sorted(rec.set_aside_rows.items())) or "no rows"

@@ -21,7 +21,9 @@ about twice the unflushed data plus one segment. Rotation may run on any thread.
 Recovery (``recover`` then ``begin``): see ``spool_recovery`` for the rules. Segments
 written by a build with other features or layouts are moved, byte for byte, into
 ``.incompatible-<UTC time>/`` beside a ``REASON.txt``; their compatible rows (tape,
-candles) are recovered.
+candles) are recovered. Segments with damaged regions are moved, byte for byte, into
+``.damaged-<UTC time>/`` (``REASON.txt`` names each region) once their good records
+are safe in the new segment; nothing here deletes them.
 """
 
 from __future__ import annotations
@@ -187,25 +189,34 @@ class Spool:
         self._fsync_current()
         fsync_dir(self.folder)
         aside = self._set_aside(rec.set_aside) if rec.set_aside else None
+        damaged = {p: d for p, d in rec.damage.items() if p not in rec.set_aside}
+        if damaged:
+            rec.damaged_dir = self._set_aside(
+                {p: "; ".join(f"{d.length} bytes at offset {d.offset} ({d.records} record(s){', to the end' if d.tail else ''})"
+                              for d in regions) for p, regions in damaged.items()},
+                prefix=".damaged",
+                intro="These spool segments had damaged regions (a flipped bit, a torn write); they are kept here\n"
+                      "unchanged. Every record outside the regions below was recovered and flushed; the rows\n"
+                      "inside them are lost.\n\n")
         for path in rec.segments:
-            if path not in rec.set_aside:
+            if path not in rec.set_aside and path not in damaged:
                 self._unlink(path)
         fsync_dir(self.folder)
         return aside
 
-    def _set_aside(self, reasons: dict[Path, str]) -> Path:
+    def _set_aside(self, reasons: dict[Path, str], prefix: str = ".incompatible", intro: str | None = None) -> Path:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        target = self.folder / f".incompatible-{stamp}"
+        target = self.folder / f"{prefix}-{stamp}"
         n = 1
         while target.exists():
             n += 1
-            target = self.folder / f".incompatible-{stamp}-{n}"
+            target = self.folder / f"{prefix}-{stamp}-{n}"
         target.mkdir()
         lines = [f"{p.name}: {why}" for p, why in reasons.items()]
-        (target / "REASON.txt").write_text(
+        (target / "REASON.txt").write_text((intro or (
             "These spool segments were left by a build this one cannot fully read; they are kept here unchanged.\n"
             "Their rows of streams this build can read (price tape, candles) were recovered and flushed;\n"
-            "their other rows (samples of another feature version) are only here.\n\n" + "\n".join(lines) + "\n"
+            "their other rows (samples of another feature version) are only here.\n\n")) + "\n".join(lines) + "\n"
         )
         for path in reasons:
             size = path.stat().st_size if path.exists() else 0
@@ -216,9 +227,23 @@ class Spool:
 
     # --- appends -----------------------------------------------------------------------
     def _write_locked(self, payload: bytes) -> None:
-        # one write() per record: the kernel has it once this returns (survives kill -9)
+        # the kernel has the record once this returns (survives kill -9)
         data = frame(payload)
-        os.write(self._fd, data)
+        view = memoryview(data)
+        try:
+            while view:  # os.write may write fewer bytes than asked (signals, some filesystems)
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            # take back the part written, so the segment ends on a whole record; if even that
+            # fails, the reader skips the torn record (format 3 resynchronises)
+            written = len(data) - len(view)
+            if written:
+                try:
+                    os.ftruncate(self._fd, self._current.bytes)
+                except OSError:
+                    self._current.bytes += written
+                    self._total += written
+            raise
         self._current.bytes += len(data)
         self._total += len(data)
         self._dirty = True
@@ -291,7 +316,9 @@ class Spool:
     def append_done(self, flush_id: str) -> None:
         """Record that every sink of ``flush_id`` has been written (its rows are done)."""
         with self._lock:
-            self._write_locked(encode_done(flush_id))
+            ranges = self._pending.get(flush_id, ())
+            ids = [(self._key_id_locked(k), lo, hi) for k, lo, hi in ranges]
+            self._write_locked(encode_done(flush_id, ids))
             for key, lo, hi in self._pending.pop(flush_id, ()):
                 self._done_spans.setdefault(key, []).append((lo, hi))
 

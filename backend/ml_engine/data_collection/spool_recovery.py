@@ -13,6 +13,8 @@ Rules (DESIGN.md §4: recovered exactly once, never truncated, never silently dr
 * A row is *done* when its seq is below its key's ``done_below`` in a STATE record, in a
   STATE's done range, in the range of an intent with a DONE record, or in an intent a
   later STATE no longer lists (it had finished by then).
+* Damaged regions of a segment (see ``spool_format``) cost only the records in them; the
+  segment's other records count as usual.
 * Intents without DONE are *pending*: their rows are re-written under the same flush id.
 * Every other compatible row is *live*: flushed anew.
 """
@@ -27,7 +29,7 @@ import numpy as np
 from backend.contracts.versions import FEATURE_VERSIONS
 from backend.ml_engine.data_collection.buffers import Columns
 from backend.ml_engine.data_collection.records import RowLayout, StreamKey
-from backend.ml_engine.data_collection.spool_format import DecodedSegment, Range, names_digest_or_none
+from backend.ml_engine.data_collection.spool_format import Damage, DecodedSegment, Range, names_digest_or_none
 
 
 @dataclass
@@ -39,7 +41,9 @@ class RecoveredSpool:
     * ``rows``: compatible rows by key, sorted by seq, each seq once.
     * ``pending``: flush id -> ranges of unfinished flushes; ``done_below``, ``done_spans``:
       what had been written; ``next_seq``: per key, one past the highest seq seen anywhere.
-    * ``torn_records``: torn tails ignored (a power loss mid-write).
+    * ``damage``: per segment, the regions skipped as damaged (``Damage``: offset, bytes,
+      records); such a segment's good records are recovered and the file itself is moved
+      to ``damaged_dir`` by ``Spool.begin``. ``torn_records``: records skipped, in all.
     """
 
     segments: list[Path] = field(default_factory=list)
@@ -51,6 +55,13 @@ class RecoveredSpool:
     done_spans: dict[StreamKey, list[tuple[int, int]]] = field(default_factory=dict)
     next_seq: dict[StreamKey, int] = field(default_factory=dict)
     torn_records: int = 0
+    damage: dict[Path, list[Damage]] = field(default_factory=dict)
+    damaged_dir: Path | None = None
+
+    @property
+    def damaged_bytes(self) -> int:
+        """Bytes skipped as damaged, all segments."""
+        return sum(d.length for regions in self.damage.values() for d in regions)
 
     def _done_mask(self, key: StreamKey, seq: np.ndarray) -> np.ndarray:
         mask = seq < self.done_below.get(key, 0)
@@ -126,6 +137,8 @@ def assemble(decoded: list[DecodedSegment], layouts: dict[str, RowLayout], featu
 
     for seg in decoded:
         out.torn_records += seg.torn
+        if seg.damage:
+            out.damage[seg.path] = list(seg.damage)
         if seg.problem:
             out.set_aside[seg.path] = seg.problem
             for key, ch in seg.rows.items():
@@ -150,6 +163,8 @@ def assemble(decoded: list[DecodedSegment], layouts: dict[str, RowLayout], featu
                 intents[event[1]] = event[2]
             elif event[0] == "done":
                 done_fids.add(event[1])
+                if event[2] is not None:  # format 3: the DONE names its rows, even when the INTENT is lost
+                    add_done(event[2])
             else:  # "state": what was unfinished when this segment opened; everything else had finished
                 _, below, spans, listed = event
                 for key, w in below.items():
