@@ -171,10 +171,15 @@ class Spool:
         are deleted. A crash in between leaves duplicates that the next recovery merges.
         """
         pending_parts = rec.pending_parts()
+        live = rec.live_rows()
         with self._lock:
             for key, nxt in rec.next_seq.items():
                 self._last_seq[key] = nxt - 1
                 self._claimed_hi[key] = nxt - 1
+            # live rows are claimed by no flush yet: the watermark must stay at the first of them,
+            # or a crash before their flushes are declared would count them as done
+            for key, cols in live.items():
+                self._claimed_hi[key] = min(self._claimed_hi.get(key, -1), int(cols.seq.min()) - 1)
             # a pending flush whose rows were all set aside is not waited for
             self._pending = {fid: [r for r in rec.pending[fid] if r[0] in parts] for fid, parts in pending_parts.items()}
             for ranges in self._pending.values():
@@ -184,7 +189,7 @@ class Spool:
         for parts in pending_parts.values():
             for key, cols in parts.items():
                 self.append_block(key, cols)
-        for key, cols in rec.live_rows().items():
+        for key, cols in live.items():
             self.append_block(key, cols)
         self._fsync_current()
         fsync_dir(self.folder)
