@@ -572,8 +572,11 @@ class FakeBybit:
 
     def _on_subscribed(self, conn: _Conn, topic: str) -> None:
         if self.replay_topic is not None:
-            if topic == self.replay_topic:
-                asyncio.get_running_loop().create_task(self._replay_to(conn))
+            # the capture's book stream also serves another depth of the same symbol (topic renamed;
+            # the client keeps every level it is sent and hands out its own depth)
+            rep = self.replay_topic.split(".")
+            if topic.startswith("orderbook.") and topic.split(".")[-1] == rep[-1] and rep[0] == "orderbook":
+                asyncio.get_running_loop().create_task(self._replay_to(conn, topic))
             return
         if topic.startswith("orderbook."):
             sym = topic.split(".")[2]
@@ -747,10 +750,12 @@ class FakeBybit:
             raise ValueError(f"{path}: line 1 is not a Bybit push with a 'topic'") from None
         self.replay_lines = lines
 
-    async def _replay_to(self, conn: _Conn) -> None:
-        """Send the capture's messages verbatim, in order."""
+    async def _replay_to(self, conn: _Conn, topic: str | None = None) -> None:
+        """Send the capture's messages verbatim, in order (under ``topic`` when it differs)."""
+        old = f'"{self.replay_topic}"'
+        new = f'"{topic}"' if topic else old
         for line in self.replay_lines:
-            conn.send(line)
+            conn.send(line if new == old else line.replace(old, new, 1))
             if self.replay_interval_s:
                 await asyncio.sleep(self.replay_interval_s)
         self._count("replays")
