@@ -187,7 +187,7 @@ class _RestBase(MarketSource):
             listed = await self.rest.get_instruments()
         except BybitBannedError as exc:
             raise VenueBannedError(_ban_message(exc)) from None
-        except BybitApiError as exc:
+        except (BybitApiError, BybitRequestError) as exc:  # checked again, symbol by symbol, by the back-fill
             log.warning("Could not check the symbols against instruments-info (%s); going on", _describe(exc))
             return
         unknown = [s for s in self.symbols if s not in listed]
