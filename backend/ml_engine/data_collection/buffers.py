@@ -174,6 +174,10 @@ class RowBuffer:
         self._rows += 1
         return grown
 
+    def peek(self) -> BlockRows:
+        """Every buffered row, left in the buffer (call ``columns()`` at once: later appends are not in it)."""
+        return BlockRows(self.layout, list(self._blocks))
+
     def take(self) -> BlockRows:
         """Remove every buffered row (oldest first) without copying it; see ``BlockRows``."""
         blocks = self._blocks

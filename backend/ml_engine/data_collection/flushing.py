@@ -40,6 +40,7 @@ class FlushJob:
     retry_at: float = 0.0
     last_error: str | None = None
     nbytes_at_start: int = 0  #: ``nbytes`` when queued (the collector's running memory total)
+    declared: bool = True  #: its INTENT is in the spool (False while the spool cannot be written)
 
     @property
     def rows(self) -> int:
@@ -69,21 +70,36 @@ class FlushRunner:
         self.metrics = metrics
         self.retry_delay_s = retry_delay_s
         self.jobs: list[FlushJob] = []
+        #: called (on the thread that saw it) with where and the error for an ``OSError`` of a flush
+        self.on_os_error = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ml-flush")
 
     def add(self, job: FlushJob, *, declare: bool = True) -> FlushJob:
         """Queue ``job``; ``declare`` writes its INTENT first (False: recovery re-runs a declared one)."""
         if declare:
             # The intent is durable before any sink is touched: recovery re-runs it by id.
-            self.spool.append_intent(job.flush_id, job.ranges())
+            # When the spool refuses it, the job waits (undeclared) for ``declare``.
+            try:
+                self.spool.append_intent(job.flush_id, job.ranges())
+            except OSError:
+                job.declared = False
+                self.jobs.append(job)
+                raise
         self.jobs.append(job)
         return job
+
+    def declare(self, job: FlushJob) -> None:
+        """Write the INTENT of a job queued while the spool was unwritable; raises ``OSError``."""
+        self.spool.append_intent(job.flush_id, job.ranges())
+        job.declared = True
 
     def submit_due(self) -> None:
         """Hand every queued job whose retry time has come to the worker."""
         now = time.monotonic()
         for job in self.jobs:
-            if job.future is None and job.retry_at <= now:
+            # a job whose INTENT is not in the spool must not touch a sink: were the process
+            # killed, recovery would flush its spooled rows again under another id
+            if job.future is None and job.retry_at <= now and job.declared:
                 job.attempts += 1
                 job.future = self._executor.submit(self._write, job)
 
@@ -137,6 +153,9 @@ class FlushRunner:
         job.last_error = f"{type(exc).__name__}: {exc}"
         job.retry_at = time.monotonic() + self.retry_delay_s
         self.metrics.flush_failures.labels(stream=job.spec.name, reason=type(exc).__name__).inc()
+        if isinstance(exc, OSError) and self.on_os_error is not None:
+            self.on_os_error("flush", exc)  # the collector says it once per outage
+            return
         log.warning(
             "Flush of %d %s rows failed (%s); rows kept in memory and spool, retry in %.0f s",
             job.rows, job.spec.name, job.last_error, self.retry_delay_s,

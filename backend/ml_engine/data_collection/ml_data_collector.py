@@ -8,6 +8,11 @@ Life of a row (any stream; see ``streams`` for what differs between them)::
                          buffer first): INTENT in the spool, the worker thread writes the sinks
     worker            -> every sink written (atomic files) -> DONE in the spool
     sink failure      -> the job keeps its rows and is retried later; nothing partial is left
+    disk full / I/O   -> collection goes on: rows the spool refuses are held in memory (their
+                         flushes wait, undeclared); said once; probed every second; when the
+                         spool takes writes again, those rows and their INTENTs are spooled and
+                         the flushes run. Past the memory cap during an outage, the oldest
+                         queued flushes are dropped and counted (``lobbot_rows_dropped_total``)
     spool rotation    -> past 64 MB a new segment is opened on a maintenance thread; old
                          segments go once their rows are written (no row is rewritten)
     start-up          -> recover(): unfinished intents re-run with the same flush id
@@ -23,6 +28,7 @@ read it back).
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import math
 import sys
@@ -35,14 +41,14 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from backend.metrics import Metrics
-from backend.ml_engine.data_collection.buffers import RowBuffer
+from backend.metrics import Metrics, format_reasons
+from backend.ml_engine.data_collection.buffers import BlockRows, RowBuffer
 from backend.ml_engine.data_collection.flushing import FlushJob, FlushRunner
 from backend.ml_engine.data_collection.records import StreamKey
 from backend.ml_engine.data_collection.sinks import LegacySink, ParquetSink, Sink
 from backend.ml_engine.data_collection.spool import SEGMENT_LIMIT, Spool
 from backend.ml_engine.data_collection.spool_recovery import RecoveredSpool
-from backend.ml_engine.data_collection.stats import CollectorStats
+from backend.ml_engine.data_collection.stats import CollectorStats, counter_by
 from backend.ml_engine.data_collection.streams import CANDLE, SAMPLE, TAPE, StreamSpec, default_streams
 from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
 from backend.ml_engine.feature_store.feature_store import FeatureStore
@@ -54,6 +60,12 @@ log = logging.getLogger("backend.ml_engine.data_collection")
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # backend/
 GIL_SWITCH_INTERVAL_S = 0.001
+PROBE_INTERVAL_S = 1.0  # while the spool refuses writes, try it again at most this often
+
+
+def errno_name(exc: OSError) -> str:
+    """``ENOSPC`` for errno 28, the exception's type name when it has no errno."""
+    return errno.errorcode.get(exc.errno, type(exc).__name__) if exc.errno else type(exc).__name__
 _ONES = np.ones(FEATURE_COUNT, dtype=np.float32)
 
 
@@ -133,6 +145,13 @@ class MLDataCollector:
         self.spool = Spool(spool_dir or data_root / "spool", {n: s.layout for n, s in self.streams.items()},
                            fsync=fsync, segment_limit=spool_segment_bytes)
         self._runner = FlushRunner(self.spool, sinks, self.metrics, retry_delay_s)
+        self._runner.on_os_error = self._persist_failed
+        self._spool_down: str | None = None  # why the spool cannot be written now
+        self._unspooled: dict[tuple[str, str], int] = {}  # lane -> first seq the spool refused
+        self._next_probe = 0.0
+        self._outage: tuple[float, str] | None = None  # (monotonic start, first error) of the current outage
+        self.outages: list[tuple[float, str]] = []  #: (seconds, first error) of every outage that ended
+        self.metrics.persisting.set(1)
         self._maintenance = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-maint")
         self._rotation: Future | None = None
         self.stats = CollectorStats(self.metrics, tuple(n for n, s in self.streams.items() if s.counts_as_samples))
@@ -300,7 +319,14 @@ class MLDataCollector:
         lane = self._lanes.get((stream, symbol)) or self._lane(stream, symbol)
         seq = lane.seq
         lane.seq = seq + 1
-        self.spool.append_row(lane.key, seq, ints, floats, vector)
+        if self._spool_down is None:
+            try:
+                self.spool.append_row(lane.key, seq, ints, floats, vector)
+            except OSError as exc:
+                self._spool_failed("spool append", exc)
+                self._unspooled.setdefault((stream, symbol), seq)
+        else:
+            self._unspooled.setdefault((stream, symbol), seq)
         buf = lane.buf
         self._buffer_bytes += buf.append(seq, ints, floats, vector)
         self._buffered_rows[stream] += 1
@@ -316,8 +342,96 @@ class MLDataCollector:
         child.inc()
 
     def sync(self) -> None:
-        """Group commit of the spool (called once per tick, off the loop)."""
-        self.spool.sync()
+        """Group commit of the spool (called once per tick, off the loop); an I/O error is reported, not raised."""
+        try:
+            self.spool.sync()
+        except OSError as exc:
+            self._persist_failed("spool sync", exc)
+
+    # --- disk full and I/O errors -------------------------------------------------------------
+    def _persist_failed(self, where: str, exc: OSError) -> None:
+        """Count a failed write of the collect path; say it once per outage (any thread)."""
+        self.metrics.persist_errors.labels(where=where, error=errno_name(exc)).inc()
+        if self._outage is None:
+            self._outage = (time.monotonic(), f"{where}: {exc.strerror or exc}")
+            log.error(
+                "CANNOT PERSIST collected data (%s: %s). Collection goes on: rows are held in memory up to "
+                "the %.0f MB cap (past it the oldest are dropped and counted) and written as soon as the disk "
+                "takes writes again.", where, exc.strerror or exc, self.max_buffer_bytes / 1048576,
+            )
+
+    def _spool_failed(self, where: str, exc: OSError) -> None:
+        self._spool_down = f"{where}: {exc.strerror or exc}"
+        self.metrics.persisting.set(0)
+        self._next_probe = time.monotonic() + PROBE_INTERVAL_S
+        self._persist_failed(where, exc)
+
+    def _try_resume(self) -> bool:
+        """Spool the rows and INTENTs held while the spool refused writes; True once it takes them."""
+        self._next_probe = time.monotonic() + PROBE_INTERVAL_S
+        try:
+            for (stream, symbol), lo in list(self._unspooled.items()):
+                lane = self._lanes[(stream, symbol)]
+                parts = [job.parts[lane.key] for job in self._runner.jobs if not job.declared and lane.key in job.parts]
+                if len(lane.buf):
+                    parts.append(lane.buf.peek())
+                for part in parts:
+                    cols = part.columns() if isinstance(part, BlockRows) else part
+                    self.spool.append_block(lane.key, cols.select(cols.seq >= lo))
+                del self._unspooled[(stream, symbol)]
+            for job in self._runner.jobs:
+                if not job.declared:
+                    self._runner.declare(job)
+            self.spool.sync()
+        except OSError as exc:
+            self.metrics.persist_errors.labels(where="spool append", error=errno_name(exc)).inc()
+            return False
+        self._spool_down = None
+        self.metrics.persisting.set(1)
+        log.warning("The spool takes writes again; the rows held in memory are in it and their flushes run.")
+        return True
+
+    def _outage_over(self) -> None:
+        if self._outage is not None and self._spool_down is None:
+            started, why = self._outage
+            self.outages.append((time.monotonic() - started, why))
+            self._outage = None
+            log.warning("Persisting again after %.0f s without (%s).", self.outages[-1][0], why)
+
+    def _drop_past_cap(self) -> None:
+        """During an outage, past the memory cap: drop the oldest queued flushes, counted by reason."""
+        for job in list(self._runner.jobs):
+            if self.memory_bytes <= 0.9 * self.max_buffer_bytes:
+                break
+            if job.future is not None:
+                continue
+            # a declared job's rows are in the spool: the next start recovers them; the others are lost
+            reason = "memory_cap_kept_in_spool" if job.declared else "memory_cap_not_persisted"
+            self._runner.jobs.remove(job)
+            self.metrics.rows_dropped.labels(stream=job.spec.name, reason=reason).inc(job.rows)
+            self._buffered_rows[job.spec.name] -= job.rows
+            self._job_bytes -= job.nbytes_at_start
+            log.error("Dropped %d %s rows past the memory cap while the disk refuses writes (%s)",
+                      job.rows, job.spec.name, reason)
+
+    @property
+    def dropped(self) -> dict[str, int]:
+        """Rows dropped, by reason (all streams)."""
+        return counter_by(self.metrics.rows_dropped, "reason")
+
+    def persistence_lines(self) -> list[str]:
+        """Run-summary lines about disk outages and dropped rows (none when there were none)."""
+        lines = []
+        spans = list(self.outages) + ([(time.monotonic() - self._outage[0], self._outage[1])] if self._outage else [])
+        if spans:
+            errors = counter_by(self.metrics.persist_errors, "error")
+            lines.append(f"Disk: could not persist for {sum(s for s, _ in spans):.0f} s in {len(spans)} outage(s) "
+                         f"(first: {spans[0][1]}; failed writes: {format_reasons(errors)})"
+                         + ("; still failing at exit" if self._outage else "; resumed by itself"))
+        dropped = self.dropped
+        if dropped:
+            lines.append("Dropped rows by reason: " + format_reasons(dropped))
+        return lines
 
     # --- flushing ----------------------------------------------------------------------------
     def maybe_flush(self) -> None:
@@ -326,6 +440,8 @@ class MLDataCollector:
         Cheap (O(1) when nothing is due); call every tick from the event loop.
         """
         self._reap()
+        if self._spool_down is not None and time.monotonic() >= self._next_probe:
+            self._try_resume()
         if self._due:
             due, self._due = list(self._due), {}
             for stream, symbol in due:
@@ -340,6 +456,8 @@ class MLDataCollector:
                     break
                 if len(lane.buf):  # a lane of a whole-stream flush may already be taken
                     self._dispatch(lane)
+            if self._outage is not None:
+                self._drop_past_cap()
         self._runner.submit_due()
         if self.spool.rotation_due and (self._rotation is None or self._rotation.done()):
             self._rotation = self._maintenance.submit(self._rotate)
@@ -349,7 +467,7 @@ class MLDataCollector:
         try:
             self.spool.rotate()
         except OSError as exc:  # the current segment simply grows; retried at the next due tick
-            log.warning("Spool rotation failed (%s: %s); will retry", type(exc).__name__, exc)
+            self._persist_failed("spool rotation", exc)
 
     def checkpoint(self) -> None:
         """Rotate the spool now, on this thread: a new segment, fully written old segments deleted.
@@ -391,9 +509,12 @@ class MLDataCollector:
         while self._runner.jobs and time.monotonic() < deadline:
             await self._runner.wait_async(max(0.0, deadline - time.monotonic()))
             self._reap()
+            if self._spool_down is not None:
+                self._try_resume()
             pending = [j for j in self._runner.jobs if j.future is None]
             if pending:
-                if all(j.attempts >= 3 for j in pending):
+                if all(j.attempts >= 3 or not j.declared for j in pending) and (
+                        self._spool_down is not None or all(j.attempts >= 3 for j in pending)):
                     break
                 await asyncio.sleep(min(self._runner.retry_delay_s, max(0.0, deadline - time.monotonic())))
                 for job in pending:
@@ -415,9 +536,18 @@ class MLDataCollector:
         self._maintenance.shutdown(wait=True)
         self._runner.shutdown()
         # every row written: the spool holds nothing to recover
-        self.spool.close(remove_segments=clean)
+        try:
+            self.spool.close(remove_segments=clean)
+        except OSError as exc:
+            self._persist_failed("spool close", exc)
         for job in self._runner.jobs:
-            log.error("Flush %s not written (%s); its rows stay in the spool for the next start", job.flush_id, job.last_error)
+            if job.declared:
+                log.error("Flush %s not written (%s); its rows stay in the spool for the next start",
+                          job.flush_id, job.last_error)
+            else:
+                self.metrics.rows_dropped.labels(stream=job.spec.name, reason="not_persisted_at_exit").inc(job.rows)
+                log.error("Flush %s not written and not in the spool (the disk refused both): %d %s rows are lost",
+                          job.flush_id, job.rows, job.spec.name)
         self._publish()
         return clean
 
@@ -432,7 +562,15 @@ class MLDataCollector:
         if not parts:
             return None
         self._job_counter += 1
-        job = self._runner.add(FlushJob(f"{self._run_id}-{self._job_counter:06d}", spec, parts, self._sinks_for(spec)))
+        job = FlushJob(f"{self._run_id}-{self._job_counter:06d}", spec, parts, self._sinks_for(spec))
+        if self._spool_down is None:
+            try:
+                self._runner.add(job)
+            except OSError as exc:  # the runner keeps it, undeclared
+                self._spool_failed("spool intent", exc)
+        else:
+            job.declared = False
+            self._runner.add(job, declare=False)
         job.nbytes_at_start = job.nbytes
         self._job_bytes += job.nbytes_at_start
         return job
@@ -452,6 +590,8 @@ class MLDataCollector:
             self._account(job)
 
     def _account(self, job: FlushJob) -> None:
+        if self._outage is not None:
+            self._outage_over()
         self.metrics.rows_flushed.labels(stream=job.spec.name).inc(job.rows)
         for sink, n in job.files.items():
             if n:

@@ -371,13 +371,25 @@ class Spool:
             existing = self.segments()
             number = _number(existing[-1]) + 1 if existing else 1
         path = self.folder / f"wal_{number:08d}.log"
+        # the new segment becomes current only once its header and state are written: a full
+        # disk leaves the current segment as it was (and no headless segment behind)
+        head = frame(encode_header(SPOOL_FORMAT_VERSION, self.feature_version, self.feature_names, self.layouts)) + frame(
+            encode_state(low, done_spans, self._pending))
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_EXCL, 0o644)
+        try:
+            view = memoryview(head)
+            while view:
+                view = view[os.write(fd, view):]
+        except OSError:
+            os.close(fd)
+            path.unlink(missing_ok=True)
+            raise
         old_fd = self._fd
         if self._current is not None:
             self._old[self._current.number] = self._current
-        self._fd, self._current, self._key_ids = fd, _Segment(number, path), {}
-        self._write_locked(encode_header(SPOOL_FORMAT_VERSION, self.feature_version, self.feature_names, self.layouts))
-        self._write_locked(encode_state(low, done_spans, self._pending))
+        self._fd, self._current, self._key_ids = fd, _Segment(number, path, len(head)), {}
+        self._total += len(head)
+        self._dirty = True
         return old_fd
 
     def rotate(self) -> None:
@@ -456,15 +468,18 @@ class Spool:
         """Close the current segment and release the folder lock.
 
         ``remove_segments``: every row has been written by every sink, so the segments
-        hold nothing to recover; they are deleted.
+        hold nothing to recover; they are deleted. Raises ``OSError`` when the final fsync
+        fails (the lock goes with the process).
         """
         with self._maint:
             with self._lock:
                 fd, self._fd = self._fd, None
             if fd is not None:
-                if self.fsync_enabled:
-                    os.fsync(fd)
-                os.close(fd)
+                try:
+                    if self.fsync_enabled:
+                        os.fsync(fd)
+                finally:
+                    os.close(fd)
             if remove_segments:
                 for path in self.segments():
                     self._unlink(path)
