@@ -8,9 +8,10 @@ import pytest
 from backend.metrics import Metrics
 from backend.venues.bybit.messages import BybitApiError
 from backend.venues.bybit.rest import BybitRequestError, BybitRestClient
-from backend.venues.bybit.source import BybitRestSource
+from backend.venues.bybit.source import (MAX_SYMBOLS_PER_CONNECTION, MAX_TOPIC_CHARS_PER_CONNECTION,
+                                         MAX_WS_CONNECTIONS, BybitRestSource, shard_symbols)
 from backend.venues.orderbook import books_equal, validate_book
-from backend.venues.source import UnknownSymbolError
+from backend.venues.source import UnknownSymbolError, VenueConfigError
 from backend.venues.types import CANDLE_MS
 from backend.testing.fake_bybit import FakeBybit
 
@@ -162,3 +163,51 @@ async def test_rest_source_with_random_faults_hands_out_only_valid_books():
         assert books >= 20
         assert sum(v for k, v in fake.counts.items() if k.startswith("fault_")) > 5
         await src.close()
+
+
+async def test_ban_stops_every_request_then_resumes_by_itself(fake):
+    """HTTP 403: one loud line, a counter and a gauge; nothing is sent until the ban ends, then polling resumes."""
+    metrics = Metrics()
+    src = BybitRestSource(SYMS, rest_url=fake.rest_url, timeout_s=0.5, max_retries=2, metrics=metrics, ban_s=1.0,
+                          **FAST)
+    await src.start()
+    fake.ban(0.5)
+    snaps = await src.poll()
+    assert {s.reason for s in snaps.values()} == {"banned"}
+    sent = fake.counts["rest"]
+    assert metrics.value("lobbot_venue_bans_total", venue="bybit") == 1
+    assert metrics.value("lobbot_venue_banned_until_seconds", venue="bybit") > 0
+    for _ in range(3):  # during the ban: no request at all
+        snaps = await src.poll()
+        assert {s.reason for s in snaps.values()} == {"banned"} and fake.counts["rest"] == sent
+    await asyncio.sleep(1.1)
+    snaps = await src.poll()
+    assert all(s.book is not None for s in snaps.values()), snaps
+    assert metrics.value("lobbot_venue_banned_until_seconds", venue="bybit") == 0
+    assert metrics.value("lobbot_venue_bans_total", venue="bybit") == 1
+    assert fake.counts.get("rest_banned_late", 0) == 0
+    await src.close()
+
+
+async def test_rest_source_refuses_more_symbols_than_bybits_request_limit_allows(fake):
+    syms = [f"S{i}USDT" for i in range(40)]
+    src = BybitRestSource(syms, rest_url=fake.rest_url, tick_interval_s=1.0)
+    with pytest.raises(VenueConfigError) as err:
+        await src.start()
+    await src.close()
+    assert "600 per IP" in str(err.value) and "--source bybit-ws" in str(err.value)
+    assert "rest" not in fake.counts  # refused before sending anything
+    assert BybitRestSource(syms[:10], rest_url=fake.rest_url, tick_interval_s=3.0).planned_requests_per_5s() < 300
+
+
+def test_symbols_are_sharded_over_connections_within_bybits_topic_limit():
+    syms = [f"S{i:04d}USDT" for i in range(450)]
+    groups = shard_symbols(syms)
+    assert [s for g in groups for s in g] == syms
+    assert all(len(g) <= MAX_SYMBOLS_PER_CONNECTION for g in groups) and len(groups) == 5
+    for g in groups:
+        chars = sum(len(t) + 3 for s in g for t in (f"orderbook.50.{s}", f"publicTrade.{s}", f"kline.1.{s}"))
+        assert chars <= MAX_TOPIC_CHARS_PER_CONNECTION
+    assert shard_symbols(["BTCUSDT"]) == [["BTCUSDT"]]
+    with pytest.raises(VenueConfigError):
+        shard_symbols([f"S{i:05d}USDT" for i in range(MAX_SYMBOLS_PER_CONNECTION * MAX_WS_CONNECTIONS + 1)])

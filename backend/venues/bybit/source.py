@@ -45,7 +45,7 @@ from backend.venues.bybit.messages import BybitApiError
 from backend.venues.bybit.protocol import MAX_ARGS_PER_SUBSCRIBE
 from backend.venues.bybit.rest import IP_REQUESTS_PER_5S, BybitBannedError, BybitRequestError, BybitRestClient
 from backend.venues.bybit.ws import BybitWsClient
-from backend.venues.health import CLOCK_WARN_MS
+from backend.venues.health import BYBIT_BAN_S, CLOCK_WARN_MS
 from backend.venues.source import Clock, MarketSource, UnknownSymbolError, VenueBannedError, VenueConfigError
 from backend.venues.types import CANDLE_MS, Candle, MarketSnapshot, Trade
 
@@ -140,12 +140,12 @@ class _RestBase(MarketSource):
     def __init__(self, symbols: Sequence[str], clock: Clock | None = None, *, rest_url: str,
                  timeout_s: float = 10.0, max_retries: int = 5, book_depth: int = 50,
                  backoff_base_s: float = 0.5, backoff_max_s: float = 10.0, poll_timeout_s: float | None = None,
-                 seed: int | None = None, metrics: Metrics | None = None):
+                 seed: int | None = None, metrics: Metrics | None = None, ban_s: float = BYBIT_BAN_S):
         super().__init__(symbols, clock, metrics)
         self.book_depth = book_depth
         self.rest = BybitRestClient(rest_url, timeout_s=timeout_s, max_retries=max_retries,
                                     backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s,
-                                    clock=self.clock, seed=seed, metrics=self.metrics, venue=self.venue)
+                                    clock=self.clock, seed=seed, metrics=self.metrics, venue=self.venue, ban_s=ban_s)
         self.poll_timeout_s = poll_timeout_s if poll_timeout_s is not None else timeout_s
         self._feeds = {s: CandleFeed() for s in self.symbols}
         self._initial: dict[str, list[Candle]] = {s: [] for s in self.symbols}
