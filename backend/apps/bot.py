@@ -111,6 +111,9 @@ def _web_service(args: argparse.Namespace, settings: Settings, lang: str):
 def _print_summary(bot: Bot) -> None:
     for line in bot.summary:
         print(line, flush=True)
+    # disk outages and rows dropped past the memory cap (issue 11): said in the summary too
+    for line in bot.ml_data_collector.persistence_lines():
+        print(line, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -167,4 +170,5 @@ def main(argv: list[str] | None = None) -> int:
         _print_summary(bot)
         return 0
     _print_summary(bot)
-    return code
+    # rows lost to a full disk make the run a failure, whatever else went well
+    return code or (1 if any(r != "memory_cap_kept_in_spool" for r in bot.ml_data_collector.dropped) else 0)
