@@ -19,6 +19,7 @@ from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure_or_exit
 from backend.contracts.groups import MARKET_GROUPS, PRICE_TAPE
 from backend.contracts.labels import CLASS_NAMES, HORIZONS_S
+from backend.i18n import _, add_lang_argument, setup_or_exit
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
 from backend.ml_engine.feature_store.legacy_format import list_symbols
 from backend.ml_engine.labelling import labels as core
@@ -101,6 +102,7 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--dry-run", action="store_true", help="compute and report, write nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
+    add_lang_argument(parser)
 
 
 def _config(parser: argparse.ArgumentParser, args: argparse.Namespace) -> core.LabelConfig:
@@ -134,19 +136,20 @@ def print_symbol_sections(summary: RunSummary) -> None:
     """One section per symbol: samples seen and how many have every horizon labelled."""
     for name in sorted(summary.symbols):
         sc = summary.symbols[name]
-        c.section(f"Processing {name}")
-        c.out(f"  Samples: {sc.total:,}")
-        c.out(f"  {c.OK} Labelled: {sc.labelled:,}/{sc.total:,} samples ({c.pct(sc.labelled, sc.total)})")
+        c.section(_("Processing {symbol}").format(symbol=name))
+        c.out("  " + _("Samples: {n}").format(n=f"{sc.total:,}"))
+        c.out(f"  {c.OK} " + _("Labelled: {labelled}/{total} samples ({pct})").format(
+            labelled=f"{sc.labelled:,}", total=f"{sc.total:,}", pct=c.pct(sc.labelled, sc.total)))
 
 
 def print_totals(summary: RunSummary, title: str, *, dry_run: bool, unit: str = "files") -> None:
     """The guide's summary block, files rewritten, and the class balance per horizon with rare-class warnings."""
     cfg = summary.config
     c.out()
-    c.header(title)
-    c.out(f"{c.OK} Samples processed: {summary.total:,}")
-    c.out(f"{c.OK} Future labels added: {summary.labelled:,}")
-    c.out(f"  Label percentage: {c.pct(summary.labelled, summary.total)}")
+    c.header(_(title))
+    c.out(f"{c.OK} " + _("Samples processed: {n}").format(n=f"{summary.total:,}"))
+    c.out(f"{c.OK} " + _("Future labels added: {n}").format(n=f"{summary.labelled:,}"))
+    c.out("  " + _("Label percentage: {pct}").format(pct=c.pct(summary.labelled, summary.total)))
     verb = "would be rewritten" if dry_run else "rewritten"
     c.out(f"  {unit.capitalize()} {verb}: {summary.files_changed:,} of {summary.files_total:,} (others unchanged)")
     if summary.kept_existing:
@@ -199,13 +202,14 @@ def main_parquet(argv: list[str] | None = None) -> int:
     )
     _common(parser)
     args = parser.parse_args(argv)
+    setup_or_exit(parser, args.lang)
     cfg = _config(parser, args)
     settings = configure_or_exit(parser, data_dir=args.data_dir)
     group = args.feature_group or settings.feature_store_group
     if group in MARKET_GROUPS:
         parser.error(f"--feature-group {group!r} holds no samples to label")
     store = get_feature_store()
-    c.header("PREPROCESSING: Adding Future Labels (Parquet)")
+    c.header(_("PREPROCESSING: Adding Future Labels (Parquet)"))
     c.out(f"Feature group: {group} ({store.root / group})")
     _describe(args, cfg)
     adapter = StoreAdapter(store, group, cfg, args.start_date, args.end_date)
@@ -217,8 +221,8 @@ def main_parquet(argv: list[str] | None = None) -> int:
         c.out(f"No samples found in {store.root / group} for this date range; nothing to label.")
         c.footer()
         return 0
-    c.out(f"{c.OK} Loaded {rows:,} samples")
-    c.out(f"  Symbols: {symbols}")
+    c.out(f"{c.OK} " + _("Loaded {n} samples").format(n=f"{rows:,}"))
+    c.out("  " + _("Symbols: {symbols}").format(symbols=symbols))
     summary = apply_labels(
         adapter,
         cfg,
@@ -244,11 +248,12 @@ def main_legacy(argv: list[str] | None = None) -> int:
     parser.add_argument("--symbols", type=_symbols, help="comma-separated symbols to label (default: every symbol folder)")
     _common(parser)
     args = parser.parse_args(argv)
+    setup_or_exit(parser, args.lang)
     cfg = _config(parser, args)
     settings = configure_or_exit(parser, data_dir=args.data_dir)
     store = get_feature_store()
     root = settings.legacy_root
-    c.header("PREPROCESSING: Adding Future Labels (legacy .npy/.json)")
+    c.header(_("PREPROCESSING: Adding Future Labels (legacy .npy/.json)"))
     c.out(f"Legacy data: {root}")
     c.out(f"Price tape: {store.root / PRICE_TAPE}")
     _describe(args, cfg)
@@ -263,7 +268,7 @@ def main_legacy(argv: list[str] | None = None) -> int:
         c.out(f"No legacy batches found under {root}; nothing to label.")
         c.footer()
         return 0
-    c.out(f"Symbols: {symbols}")
+    c.out(_("Symbols: {symbols}").format(symbols=symbols))
     summary = RunSummary(cfg)
     progress = _progress(not args.no_progress)
     for symbol in symbols:
@@ -271,7 +276,7 @@ def main_legacy(argv: list[str] | None = None) -> int:
             root, store, symbol, cfg, args.start_date, args.end_date, on_event=_print_event, progress=progress
         )
         apply_labels(adapter, cfg, summary, dry_run=args.dry_run, on_event=_print_event, progress=progress)
-    c.out(f"{c.OK} Loaded {summary.total:,} samples")
+    c.out(f"{c.OK} " + _("Loaded {n} samples").format(n=f"{summary.total:,}"))
     print_symbol_sections(summary)
     print_totals(summary, "PREPROCESSING SUMMARY", dry_run=args.dry_run, unit="label files")
     return _exit_code(summary)

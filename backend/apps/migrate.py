@@ -12,6 +12,7 @@ import sys
 
 from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure_or_exit
+from backend.i18n import _, add_lang_argument, setup_or_exit
 from backend.contracts.groups import MARKET_GROUPS
 from backend.ml_engine.feature_store.feature_store import get_feature_store
 from backend.ml_engine.feature_store.legacy_format import list_symbols
@@ -49,7 +50,9 @@ def main(argv: list[str] | None = None) -> int:
         "are migrated and each reading is reported and recorded in the parquet file's metadata)",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    add_lang_argument(parser)
     args = parser.parse_args(argv)
+    setup_or_exit(parser, args.lang)
     settings = configure_or_exit(parser, data_dir=args.data_dir)
     group = args.feature_group or settings.feature_store_group
     if group in MARKET_GROUPS:
@@ -57,17 +60,17 @@ def main(argv: list[str] | None = None) -> int:
     store = get_feature_store()
     root = settings.legacy_root
 
-    c.header("MIGRATION: Legacy -> Feature Store (Parquet)" + (" [DRY RUN: nothing is written]" if args.dry_run else ""))
-    c.out(f"Source: {root}")
-    c.out(f"Target: {store.root / group}")
+    c.header(_("MIGRATION: Legacy -> Feature Store (Parquet)") + (" [DRY RUN: nothing is written]" if args.dry_run else ""))
+    c.out(_("Source: {path}").format(path=root))
+    c.out(_("Target: {path}").format(path=store.root / group))
     found, ignored = list_symbols(root)
     for name in ignored:
         c.out(f"  note: ignored folder {name!r} (not a valid symbol)")
     symbols = found if args.symbols is None else [s for s in args.symbols if s in found]
     for s in [] if args.symbols is None else [s for s in args.symbols if s not in found]:
         c.out(f"  note: no legacy data for {s}")
-    c.out(f"Symbols found: {len(symbols)}")
-    c.out(f"Symbols: {', '.join(symbols) if symbols else '-'}")
+    c.out(_("Symbols found: {n}").format(n=len(symbols)))
+    c.out(_("Symbols: {symbols}").format(symbols=", ".join(symbols) if symbols else "-"))
 
     migrator = Migrator(root, store, group, dry_run=args.dry_run, strict=args.strict)
     plan = {s: migrator.batches(s) for s in symbols}
@@ -75,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
     bar = c.progress(range(sum(len(v) for v in plan.values())), desc="migrating", unit="batch", enabled=not args.no_progress)
     with bar:
         for symbol in symbols:
-            c.section(f"Migrating {symbol}")
-            c.out(f"  Batches found: {len(plan[symbol])}")
+            c.section(_("Migrating {symbol}").format(symbol=symbol))
+            c.out("  " + _("Batches found: {n}").format(n=len(plan[symbol])))
             for ref in plan[symbol]:
                 o = migrator.migrate_batch(ref)
                 totals.outcomes.append(o)
                 name = ref.features_path.name
                 if o.status == "migrated":
-                    c.out(f"  {c.OK} {name}: {o.samples:,} samples" + (" (would be written)" if args.dry_run else ""))
+                    c.out(f"  {c.OK} " + _("{name}: {samples} samples").format(name=name, samples=f"{o.samples:,}") + (" (would be written)" if args.dry_run else ""))
                 elif o.status == "updated":
                     c.out(f"  {c.OK} {name}: labels added since migration carried over ({o.samples:,} rows)")
                 elif o.status == "present":
@@ -94,9 +97,9 @@ def main(argv: list[str] | None = None) -> int:
                 bar.update(1)
 
     c.out()
-    c.header("MIGRATION SUMMARY")
-    c.out(f"{c.OK} Batches processed: {totals.count('migrated'):,}")
-    c.out(f"{c.OK} Samples migrated: {totals.samples('migrated'):,}" + (" (dry run: not written)" if args.dry_run else ""))
+    c.header(_("MIGRATION SUMMARY"))
+    c.out(f"{c.OK} " + _("Batches processed: {n}").format(n=f"{totals.count('migrated'):,}"))
+    c.out(f"{c.OK} " + _("Samples migrated: {n}").format(n=f"{totals.samples('migrated'):,}") + (" (dry run: not written)" if args.dry_run else ""))
     if totals.count("present"):
         c.out(f"  Already migrated (skipped): {totals.count('present'):,} batches, {totals.samples('present'):,} samples")
     if totals.count("updated"):

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure
+from backend.i18n import _, add_lang_argument, setup_or_exit
 from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S, HORIZONS_S
 from backend.ml_engine.training_orchestrator.config import (
     DEFAULT_MIN_SAMPLES,
@@ -84,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--threads", type=int, default=None, help="CPU threads for torch (default: torch's choice)")
     g.add_argument("--no-progress", action="store_true", help="no per-batch progress bar (per-epoch lines are still printed)")
+    add_lang_argument(g)
 
     d = p.add_argument_group("data")
     add_data_dir_argument(d)
@@ -182,7 +184,9 @@ def _symbols(text: str | None) -> list[str] | None:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse ``argv``, train, print the summary; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    setup_or_exit(parser, args.lang)
     try:
         settings = configure(data_dir=args.data_dir)
         dcfg = DataConfig(
@@ -229,7 +233,7 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
         from tqdm import tqdm
 
         progress = partial(tqdm, leave=False, unit="batch", dynamic_ncols=True)
-    print("TRAINING: order-book direction model")
+    print(_("TRAINING: order-book direction model"))
     print("=" * 80)
     try:
         summary = train_and_track(
@@ -251,11 +255,11 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
     print()
     print(summary.report)
     print()
-    print("SUMMARY")
+    print(_("SUMMARY"))
     print("=" * 80)
     m, a = summary.model_scores, summary.assessment
     folds = len(a.folds)
-    print(f"{c.OK} Best epoch: {summary.best_epoch} of {summary.epochs_run} run" + (f" (last of {folds} folds)" if folds > 1 else ""))
+    print(f"{c.OK} " + _("Best epoch: {best} of {run} run").format(best=summary.best_epoch, run=summary.epochs_run) + (f" (last of {folds} folds)" if folds > 1 else ""))
     acc, f1 = a.overall.scores[a.model]["accuracy"], a.overall.scores[a.model]["macro_f1"]
     pooled = f" (all {folds} test windows)" if folds > 1 else ""
     print(
@@ -270,7 +274,7 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
     if summary.run_id:
         print(f"{c.OK} MLflow run: {summary.run_id} (experiment {args.experiment!r}, {target.shown})")
         print(f"{c.OK} Model: {summary.model_uri}" + (f", registered as {args.register_model!r}" if args.register_model else ""))
-    print(f"  Took {summary.facts.get('seconds', 0):.0f} s")
+    print("  " + _("Took {seconds} s").format(seconds=f"{summary.facts.get('seconds', 0):.0f}"))
     print("=" * 80)
     return 0
 

@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["DOMAIN", "LANGUAGES", "LOCALE_DIR", "_", "current", "resolve", "setup"]
+__all__ = ["DOMAIN", "LANGUAGES", "LOCALE_DIR", "_", "add_lang_argument", "current", "resolve", "setup", "setup_or_exit"]
 
 DOMAIN = "lobbot"
 LOCALE_DIR = Path(__file__).resolve().parent / "locale"
@@ -66,3 +66,18 @@ def current() -> str:
 def _(message: str) -> str:
     """``message`` in the chosen language (itself when English or untranslated)."""
     return _translations.gettext(message)
+
+
+def add_lang_argument(parser) -> None:
+    """Add ``--lang en|ru`` to an ``argparse`` parser (default: ``$LOBBOT_LANG``, else the locale)."""
+    parser.add_argument("--lang", choices=LANGUAGES, default=None,
+                        help="console language (default: $LOBBOT_LANG, else Russian under a ru_* locale, else English)")
+
+
+def setup_or_exit(parser, lang: str | None) -> str:
+    """``setup(lang)``; a bad ``$LOBBOT_LANG`` ends the program through ``parser.error`` (exit 2)."""
+    try:
+        return setup(lang)
+    except ValueError as exc:
+        parser.error(str(exc))
+        raise  # unreachable: parser.error exits
