@@ -1,7 +1,7 @@
 """``python -m backend.i18n.compile [--check]``: compile every ``lobbot.po`` into its ``lobbot.mo``.
 
 Uses Babel's reader and writer (a dev dependency). ``--check`` writes nothing and exits 1
-when a committed ``.mo`` differs from what its ``.po`` compiles to.
+when a committed ``.mo`` does not hold exactly the messages of its ``.po``.
 """
 
 from __future__ import annotations
@@ -28,6 +28,22 @@ def compiled(po: Path) -> bytes:
     return buf.getvalue()
 
 
+def messages(po: Path) -> dict[str, str]:
+    """The translated messages of one ``.po`` (id -> text), header left out."""
+    from babel.messages.pofile import read_po
+
+    with po.open("rb") as fh:
+        return {m.id: m.string for m in read_po(fh) if m.id and m.string and not m.fuzzy}
+
+
+def compiled_messages(mo: Path) -> dict[str, str]:
+    """The messages a committed ``.mo`` holds, as gettext reads them, header left out."""
+    import gettext
+
+    with mo.open("rb") as fh:
+        return {k: v for k, v in gettext.GNUTranslations(fh)._catalog.items() if k}
+
+
 def catalogs() -> list[Path]:
     return sorted(LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
 
@@ -36,10 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     check = "--check" in (sys.argv[1:] if argv is None else argv)
     stale = []
     for po in catalogs():
-        data = compiled(po)
+        data = compiled(po)  # also checks the catalog (placeholders, syntax)
         mo = po.with_suffix(".mo")
         if check:
-            if not mo.exists() or mo.read_bytes() != data:
+            if not mo.exists() or compiled_messages(mo) != messages(po):
                 stale.append(mo)
         else:
             mo.write_bytes(data)
