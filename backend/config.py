@@ -7,7 +7,7 @@ root, and the defaults below.
 Environment variables carry the prefix ``LOBBOT_`` (``LOBBOT_INTERVAL=1.5``).
 A few well-known names are also accepted without the prefix because users and
 tools already spell them that way: ``DATA_DIR``, ``BYBIT_REST_URL``,
-``BYBIT_WS_URL`` and ``MLFLOW_TRACKING_URI``.
+``BYBIT_WS_URL``, ``BINANCE_REST_URL``, ``BINANCE_WS_URL`` and ``MLFLOW_TRACKING_URI``.
 
 Paths never depend on the current directory: ``data_dir`` defaults to
 ``<repo>/data`` where ``<repo>`` is the folder holding ``backend/``.
@@ -65,8 +65,9 @@ class Settings(BaseSettings):
     )
 
     # --- bot -------------------------------------------------------------------
-    source: Literal["bybit", "bybit-ws", "sim"] = Field(
-        default="bybit", description="Market source: Bybit REST polling, Bybit WebSocket book, or the simulator."
+    source: Literal["bybit", "bybit-ws", "binance", "binance-ws", "sim"] = Field(
+        default="bybit", description="Market source: Bybit or Binance USD-M REST polling, their WebSocket local "
+        "books, or the simulator."
     )
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"],
@@ -101,6 +102,14 @@ class Settings(BaseSettings):
         validation_alias=_alias("BYBIT_WS_URL"),
         description="Bybit v5 public linear WebSocket URL.",
     )
+    binance_rest_url: str = Field(
+        default="https://fapi.binance.com", validation_alias=_alias("BINANCE_REST_URL"),
+        description="Binance USD-M futures REST base URL.",
+    )
+    binance_ws_url: str = Field(
+        default="wss://fstream.binance.com", validation_alias=_alias("BINANCE_WS_URL"),
+        description="Binance USD-M futures market-stream base URL (the bot adds /stream?streams=...).",
+    )
     http_timeout_s: float = Field(default=10.0, gt=0, description="Timeout of one REST request.")
     http_max_retries: int = Field(default=5, ge=0, description="Retries on 429/5xx/rate-limit retCodes.")
     ws_ping_interval_s: float = Field(default=20.0, gt=0, description="WebSocket application ping period.")
@@ -129,7 +138,7 @@ class Settings(BaseSettings):
             raise ValueError(f"duplicate symbols in {checked}")
         return checked
 
-    @field_validator("bybit_rest_url", "bybit_ws_url")
+    @field_validator("bybit_rest_url", "bybit_ws_url", "binance_rest_url", "binance_ws_url")
     @classmethod
     def _check_url(cls, value: str) -> str:
         # parsed as aiohttp/websockets will parse it: a token they would split is refused here, masked

@@ -37,7 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     d = {name: f.default for name, f in Settings.model_fields.items()}
     p.add_argument("--source", choices=list(SOURCES), default=None,
-                   help=f"market source: Bybit REST polling, Bybit WebSocket local book, or the simulator (default: {d['source']})")
+                   help=f"market source: Bybit or Binance USD-M REST polling, their WebSocket local books (bybit-ws, "
+                   f"binance-ws), or the simulator (default: {d['source']})")
     p.add_argument("--symbols", default=None, help="comma-separated symbols (default: BTCUSDT,ETHUSDT)")
     p.add_argument("--interval", type=float, default=None, help=f"seconds between ticks (default: {d['interval']})")
     p.add_argument("--collection-interval", type=int, default=None,
