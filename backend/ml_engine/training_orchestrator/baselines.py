@@ -95,9 +95,15 @@ def majority_predictions(train_labels: np.ndarray, n: int) -> tuple[np.ndarray, 
 
 def logreg_predictions(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndarray, seed: int, max_rows: int) -> np.ndarray:
     """Class-weighted logistic regression on (n, F) features; at most ``max_rows`` training rows
-    (a seeded random subset). Returns (n_test,) int8 predictions."""
+    (a seeded random subset). Returns (n_test,) int8 predictions.
+
+    The fit runs with one BLAS thread: for F=110 the products are small, and multi-threaded
+    OpenBLAS spinning on a busy machine made the fit 20x slower (3 s -> 70 s for 6k rows
+    on 2 loaded cores, measured for bench/eval_bench.py --run-overhead).
+    """
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+    from threadpoolctl import threadpool_limits
 
     if X_train.shape[0] > max_rows:
         pick = np.sort(np.random.default_rng(seed).choice(X_train.shape[0], max_rows, replace=False))
@@ -105,8 +111,8 @@ def logreg_predictions(X_train: np.ndarray, y_train: np.ndarray, X_test: np.ndar
     if np.unique(y_train).size < 2:
         return np.full(X_test.shape[0], int(y_train[0]), dtype=np.int8)
     clf = LogisticRegression(max_iter=300, class_weight="balanced", random_state=seed)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), threadpool_limits(limits=1, user_api="blas"):
         # A few hundred iterations is plenty for a baseline; not converging to 1e-4 does not matter here.
         warnings.simplefilter("ignore", ConvergenceWarning)
         clf.fit(X_train, y_train)
-    return clf.predict(X_test).astype(np.int8)
+        return clf.predict(X_test).astype(np.int8)
