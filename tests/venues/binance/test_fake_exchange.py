@@ -241,3 +241,29 @@ async def test_ws_source_quiet_book_stays_current_with_clock_offset():
             assert (await src.poll())["BTCUSDT"].reason == "ws_silent"
         finally:
             await src.close()
+
+
+async def test_fake_runs_as_a_process_and_stops_on_sigterm(tmp_path):
+    import json
+    import signal
+    import sys
+
+    import aiohttp
+
+    port_file, stats = tmp_path / "fake.json", tmp_path / "stats.json"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "backend.testing.fake_binance", "--symbols", "BTCUSDT", "--port-file", str(port_file),
+        "--stats-file", str(stats), "--log-level", "WARNING")
+    try:
+        assert await wait_for(port_file.exists, 30), "the fake did not start"
+        info = json.loads(port_file.read_text())
+        async with aiohttp.ClientSession() as s:
+            async with s.get(info["rest_url"] + "/fapi/v1/depth", params={"symbol": "BTCUSDT", "limit": "5"}) as r:
+                body = await r.json()
+                assert r.status == 200 and len(body["bids"]) == 5 and r.headers["X-MBX-USED-WEIGHT-1M"] == "2"
+            async with s.get(info["rest_url"] + "/fapi/v1/depth", params={"symbol": "NOPEUSDT"}) as r:
+                assert r.status == 400 and (await r.json())["code"] == -1121
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 20) == 0
+    assert not port_file.exists() and json.loads(stats.read_text())["rest"] == 2
