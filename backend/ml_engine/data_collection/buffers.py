@@ -2,8 +2,12 @@
 
 A row append writes into preallocated arrays (no per-row Python objects), so a
 buffered sample costs its raw bytes plus a few int64 columns, and appending never
-copies earlier rows: when a block is full a new one is allocated. The byte count is
-kept as a running total, so asking a buffer its size costs O(1).
+copies earlier rows: when a block is full a new one is allocated. Blocks grow by need:
+a buffer's first block holds ``FIRST_BLOCK_ROWS`` rows and each next one twice the
+previous, up to ``BLOCK_ROWS``, so an idle or young buffer reserves a few rows, not
+256 (500 symbols x 3 streams would otherwise reserve ~190 MB before the first sample),
+and at most half of a buffer's bytes are ever unused. The byte count is kept as a
+running total, so asking a buffer its size costs O(1).
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import numpy as np
 
 from backend.ml_engine.data_collection.records import RowLayout
 
-BLOCK_ROWS = 256
+BLOCK_ROWS = 256  #: the largest block
+FIRST_BLOCK_ROWS = 4  #: rows of a buffer's first block
 
 
 @dataclass
@@ -86,13 +91,15 @@ class Columns:
 
 
 class _Block:
-    __slots__ = ("seq", "ints", "floats", "matrix", "n", "nbytes")
 
-    def __init__(self, n_ints: int, n_floats: int, width: int):
-        self.seq = np.empty(BLOCK_ROWS, dtype=np.int64)
-        self.ints = np.empty((BLOCK_ROWS, n_ints), dtype=np.int64)
-        self.floats = np.empty((BLOCK_ROWS, n_floats), dtype=np.float64)
-        self.matrix = np.empty((BLOCK_ROWS, width), dtype=np.float32) if width else None
+    __slots__ = ("seq", "ints", "floats", "matrix", "n", "nbytes", "cap")
+
+    def __init__(self, n_ints: int, n_floats: int, width: int, rows: int = BLOCK_ROWS):
+        self.cap = rows
+        self.seq = np.empty(rows, dtype=np.int64)
+        self.ints = np.empty((rows, n_ints), dtype=np.int64)
+        self.floats = np.empty((rows, n_floats), dtype=np.float64)
+        self.matrix = np.empty((rows, width), dtype=np.float32) if width else None
         self.n = 0
         m = self.matrix.nbytes if self.matrix is not None else 0
         self.nbytes = self.seq.nbytes + self.ints.nbytes + self.floats.nbytes + m
@@ -159,8 +166,9 @@ class RowBuffer:
         """Append one row; returns the bytes newly allocated (0, or one block when the last was full)."""
         block = self._blocks[-1] if self._blocks else None
         grown = 0
-        if block is None or block.n == BLOCK_ROWS:
-            block = _Block(len(self.layout.ints), len(self.layout.floats), self.layout.width)
+        if block is None or block.n == block.cap:
+            rows = FIRST_BLOCK_ROWS if block is None else min(BLOCK_ROWS, 2 * block.cap)
+            block = _Block(len(self.layout.ints), len(self.layout.floats), self.layout.width, rows)
             self._blocks.append(block)
             grown = block.nbytes
             self.nbytes += grown

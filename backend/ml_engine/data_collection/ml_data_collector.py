@@ -88,7 +88,9 @@ class MLDataCollector:
       ``feature_store/offline`` and the ``spool``.
     * ``max_samples_per_file`` (>= 1): samples per symbol per flush (legacy batch size).
     * ``collection_interval`` (>= 1): ticks between samples (``should_collect``).
-    * ``max_buffer_memory_mb`` (> 0): cap on buffered bytes; past it the largest buffer flushes.
+    * ``max_buffer_memory_mb`` (> 0): cap on everything the collector holds (buffers,
+      queued flushes, spool bookkeeping: ``memory_bytes``); past it the largest buffers
+      flush together, one file per date and stream (see ``maybe_flush``).
     * ``enable_feature_store`` / ``use_legacy_format``: the sample sinks (the tape and
       candles always go to the store: labels and audits need them).
     * ``feature_store_group``: the group samples go to.
@@ -160,6 +162,7 @@ class MLDataCollector:
         self._due: dict[tuple[str, str], None] = {}  # lanes at their flush size, in the order they got there
         self._buffer_bytes = 0  # running total of every lane's buffer
         self._job_bytes = 0  # running total of queued flush jobs
+        self._spool_book = 0  # the spool's bookkeeping bytes, refreshed once per maybe_flush
         self._buffered_rows: dict[str, int] = {n: 0 for n in self.streams}  # buffers + queued jobs
         self._skip_counters: dict[tuple[str, str], object] = {}
         # The flush thread also runs Python code (legacy JSON, Arrow assembly). With the
@@ -193,11 +196,17 @@ class MLDataCollector:
             spec = self.streams[next(iter(parts)).stream]
             job = self._runner.add(FlushJob(fid, spec, parts, self._sinks_for(spec)), declare=False)
             self._count_recovered(job, counts)
+        by_stream: dict[str, dict[StreamKey, object]] = {}
         for key, cols in rec.live_rows().items():
-            spec = self.streams[key.stream]
-            step = spec.flush_rows if spec.per_symbol else len(cols)
-            for start in range(0, len(cols), step):
-                job = self._new_job(spec, {key: cols.select(slice(start, start + step))})
+            by_stream.setdefault(key.stream, {})[key] = cols
+        for name, keyed in by_stream.items():
+            spec = self.streams[name]
+            # chunk i of every symbol's rows goes into job i: a per-symbol stream keeps its
+            # legacy batch size, and 500 symbols recover into a few files, not 500
+            step = spec.flush_rows if spec.per_symbol else max(len(c) for c in keyed.values())
+            longest = max(len(c) for c in keyed.values())
+            for start in range(0, longest, max(1, step)):
+                job = self._new_job(spec, {k: c.select(slice(start, start + step)) for k, c in keyed.items()})
                 self._count_recovered(job, counts)
         self._load_last_candles(rec)
         for job in list(self._runner.jobs):
@@ -440,24 +449,29 @@ class MLDataCollector:
         Cheap (O(1) when nothing is due); call every tick from the event loop.
         """
         self._reap()
+        self._spool_book = self.spool.bookkeeping_bytes
         if self._spool_down is not None and time.monotonic() >= self._next_probe:
             self._try_resume()
         if self._due:
             due, self._due = list(self._due), {}
-            for stream, symbol in due:
-                lane = self._lanes[(stream, symbol)]
-                if len(lane.buf) >= lane.spec.flush_rows:
-                    self._dispatch(lane)
-        # in-flight jobs are not counted here: flushing more cannot free them sooner. Past the
-        # cap, the largest buffers go until 10 % under it, so one sort serves many ticks.
-        if self._buffer_bytes > self.max_buffer_bytes:
+            # every lane at its flush size this tick goes into one job per stream: 500 symbols
+            # due together make one parquet file per date, not 500 (legacy stays per symbol)
+            self._dispatch_many([ln for ln in (self._lanes[k] for k in due) if len(ln.buf) >= ln.spec.flush_rows])
+        # The cap covers buffers, queued flushes and the spool's bookkeeping. Past it, and
+        # when the buffers hold at least a quarter of it (flushing more cannot free queued
+        # jobs sooner), the largest buffers go together, one job per stream, until the
+        # buffers are under half the cap: a cap flush writes one file per date and stream
+        # (never one per sample), and the next one is at least a quarter of the cap away.
+        if self.memory_bytes > self.max_buffer_bytes and self._buffer_bytes >= self.max_buffer_bytes // 4:
+            picked, left = [], self._buffer_bytes
             for lane in sorted(self._lanes.values(), key=lambda ln: ln.buf.nbytes, reverse=True):
-                if self._buffer_bytes <= 0.9 * self.max_buffer_bytes:
+                if left <= self.max_buffer_bytes // 2 or not lane.buf.nbytes:
                     break
-                if len(lane.buf):  # a lane of a whole-stream flush may already be taken
-                    self._dispatch(lane)
-            if self._outage is not None:
-                self._drop_past_cap()
+                picked.append(lane)
+                left -= lane.buf.nbytes
+            self._dispatch_many(picked)
+        if self.memory_bytes > self.max_buffer_bytes and self._outage is not None:
+            self._drop_past_cap()
         self._runner.submit_due()
         if self.spool.rotation_due and (self._rotation is None or self._rotation.done()):
             self._rotation = self._maintenance.submit(self._rotate)
@@ -485,9 +499,7 @@ class MLDataCollector:
         """Dispatch every buffer (shutdown); does not wait."""
         self._reap()
         self._due = {}
-        for lane in list(self._lanes.values()):
-            if len(lane.buf):
-                self._dispatch(lane)
+        self._dispatch_many([ln for ln in self._lanes.values() if len(ln.buf)])
         self._runner.submit_due()
 
     def wait_for_flushes(self, timeout_s: float | None = None) -> None:
@@ -499,27 +511,38 @@ class MLDataCollector:
         self._reap()
         self._publish()
 
-    async def close(self, timeout_s: float = 60.0) -> bool:
-        """Flush everything and wait; returns True when nothing is left unflushed.
+    async def close(self, timeout_s: float | None = None) -> bool:
+        """Flush everything and wait for every queued flush; returns True when nothing is left unflushed.
 
-        Whatever could not be written stays in the spool and is recovered next start.
+        There is no deadline that could strand queued work: it waits as long as flushes
+        keep finishing (a 500-symbol shutdown may queue minutes of writes on a slow disk).
+        It stops waiting only when every job left has failed three times (or the disk
+        refuses the spool), or when ``timeout_s`` seconds (None: no limit) pass without
+        any flush finishing. Whatever could not be written stays in the spool and is
+        recovered at the next start; the spool is closed only after the flush thread is idle.
         """
         self.flush_all()
-        deadline = time.monotonic() + timeout_s
-        while self._runner.jobs and time.monotonic() < deadline:
-            await self._runner.wait_async(max(0.0, deadline - time.monotonic()))
+        last_progress = time.monotonic()
+        while self._runner.jobs:
+            if timeout_s is not None and time.monotonic() - last_progress > timeout_s:
+                break
+            left = len(self._runner.jobs)
+            if any(j.future is not None for j in self._runner.jobs):
+                await self._runner.wait_async(1.0)
             self._reap()
+            if len(self._runner.jobs) < left:
+                last_progress = time.monotonic()
             if self._spool_down is not None:
                 self._try_resume()
             pending = [j for j in self._runner.jobs if j.future is None]
-            if pending:
+            if pending and not any(j.future is not None for j in self._runner.jobs):
                 if all(j.attempts >= 3 or not j.declared for j in pending) and (
                         self._spool_down is not None or all(j.attempts >= 3 for j in pending)):
                     break
-                await asyncio.sleep(min(self._runner.retry_delay_s, max(0.0, deadline - time.monotonic())))
+                await asyncio.sleep(self._runner.retry_delay_s)
                 for job in pending:
                     job.retry_at = 0.0
-                self._runner.submit_due()
+            self._runner.submit_due()
         return self._finish_close()
 
     def close_sync(self) -> bool:
@@ -575,15 +598,21 @@ class MLDataCollector:
         self._job_bytes += job.nbytes_at_start
         return job
 
-    def _dispatch(self, lane: _Lane) -> None:
-        """Flush ``lane`` (a per-symbol stream) or every lane of its stream."""
-        spec = lane.spec
-        lanes = [lane] if spec.per_symbol else [ln for ln in self._lanes.values() if ln.spec is spec and len(ln.buf)]
-        parts = {}
+    def _dispatch_many(self, lanes: list[_Lane]) -> None:
+        """One flush job per stream for ``lanes``; a stream that is not per symbol takes all its lanes."""
+        by_spec: dict[str, list[_Lane]] = {}
         for ln in lanes:
-            self._buffer_bytes -= ln.buf.nbytes
-            parts[ln.key] = ln.buf.take()
-        self._new_job(spec, parts)
+            by_spec.setdefault(ln.spec.name, []).append(ln)
+        for name, group in by_spec.items():
+            spec = self.streams[name]
+            if not spec.per_symbol:
+                group = [ln for ln in self._lanes.values() if ln.spec is spec]
+            parts = {}
+            for ln in group:
+                if len(ln.buf):
+                    self._buffer_bytes -= ln.buf.nbytes
+                    parts[ln.key] = ln.buf.take()
+            self._new_job(spec, parts)
 
     def _reap(self) -> None:
         for job in self._runner.reap():
@@ -614,8 +643,8 @@ class MLDataCollector:
 
     @property
     def memory_bytes(self) -> int:
-        """Bytes held in buffers and queued flushes."""
-        return self._buffer_bytes + self._job_bytes
+        """Bytes the collector holds: buffers, queued flushes and the spool's bookkeeping (the capped total)."""
+        return self._buffer_bytes + self._job_bytes + self._spool_book
 
     def statistics_line(self) -> str:
         """``MLDataCollector statistics: collected=... buffered=... flushed=... files=... skipped=... memory_mb=...``."""

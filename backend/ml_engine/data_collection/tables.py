@@ -3,7 +3,9 @@
 Each function takes ``{StreamKey: Columns}`` (one or many symbols of one stream) and
 returns a ``pyarrow.Table`` with exactly the columns and dtypes of its group's schema
 (``feature_schema.GROUP_SCHEMAS``); timestamps are int64 ms since the epoch, cast to the
-schema's UTC timestamp type. Rows keep the order of the parts, oldest first per symbol.
+schema's UTC timestamp type. Rows are sorted by symbol (then kept oldest first within a
+symbol), so a file holding many symbols has tight per-row-group ``symbol`` statistics and
+a reader filtering on one symbol skips the row groups of the others.
 """
 
 from __future__ import annotations
@@ -23,6 +25,13 @@ from backend.ml_engine.feature_store.feature_schema import (
 )
 
 
+def _by_symbol(parts: dict[StreamKey, Columns]) -> dict[StreamKey, Columns]:
+    """The parts ordered by symbol (then source): a file's rows sorted by symbol and time."""
+    if len(parts) < 2:
+        return parts
+    return {k: parts[k] for k in sorted(parts, key=lambda k: (k.symbol, k.source))}
+
+
 def _ts_array(ms: np.ndarray) -> pa.Array:
     return pa.array(ms.astype(np.int64, copy=False), type=pa.int64()).cast(TIMESTAMP_TYPE)
 
@@ -38,6 +47,7 @@ def _strings(parts: dict[StreamKey, Columns], attr: str) -> pa.Array:
 
 def sample_table(parts: dict[StreamKey, Columns]) -> pa.Table:
     """Samples -> ``TRAINING_SCHEMA``: metadata, the float32 features, null label columns."""
+    parts = _by_symbol(parts)
     keys = list(parts)
     n = sum(len(parts[k]) for k in keys)
     matrix = np.concatenate([parts[k].matrix for k in keys]) if len(keys) > 1 else parts[keys[0]].matrix
@@ -59,6 +69,7 @@ def sample_table(parts: dict[StreamKey, Columns]) -> pa.Table:
 
 
 def _market_table(parts: dict[StreamKey, Columns], schema: pa.Schema, fields: dict[str, str]) -> pa.Table:
+    parts = _by_symbol(parts)
     keys = list(parts)
     arrays = {"timestamp": _ts_array(np.concatenate([parts[k].ints["ts"] for k in keys])), "symbol": _strings(parts, "symbol")}
     for column, field in fields.items():
