@@ -32,6 +32,11 @@ classes down/neutral/up are roughly balanced (31/35/34 %).
 Everything is deterministic for a given seed, symbol and start time: chunks of
 one hour are generated in order from one random generator per symbol, and the
 state at time t is the state of the second containing t, whatever the poll times.
+
+Memory per symbol (so thousands of symbols fit): the current and previous hour's
+per-second scalars and trades (~0.3 MB), one minute of level sizes re-drawn on
+demand from saved generator states (48 kB), and every bar as 56 bytes in numpy
+(~80 kB per simulated day); the level sizes of an hour (2.9 MB) are never held.
 """
 
 from __future__ import annotations
@@ -47,6 +52,7 @@ from backend.venues.orderbook import OrderBook
 from backend.venues.types import CANDLE_MS, Candle, Trade
 
 CHUNK_S = 3600  # one generated block; a multiple of 60 so minutes never straddle blocks
+SIZE_GROUP_S = 60  # level sizes are re-drawn on demand this many seconds at a time
 IMB_HALF_LIFE_S = 150.0
 VOL_HALF_LIFE_S = 1800.0
 VOL_STD = 0.35
@@ -150,14 +156,13 @@ class _Chunk:
     bid0: np.ndarray  # (CHUNK_S,) int64 best bid in ticks
     spread: np.ndarray  # (CHUNK_S,) int64 spread in ticks
     imbalance: np.ndarray  # (CHUNK_S,) float64 I_t
-    bid_sizes: np.ndarray  # (CHUNK_S, levels)
-    ask_sizes: np.ndarray  # (CHUNK_S, levels)
+    noise_states: list  # bit-generator state at the start of each SIZE_GROUP_S rows of the size noise (bid then ask)
     trade_ts: np.ndarray  # int64 ms, sorted
     trade_price: np.ndarray
     trade_size: np.ndarray
     trade_side: np.ndarray  # int8 +1/-1
     trade_id0: int  # global index of its first trade (for exec ids)
-    candles: list[Candle]
+    candles: np.ndarray  # (CHUNK_S // 60, 7) start ms, open, high, low, close, volume, turnover (float64)
 
 
 class SymbolSim:
@@ -198,7 +203,9 @@ class SymbolSim:
         self._tilt = SIZE_TILT * np.exp(-j / 25.0)
         self._offsets = np.arange(levels, dtype=np.int64)
         self._chunks: dict[int, _Chunk] = {}
-        self._candles: list[Candle] = []  # every closed or generated bar, oldest first
+        self._candles: list[np.ndarray] = []  # every generated bar, one (60, 7) array per chunk
+        self._redraw: np.random.Generator | None = None  # replays saved states of the size noise
+        self._size_cache: tuple | None = None  # ((chunk, group), bid sizes, ask sizes) last re-drawn
         self._generated = 0  # chunks generated so far
 
     # --- generation --------------------------------------------------------------
@@ -220,11 +227,17 @@ class SymbolSim:
         spread = 1 + (rng.random(n) < 0.2).astype(np.int64) + (rng.random(n) < 0.05).astype(np.int64)
         bid0 = np.floor(mid_ticks - spread / 2.0 + 0.5).astype(np.int64)
         bid0 = np.maximum(bid0, spread + L + 1)  # keep every level strictly positive
-        noise_b = rng.lognormal(0.0, 0.35, size=(n, L))
-        noise_a = rng.lognormal(0.0, 0.35, size=(n, L))
-        tilt = imb[:, None] * self._tilt[None, :]
-        bid_sizes = self._quantise_qty(self._profile * noise_b * (1.0 + tilt))
-        ask_sizes = self._quantise_qty(self._profile * noise_a * (1.0 - tilt))
+        # The level-size noise (two (n, L) lognormal blocks) is the bulk of a chunk (2.9 MB).
+        # It is not kept: the generator's state at the start of every SIZE_GROUP_S rows is,
+        # and ``_sizes`` re-draws one group when a book needs it. A lognormal draw uses the
+        # bits of one standard normal, so advancing with standard normals leaves the
+        # generator exactly where drawing the lognormals would (the stream is unchanged).
+        states = []
+        for _side in range(2):
+            for _g in range(n // SIZE_GROUP_S):
+                st = rng.bit_generator.state  # PCG64: keep the 128-bit state and the buffered 32 bits only
+                states.append((st["state"]["state"], st["has_uint32"], st["uinteger"]))
+                rng.standard_normal(SIZE_GROUP_S * L)
         # trades
         rate = sp.trades_per_s * np.clip(sigma / self._sigma_s, 0.2, 5.0)
         counts = rng.poisson(rate)
@@ -245,17 +258,51 @@ class SymbolSim:
         vol = np.bincount(minute, weights=size, minlength=n // 60)
         turn = np.bincount(minute, weights=size * price, minlength=n // 60)
         opens, highs, lows, closes = mm[:, 0], mm.max(axis=1), mm.min(axis=1), mm[:, -1]
-        candles = [
-            Candle(t0 + i * CANDLE_MS, float(o), float(hi), float(lo), float(c), float(v), float(tv))
-            for i, (o, hi, lo, c, v, tv) in enumerate(zip(opens, highs, lows, closes, vol, turn))
-        ]
-        self._chunks[k] = _Chunk(k, t0, bid0, spread, imb, bid_sizes, ask_sizes, ts, price, size, side,
+        starts = (t0 + np.arange(n // 60, dtype=np.int64) * CANDLE_MS).astype(np.float64)  # exact below 2**53
+        candles = np.column_stack([starts, opens, highs, lows, closes, vol, turn])
+        self._chunks[k] = _Chunk(k, t0, bid0, spread, imb, states, ts, price, size, side,
                                  self._next_trade_id, candles)
         self._next_trade_id += m
-        self._candles.extend(candles)
+        self._candles.append(candles)
         self._generated += 1
-        for old in [i for i in self._chunks if i < k - 2]:
-            del self._chunks[old]  # books/trades of old hours are no longer served
+        for old in [i for i in self._chunks if i < k - 1]:
+            del self._chunks[old]  # books/trades of older hours are no longer served
+
+    def _sizes(self, c: _Chunk, i: int) -> tuple[np.ndarray, np.ndarray]:
+        """Bid and ask level sizes of second ``i`` of chunk ``c`` (its SIZE_GROUP_S-row group re-drawn, cached)."""
+        g = i // SIZE_GROUP_S
+        if self._size_cache is None or self._size_cache[0] != (c.index, g):
+            L, groups = self.levels, CHUNK_S // SIZE_GROUP_S
+            if self._redraw is None:
+                self._redraw = np.random.Generator(type(self._rng.bit_generator)())
+            rng = self._redraw
+            rows = slice(g * SIZE_GROUP_S, (g + 1) * SIZE_GROUP_S)
+            tilt = c.imbalance[rows, None] * self._tilt[None, :]
+            out = []
+            for side, sign in ((0, 1.0), (1, -1.0)):
+                state, has32, u32 = c.noise_states[side * groups + g]
+                full = self._rng.bit_generator.state  # for the generator's constant increment
+                full["state"]["state"], full["has_uint32"], full["uinteger"] = state, has32, u32
+                rng.bit_generator.state = full
+                noise = rng.lognormal(0.0, 0.35, size=(SIZE_GROUP_S, L))
+                out.append(self._quantise_qty(self._profile * noise * (1.0 + sign * tilt)))
+            self._size_cache = ((c.index, g), out[0], out[1])
+        _, bid, ask = self._size_cache
+        return bid[i % SIZE_GROUP_S], ask[i % SIZE_GROUP_S]
+
+    def _candle_rows(self, lo: int, hi: int) -> list[Candle]:
+        """Bars ``lo`` to ``hi - 1`` (minutes since the origin) as ``Candle`` objects."""
+        if hi <= lo:
+            return []
+        per = CHUNK_S // 60
+        out = []
+        for k in range(lo // per, (hi - 1) // per + 1):
+            if k >= len(self._candles):
+                break
+            block = self._candles[k][max(0, lo - k * per): hi - k * per]
+            out.extend(Candle(int(r[0]), float(r[1]), float(r[2]), float(r[3]), float(r[4]), float(r[5]), float(r[6]))
+                       for r in block.tolist())
+        return out
 
     def _price(self, ticks: np.ndarray) -> np.ndarray:
         # integer numerator over a power of ten: the nearest double to the decimal price,
@@ -288,12 +335,13 @@ class SymbolSim:
         d = self.levels if depth is None else min(depth, self.levels)
         b0 = c.bid0[i]
         off = self._offsets[:d]
+        bid_sizes, ask_sizes = self._sizes(c, i)
         return OrderBook(
             self.symbol,
             self._price(b0 - off),
-            c.bid_sizes[i, :d].copy(),
+            bid_sizes[:d].copy(),
             self._price(b0 + c.spread[i] + off),
-            c.ask_sizes[i, :d].copy(),
+            ask_sizes[:d].copy(),
             ts_ms=int(t_ms),
             recv_ms=int(t_ms if recv_ms is None else recv_ms),
             cts_ms=int(t_ms),
@@ -335,7 +383,7 @@ class SymbolSim:
         # bar i starts at origin + i minutes and closes a minute later
         lo = max(0, -(-(int(t0_ms) + 1 - self.origin_ms) // CANDLE_MS) - 1)
         hi = max(0, (int(t1_ms) - self.origin_ms) // CANDLE_MS)
-        return self._candles[lo:hi]
+        return self._candle_rows(lo, hi)
 
     def history(self) -> list[Candle]:
         """Bars closed at or before the start, oldest first (at least ``history_minutes``)."""
@@ -355,7 +403,7 @@ class SymbolSim:
         """Generated bars whose start lies in ``[start_ms, end_ms]`` (closed or not), oldest first."""
         lo = max(0, -(-(int(start_ms) - self.origin_ms) // CANDLE_MS))
         hi = max(0, (int(end_ms) - self.origin_ms) // CANDLE_MS + 1)
-        return self._candles[lo:hi]
+        return self._candle_rows(lo, min(hi, len(self._candles) * (CHUNK_S // 60)))
 
 
 class SimMarket:
