@@ -16,7 +16,10 @@ connect at start is retried with backoff instead of ending the run; ``source_sta
 says where the source stands ("starting", "live", "down", "stopped") and
 ``warmup_progress()`` how far the features are from the first sample. ``services`` are
 started before anything else and stopped last (the app passes the web server): each
-has ``async start(bot)`` and ``async stop()``.
+has ``async start(bot)`` and ``async stop()``; a service that also has ``async
+on_tick(now_ms, out, snapshots)`` is awaited at every tick after the tick's samples
+are collected and before the group commit (the app's ``--model`` service predicts and
+paper-trades there, appending to the collector's streams).
 """
 
 from __future__ import annotations
@@ -24,7 +27,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import inspect
 import logging
 import re
 import signal
@@ -32,6 +34,7 @@ import time
 
 from backend.config import Settings
 from backend.i18n import _
+from backend.engine.replay import ReplayScheduler, mixed_version_problem
 from backend.engine.scheduler import Scheduler
 from backend.engine.tick import TickEngine
 from backend.metrics import Metrics, format_reasons
@@ -39,7 +42,9 @@ from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
 from backend.ml_engine.features.tick_state import TICKS_NEEDED
 from backend.ml_engine.features.trade_window import TRADE_WINDOW_MS
-from backend.venues.factory import make_source
+from backend.credentials import mask_url, scrub
+from backend.venues.factory import make_source, venue_of
+from backend.venues.raw import encode_history, encode_tick
 from backend.venues.source import Clock, MarketSource, OffsetClock, VenueStartupError, VirtualClock
 
 __all__ = ["Bot", "StartupError", "first_sample_tick", "parse_duration", "parse_start_ms", "unreachable_message"]
@@ -94,12 +99,22 @@ def parse_start_ms(text: str | None) -> int:
 
 
 def unreachable_message(s: Settings, exc: Exception) -> str:
-    """The one paragraph shown when a live source cannot connect at start."""
-    url = s.bybit_ws_url if s.source == "bybit-ws" else s.bybit_rest_url
+    """The one paragraph shown when a live source cannot connect at start.
+
+    Names the venue's own URL settings; the URL and the exception text are masked
+    (``backend.credentials``), since an exchange URL may carry a user and token.
+    """
+    venue = venue_of(s.source)
+    if venue == "binance":
+        url, names, api = (s.binance_ws_url if s.source.endswith("-ws") else s.binance_rest_url,
+                           "BINANCE_REST_URL / BINANCE_WS_URL", "Binance USD-M's")
+    else:
+        url, names, api = (s.bybit_ws_url if s.source.endswith("-ws") else s.bybit_rest_url,
+                           "BYBIT_REST_URL / BYBIT_WS_URL", "Bybit's")
     return (
-        f"Cannot reach the exchange: the '{s.source}' source failed to connect to {url} "
-        f"({type(exc).__name__}: {exc}). Live collection needs network access to Bybit's public API; "
-        "check the connection, a proxy or firewall, or point BYBIT_REST_URL / BYBIT_WS_URL at a reachable "
+        f"Cannot reach the exchange: the '{s.source}' source failed to connect to {mask_url(url)} "
+        f"({type(exc).__name__}: {scrub(str(exc), url)}). Live collection needs network access to {api} public API; "
+        f"check the connection, a proxy or firewall, or point {names} at a reachable "
         "endpoint. To try the bot without network, run the simulated market instead, e.g.: "
         "python -m backend.main --source sim --fast --duration 24h"
     )
@@ -114,13 +129,11 @@ def _make_collector(s: Settings, metrics: Metrics) -> MLDataCollector:
         enable_feature_store=s.enable_feature_store,
         use_legacy_format=s.use_legacy_format,
         feature_store_group=s.feature_store_group,
-        source=s.source,
+        source=venue_of(s.source),
         spool_dir=s.spool_dir,
         fsync=s.spool_fsync,
     )
-    if "metrics" in inspect.signature(MLDataCollector).parameters:  # a collector that counts into the registry
-        kwargs["metrics"] = metrics
-    return MLDataCollector(**kwargs)
+    return MLDataCollector(**kwargs, metrics=metrics)
 
 
 class Bot:
@@ -137,14 +150,17 @@ class Bot:
         self.settings = settings
         self.keep_retrying = keep_retrying
         self.services = tuple(services)
+        self._tick_hooks = tuple(s for s in self.services if hasattr(s, "on_tick"))
         self.source_state = "starting"
         self.metrics = metrics if metrics is not None else Metrics()
         self.symbols = list(settings.symbols)
         self.fast = settings.source == "sim" and settings.fast
         self.start_ms = parse_start_ms(settings.sim_start) if settings.source == "sim" else int(time.time() * 1000)
         self.duration_s = parse_duration(settings.duration) if settings.duration else None
-        if self.fast:
-            self.clock: Clock = VirtualClock(self.start_ms)
+        self.replay = settings.source == "replay"
+        self.record_raw = settings.records_raw  # raw venue events to the raw_events group (DESIGN.md §6.4)
+        if self.fast or self.replay:  # a replay's source moves the clock to each recorded tick time
+            self.clock: Clock = VirtualClock(0 if self.replay else self.start_ms)
         elif settings.source == "sim" and settings.sim_start:
             self.clock = OffsetClock(self.start_ms)  # real-time pace, simulated dates
         else:
@@ -213,6 +229,10 @@ class Bot:
         remove_stale_temp_files(s.data_dir / "feature_store")
         remove_stale_temp_files(s.legacy_root)
         collector = self.ml_data_collector
+        if self.replay:
+            problem = mixed_version_problem(s.feature_store_root, s.feature_store_group, s.allow_mixed_versions)
+            if problem:
+                raise StartupError(problem)
         recovered = await asyncio.to_thread(collector.recover)
         if recovered:
             log.info("Recovered and flushed %d samples left by an earlier run", recovered)
@@ -246,16 +266,15 @@ class Bot:
                 "(the statistics line shows warmup=<ticks>/%d until then)",
                 TICKS_NEEDED, TRADE_WINDOW_MS // 1000, self.first_sample_tick, _span(wait_s), self.first_sample_tick,
             )
-        engine = TickEngine(self.symbols, book_depth=s.book_depth, max_age_ms=s.max_book_age_s * 1000,
-                            max_future_ms=s.max_clock_skew_s * 1000, metrics=self.metrics)
-        for sym in self.symbols:
-            candles = self.source.initial_candles(sym)
-            engine.add_history(sym, candles)
-            collector.add_candles(sym, candles)
-        self.scheduler = Scheduler(self.clock, s.interval, metrics=self.metrics, stop=self.stop_event,
-                                   duration_s=self.duration_s, max_ticks=s.max_iterations)
+        self.engine = self._new_engine()
+        if self.replay:
+            self.scheduler = ReplayScheduler(self.clock, self.source, metrics=self.metrics, stop=self.stop_event,
+                                             max_ticks=s.max_iterations)
+        else:
+            self.scheduler = Scheduler(self.clock, s.interval, metrics=self.metrics, stop=self.stop_event,
+                                       duration_s=self.duration_s, max_ticks=s.max_iterations)
         async for tick in self.scheduler:
-            await self._tick(engine, collect=collector.should_collect(tick))
+            await self._tick(self.engine, collect=collector.should_collect(tick))
             if (tick + 1) % s.stats_interval == 0:
                 log.info(self.statistics_line())
         return 0
@@ -309,10 +328,30 @@ class Bot:
             await task
         return False
 
+    def _new_engine(self) -> TickEngine:
+        """A fresh engine primed with the source's back-filled bars (stored, and recorded when raw events are)."""
+        s, collector = self.settings, self.ml_data_collector
+        engine = TickEngine(self.symbols, book_depth=s.book_depth, max_age_ms=s.max_book_age_s * 1000,
+                            max_future_ms=s.max_clock_skew_s * 1000, metrics=self.metrics)
+        for sym in self.symbols:
+            candles = self.source.initial_candles(sym)
+            engine.add_history(sym, candles)
+            collector.add_candles(sym, candles)
+            if self.record_raw and candles:
+                collector.add_raw_events(sym, *encode_history(self.clock.now_ms(), candles))
+        return engine
+
     async def _tick(self, engine: TickEngine, collect: bool) -> None:
         collector = self.ml_data_collector
         snaps = await self.source.poll()
         now_ms = self.clock.now_ms()
+        if self.replay:  # the recorded tick's sampling; a recorded restart starts a fresh engine, as it did then
+            collect = self.source.collect
+            if self.source.run_started:
+                engine = self.engine = self._new_engine()
+        elif self.record_raw:  # before anything is derived: a crash keeps no sample without its raw events
+            for sym, (ints, floats) in encode_tick(snaps, now_ms, collect, self.symbols).items():
+                collector.add_raw_events(sym, ints, floats)
         out = engine.step(snaps, now_ms, collect)
         for sym in self.symbols:
             candles = out.candles.get(sym)
@@ -320,7 +359,8 @@ class Bot:
                 collector.add_candles(sym, candles)
             row = out.tape.get(sym)
             if row is not None:
-                collector.add_tape(sym, row.ts_ms, row.mid, row.bid, row.ask)
+                if not self.replay:  # the recording run stored this tape row already
+                    collector.add_tape(sym, row.ts_ms, row.mid, row.bid, row.ask)
                 self._last_book_ms[sym] = row.ts_ms
             elif sym in self._last_book_ms:
                 # no fresh book this tick: the age keeps growing (what /health judges)
@@ -329,6 +369,8 @@ class Bot:
             collector.skip(sym, reason)
         for sample in out.samples:
             collector.collect_sample(sample.symbol, sample.features, sample.ts_ms, sample.mid)
+        for hook in self._tick_hooks:  # e.g. the model in the loop (--model): predictions, paper trades
+            await hook.on_tick(now_ms, out, snaps)
         # group commit: one fsync per tick, but at most one per second of wall time
         # (a --fast run does thousands of ticks per second)
         if time.monotonic() - self._last_sync >= SYNC_PERIOD_S:

@@ -1,4 +1,4 @@
-"""``make_source``: the ``MarketSource`` named by the settings ("sim", "bybit", "bybit-ws", "binance" or "binance-ws")."""
+"""``make_source``: the ``MarketSource`` named by the settings ("sim", "bybit", "bybit-ws", "binance", "binance-ws" or "replay")."""
 
 from __future__ import annotations
 
@@ -8,14 +8,25 @@ from typing import Any, Sequence
 from backend.metrics import Metrics
 from backend.venues.binance.source import BinanceRestSource, BinanceWsSource
 from backend.venues.bybit.source import BybitRestSource, BybitWsSource
+from backend.venues.replay.source import ReplaySource
 from backend.venues.sim.source import SimSource
 from backend.venues.source import Clock, MarketSource
 
-__all__ = ["SOURCES", "make_source"]
+__all__ = ["SOURCES", "make_source", "venue_of"]
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("binance", "binance-ws", "bybit", "bybit-ws", "sim")
+SOURCES = ("binance", "binance-ws", "bybit", "bybit-ws", "sim", "replay")
+
+
+def venue_of(source: str) -> str:
+    """The venue a source name reads from, as stored in the ``source`` column.
+
+    ``"bybit-ws"`` -> ``"bybit"``, ``"binance-ws"`` -> ``"binance"``; other names are
+    returned unchanged (``"sim"``, ``"replay"``). DESIGN.md §3.2 and §6.5: the column
+    names the venue, not the transport, so REST and WebSocket rows of one venue group together.
+    """
+    return source.removesuffix("-ws")
 
 
 def make_source(settings: Any, symbols: Sequence[str], clock: Clock | None = None,
@@ -30,6 +41,9 @@ def make_source(settings: Any, symbols: Sequence[str], clock: Clock | None = Non
         if settings.fast and not clock.virtual:
             log.warning("--fast without a VirtualClock: the simulator will run in real time")
         return SimSource(symbols, clock, seed=settings.seed, book_depth=settings.book_depth, metrics=metrics)
+    if settings.source == "replay":
+        return ReplaySource(symbols, clock, store_root=settings.feature_store_root, start=settings.replay_from,
+                            end=settings.replay_to, metrics=metrics)
     if settings.source in ("binance", "binance-ws"):
         binance = dict(rest_url=settings.binance_rest_url, timeout_s=settings.http_timeout_s,
                        max_retries=settings.http_max_retries, book_depth=settings.book_depth, seed=settings.seed,
