@@ -25,6 +25,7 @@ DEFAULT_PORT = 5000
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m backend.apps.mlflow_ui`` argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m backend.apps.mlflow_ui",
         description="Open MLflow's UI on the tracking store the training command uses (never an empty ./mlflow.db).",
@@ -50,6 +51,7 @@ def ui_command(data_dir: Path, tracking_uri: str | None, host: str, port: int) -
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run MLflow's own UI on the tracking store training uses; returns its exit code."""
     args = build_parser().parse_args(argv)
     if not 1 <= args.port <= 65535:
         print(f"error: --port must be between 1 and 65535, got {args.port}", file=sys.stderr)

@@ -27,6 +27,7 @@ See docs/web.md.
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m backend.web`` argument parser."""
     p = argparse.ArgumentParser(
         prog="python -m backend.web",
         description="ML Management web app: data audit, training and labelling jobs, MLflow runs, /metrics and /health.",
@@ -61,6 +62,7 @@ def _check_url(url: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Serve the web app until SIGINT/SIGTERM; exit code 0, or 2 on bad arguments."""
     import os
 
     from aiohttp import web

@@ -45,10 +45,12 @@ def compiled_messages(mo: Path) -> dict[str, str]:
 
 
 def catalogs() -> list[Path]:
+    """Every ``.po`` catalog under the locale folder."""
     return sorted(LOCALE_DIR.glob(f"*/LC_MESSAGES/{DOMAIN}.po"))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Compile each ``.po`` to its ``.mo`` (Babel); exit 1 when one fails to parse."""
     check = "--check" in (sys.argv[1:] if argv is None else argv)
     stale = []
     for po in catalogs():

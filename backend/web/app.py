@@ -90,6 +90,7 @@ class WebSettings:
 
     @property
     def loopback(self) -> bool:
+        """True when the server binds a loopback address (read-only GETs then need no token)."""
         try:
             return ipaddress.ip_address(self.host).is_loopback
         except ValueError:
@@ -204,20 +205,24 @@ def _warm(inspector: StoreInspector, group: str) -> None:
 
 # --- handlers -------------------------------------------------------------------------------
 async def index(request: web.Request) -> web.StreamResponse:
+    """``GET /``: the one page (Collector, Data, ML Management)."""
     return web.FileResponse(STATIC / "index.html", headers={"Content-Type": "text/html; charset=utf-8"})
 
 
 async def get_health(request: web.Request) -> web.Response:
+    """``GET /health``: ok/degraded/down per DESIGN.md §6.3; HTTP 503 when down."""
     code, body = health(request.app[KEY_STATUS].status())
     return web.json_response(body, status=code)
 
 
 async def get_metrics(request: web.Request) -> web.Response:
+    """``GET /metrics``: the registry in Prometheus text format."""
     body = request.app[KEY_METRICS].exposition()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
 async def get_config(request: web.Request) -> web.Response:
+    """``GET /api/config``: what the page needs to draw its forms (defaults, symbols, group, MLflow UI link)."""
     s = request.app[KEY_SETTINGS]
 
     def spec(options):
@@ -244,6 +249,7 @@ def _collector(app: web.Application) -> dict:
 
 
 async def get_collector(request: web.Request) -> web.Response:
+    """``GET /api/collector``: the Collector panel snapshot (also pushed by ``/api/events``)."""
     return web.json_response(_collector(request.app))
 
 
@@ -270,6 +276,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
 
 
 async def get_data(request: web.Request) -> web.Response:
+    """``GET /api/data?group=G``: the data audit of one feature group (rows per day, gaps, labels); 400 on a bad group name."""
     s = request.app[KEY_SETTINGS]
     group = request.query.get("group", s.feature_group)
     if not GROUP_RE.match(group):
@@ -315,10 +322,12 @@ async def _start(request: web.Request, kind: str) -> web.Response:
 
 
 async def post_training(request: web.Request) -> web.Response:
+    """``POST /api/training``: validate the options and start a training child; 202, 400, 401 or 409."""
     return await _start(request, "training")
 
 
 async def post_labelling(request: web.Request) -> web.Response:
+    """``POST /api/labelling``: validate the options and start the parquet labeller; 202, 400, 401 or 409."""
     return await _start(request, "labelling")
 
 
@@ -327,11 +336,13 @@ def _kind(request: web.Request) -> str:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
+    """``GET /api/training`` (or ``/api/labelling``): recent jobs of that kind, without log tails."""
     kind = _kind(request)
     return web.json_response([j.as_dict(lines=0) for j in request.app[KEY_JOBS].recent() if j.kind == kind])
 
 
 async def get_job(request: web.Request) -> web.Response:
+    """``GET /api/training/<job>``: one job in the §6.3 shape; 404 when unknown."""
     job = request.app[KEY_JOBS].get(request.match_info["job"])
     if job is None or job.kind != _kind(request):
         return _error(404, f"no {_kind(request)} job {request.match_info['job'][:40]!r}")
@@ -339,6 +350,7 @@ async def get_job(request: web.Request) -> web.Response:
 
 
 async def delete_job(request: web.Request) -> web.Response:
+    """``DELETE /api/training/<job>``: cancel the job (its whole process group); 401 without the token."""
     runner = request.app[KEY_JOBS]
     job = runner.get(request.match_info["job"])
     if job is None or job.kind != _kind(request):
@@ -349,6 +361,7 @@ async def delete_job(request: web.Request) -> web.Response:
 
 
 async def get_runs(request: web.Request) -> web.Response:
+    """``GET /api/runs``: MLflow runs with test metrics beside every baseline; 503 when the tracking store fails."""
     reader = request.app[KEY_RUNS]
     try:
         runs = await asyncio.get_running_loop().run_in_executor(None, reader.list_runs)
@@ -359,6 +372,7 @@ async def get_runs(request: web.Request) -> web.Response:
 
 
 async def get_run(request: web.Request) -> web.Response:
+    """``GET /api/runs/<run_id>``: one run with per-epoch curves and the confusion matrix; 404 when unknown."""
     reader = request.app[KEY_RUNS]
     run_id = request.match_info["run_id"]
     try:

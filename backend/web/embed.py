@@ -36,6 +36,7 @@ class BotServer:
         self.bound_port: int | None = None
 
     async def start(self, bot) -> None:
+        """Bind the site on the running loop; raises OSError when the port is taken."""
         s = bot.settings
         provider = MetricsStatus(
             bot.metrics, bot.symbols, s.source, lambda: bot.source_state,
@@ -58,6 +59,7 @@ class BotServer:
                  else f"in {self.settings.token.source}")
 
     async def stop(self) -> None:
+        """Cancel a running job and close the site; safe to call twice."""
         if self.runner is not None:
             runner, self.runner = self.runner, None
             await runner.cleanup()

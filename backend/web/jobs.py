@@ -65,6 +65,7 @@ class Job:
     done: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
 
     def as_dict(self, lines: int = SHOWN_LINES) -> dict:
+        """The job in the JSON shape of DESIGN.md §6.3, with the last ``lines`` of its log."""
         tail = list(self.log)[-lines:] if lines else []
         return {
             "job_id": self.job_id,
@@ -121,9 +122,11 @@ class JobRunner:
 
     # --- queries ---------------------------------------------------------------------------
     def active(self) -> Job | None:
+        """The job that is queued or running, or None."""
         return next((j for j in self.jobs.values() if j.state in ACTIVE), None)
 
     def get(self, job_id: str) -> Job | None:
+        """The job with this id, or None."""
         return self.jobs.get(job_id)
 
     def recent(self) -> list[Job]:

@@ -69,19 +69,23 @@ class Snapshot:
                 self._by_name.setdefault(smp.name, []).append((smp.labels, smp.value))
 
     def samples(self, name: str):
+        """Every (labels, value) of one exposed sample name in this snapshot."""
         return iter(self._by_name.get(name, ()))
 
     def get(self, name: str, **labels: str) -> float | None:
+        """Value of one sample with exactly these labels, or None when absent."""
         for got, v in self._by_name.get(name, ()):
             if got == labels:
                 return float(v)
         return None
 
     def value(self, name: str, **labels: str) -> float:
+        """Value of one sample with exactly these labels, 0.0 when absent."""
         v = self.get(name, **labels)
         return 0.0 if v is None else v
 
     def by_label(self, name: str, label: str, **where: str) -> dict[str, float]:
+        """Sum of a sample grouped by one label, over samples matching ``where``."""
         out: dict[str, float] = {}
         for labels, v in self._by_name.get(name, ()):
             if v and all(labels.get(k) == w for k, w in where.items()):
@@ -93,13 +97,16 @@ class Snapshot:
 class StatusProvider(Protocol):
     """Anything with ``status() -> BotStatus``; called on the event loop, must not block."""
 
-    def status(self) -> BotStatus: ...
+    def status(self) -> BotStatus:
+        """The bot as the web app shows it now."""
+        ...
 
 
 class NoBot:
     """The provider of the standalone app: no collector is running."""
 
     def status(self) -> BotStatus:
+        """A status saying no bot runs in this process (standalone web app)."""
         return BotStatus(running=False, detail="no bot in this process (python -m backend.web)")
 
 
@@ -120,6 +127,7 @@ class MetricsStatus:
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
 
     def status(self, snapshot: Snapshot | None = None) -> BotStatus:
+        """The bot's status read from its registry and source state."""
         m = snapshot if snapshot is not None else Snapshot(self.metrics)
         rows = []
         for s in self.symbols:

@@ -80,9 +80,11 @@ class Gap:
 
     @property
     def seconds(self) -> float:
+        """Length of the gap in seconds."""
         return (self.end_ms - self.start_ms) / 1000.0
 
     def as_dict(self) -> dict:
+        """The gap as JSON-ready values (ISO times, seconds)."""
         return {
             "symbol": self.symbol,
             "start": _iso(self.start_ms),
@@ -122,6 +124,7 @@ class StoreAudit:
     files_read: int = 0
 
     def as_dict(self) -> dict:
+        """The audit as JSON-ready values for ``GET /api/data``."""
         return {
             "group": self.group,
             "files": self.files,
