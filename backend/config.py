@@ -65,7 +65,7 @@ class Settings(BaseSettings):
     )
 
     # --- bot -------------------------------------------------------------------
-    source: Literal["bybit", "bybit-ws", "binance", "binance-ws", "sim"] = Field(
+    source: Literal["bybit", "bybit-ws", "binance", "binance-ws", "sim", "replay"] = Field(
         default="bybit", description="Market source: Bybit or Binance USD-M REST polling, their WebSocket local "
         "books, or the simulator."
     )
@@ -92,6 +92,15 @@ class Settings(BaseSettings):
     fast: bool = Field(default=False, description="Simulator: run on a virtual clock, no sleeping.")
     duration: str | None = Field(default=None, description="Simulator: simulated time to run, e.g. 24h, 90m.")
     sim_start: str | None = Field(default=None, description="Simulator: ISO start time (UTC), default now.")
+
+    # --- raw events and replay (DESIGN.md §6.4) -------------------------------------
+    record_raw: bool | None = Field(
+        default=None, description="Store what the venue delivered in the raw_events group "
+        "(default: on for live sources, off for sim; never for replay).")
+    replay_from: str | None = Field(default=None, description="Replay: first UTC date of raw events (YYYY-MM-DD).")
+    replay_to: str | None = Field(default=None, description="Replay: last UTC date of raw events (YYYY-MM-DD).")
+    allow_mixed_versions: bool = Field(
+        default=False, description="Replay: write into a group holding rows of another feature version.")
 
     # --- exchange ----------------------------------------------------------------
     bybit_rest_url: str = Field(
@@ -157,6 +166,21 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _replay_options(self) -> "Settings":
+        if self.source == "replay" and self.record_raw:
+            raise ValueError("--record-raw does not apply to --source replay (it replays recorded raw events)")
+        if self.source != "replay" and (self.replay_from or self.replay_to):
+            raise ValueError("--replay-from / --replay-to apply to --source replay only")
+        return self
+
+    @property
+    def records_raw(self) -> bool:
+        """Whether this run stores raw venue events: ``record_raw``, else on for live sources only."""
+        if self.source == "replay":
+            return False
+        return self.record_raw if self.record_raw is not None else self.source != "sim"
+
+    @model_validator(mode="after")
     def _no_links_out(self) -> "Settings":
         problems = links_leaving(self.data_dir)
         if problems:
@@ -187,8 +211,9 @@ class Settings(BaseSettings):
 
     @property
     def spool_dir(self) -> Path:
-        """Folder of the collector's write-ahead spool: ``<data_dir>/spool``."""
-        return self.data_dir / "spool"
+        """Folder of the collector's write-ahead spool: ``<data_dir>/spool`` (``spool_replay`` for a replay,
+        so a replay can run beside a collecting bot on the same data)."""
+        return self.data_dir / ("spool_replay" if self.source == "replay" else "spool")
 
     @property
     def mlflow_dir(self) -> Path:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import sys
 
 from pydantic import ValidationError
@@ -23,6 +24,7 @@ from backend.config import Settings, add_data_dir_argument, configure
 from backend.engine.bot import Bot, StartupError, parse_duration, parse_start_ms
 from backend.ml_engine.data_collection.spool import SpoolLockedError
 from backend.venues.factory import SOURCES
+from backend.venues.replay.source import recorded_symbols
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -60,6 +62,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fast", action="store_true", help="sim only: run on a virtual clock (a simulated day takes seconds)")
     p.add_argument("--duration", default=None, help="sim only: simulated time to run, e.g. 90m, 24h, 2d (default: until stopped)")
     p.add_argument("--sim-start", default=None, help="sim only: ISO start time of the simulated market, UTC (default: now)")
+    p.add_argument("--record-raw", action=argparse.BooleanOptionalAction, default=None,
+                   help="store what the venue delivered (books with sequence ids and venue times, trades, candles) "
+                   "in the raw_events group, so features can be re-derived later with --source replay "
+                   "(default: on for live sources, off for sim)")
+    p.add_argument("--replay-from", default=None, help="replay only: first UTC date of recorded raw events (YYYY-MM-DD)")
+    p.add_argument("--replay-to", default=None, help="replay only: last UTC date of recorded raw events (YYYY-MM-DD)")
+    p.add_argument("--feature-store-group", default=None,
+                   help=f"feature group the samples go to (default: {d['feature_store_group']})")
+    p.add_argument("--allow-mixed-versions", action="store_true",
+                   help="replay only: write into a group that holds rows of another feature version")
     p.add_argument("--log-level", default=None, help=f"DEBUG, INFO, WARNING or ERROR (default: {d['log_level']})")
     p.add_argument("--api-port", type=int, default=None,
                    help="serve the ML Management page, /health and /metrics on this port (see docs/web.md); a live "
@@ -72,8 +84,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def settings_from_args(args: argparse.Namespace) -> Settings:
-    """Settings from parsed options over the environment; raises pydantic ``ValidationError`` for bad values."""
-    return configure(
+    """Settings from parsed options over the environment; raises pydantic ``ValidationError`` for bad values.
+
+    A replay without ``--symbols`` (and without ``LOBBOT_SYMBOLS``) replays every recorded symbol.
+    """
+    overrides = dict(
         source=args.source,
         symbols=args.symbols,
         interval=args.interval,
@@ -90,7 +105,18 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         duration=args.duration,
         sim_start=args.sim_start,
         log_level=args.log_level,
+        record_raw=args.record_raw,
+        replay_from=args.replay_from,
+        replay_to=args.replay_to,
+        feature_store_group=args.feature_store_group,
+        allow_mixed_versions=True if args.allow_mixed_versions else None,
     )
+    settings = configure(**overrides)
+    if settings.source == "replay" and args.symbols is None and not os.environ.get("LOBBOT_SYMBOLS"):
+        recorded = recorded_symbols(settings.feature_store_root, settings.replay_from, settings.replay_to)
+        if recorded:
+            settings = configure(**dict(overrides, symbols=",".join(recorded)))
+    return settings
 
 
 def _web_service(args: argparse.Namespace, settings: Settings, lang: str):

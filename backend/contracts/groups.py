@@ -18,9 +18,11 @@ TRAINING_FEATURES = "training_features"
 PRICE_TAPE = "price_tape"
 #: the closed 1-minute bars the candle and indicator features were computed from
 CANDLES = "candles"
+#: what each venue delivered, one row per event, recorded with ``--record-raw`` (``contracts/raw_events.py``)
+RAW_EVENTS = "raw_events"
 
 #: groups whose rows are market records, not samples; they are never labelled or trained on
-MARKET_GROUPS: tuple[str, ...] = (PRICE_TAPE, CANDLES)
+MARKET_GROUPS: tuple[str, ...] = (PRICE_TAPE, CANDLES, RAW_EVENTS)
 
 
 class InvalidGroupError(ValueError):

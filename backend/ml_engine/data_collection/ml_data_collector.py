@@ -42,14 +42,14 @@ import numpy as np
 import pyarrow as pa
 
 from backend.metrics import Metrics, format_reasons
-from backend.ml_engine.data_collection.buffers import BlockRows, RowBuffer
+from backend.ml_engine.data_collection.buffers import BlockRows, Columns, RowBuffer
 from backend.ml_engine.data_collection.flushing import FlushJob, FlushRunner
 from backend.ml_engine.data_collection.records import StreamKey
 from backend.ml_engine.data_collection.sinks import LegacySink, ParquetSink, Sink
 from backend.ml_engine.data_collection.spool import SEGMENT_LIMIT, Spool
 from backend.ml_engine.data_collection.spool_recovery import RecoveredSpool
 from backend.ml_engine.data_collection.stats import CollectorStats, counter_by
-from backend.ml_engine.data_collection.streams import CANDLE, SAMPLE, TAPE, StreamSpec, default_streams
+from backend.ml_engine.data_collection.streams import CANDLE, RAW, SAMPLE, TAPE, StreamSpec, default_streams
 from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.feature_store.legacy_format import LegacyBatchWriter
@@ -313,6 +313,34 @@ class MLDataCollector:
             added += 1
         self._last_candle[symbol] = last
         return added
+
+    def add_raw_events(self, symbol: str, ints: np.ndarray, floats: np.ndarray) -> None:
+        """Raw venue events of one symbol's tick (``backend.venues.raw`` rows: int64 (n, 8), float64 (n, 2)).
+
+        The rows reach the spool as one block record, so a crash keeps them whole or
+        drops them whole; they are flushed to the ``raw_events`` group like any stream.
+        """
+        n = len(ints)
+        if not n:
+            return
+        lane = self._lanes.get((RAW, symbol)) or self._lane(RAW, symbol)
+        lay = lane.spec.layout
+        seq = np.arange(lane.seq, lane.seq + n, dtype=np.int64)
+        lane.seq += n
+        if self._spool_down is None:
+            try:
+                self.spool.append_block(lane.key, Columns.from_arrays(lay, seq, ints, floats, None))
+            except OSError as exc:
+                self._spool_failed("spool append", exc)
+                self._unspooled.setdefault((RAW, symbol), int(seq[0]))
+        else:
+            self._unspooled.setdefault((RAW, symbol), int(seq[0]))
+        buf = lane.buf
+        for i, row_ints, row_floats in zip(seq.tolist(), ints.tolist(), floats.tolist()):
+            self._buffer_bytes += buf.append(i, row_ints, row_floats)
+        self._buffered_rows[RAW] += n
+        if len(buf) >= lane.spec.flush_rows:
+            self._due[(RAW, symbol)] = None
 
     def _lane(self, stream: str, symbol: str) -> _Lane:
         self._ensure_open()

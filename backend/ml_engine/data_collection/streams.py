@@ -12,13 +12,23 @@ from typing import Callable
 
 import pyarrow as pa
 
-from backend.contracts.groups import CANDLES, PRICE_TAPE
+from backend.contracts.groups import CANDLES, PRICE_TAPE, RAW_EVENTS
 from backend.ml_engine.data_collection.buffers import Columns
 from backend.ml_engine.data_collection.records import RowLayout, StreamKey
 from backend.ml_engine.data_collection.tables import candle_table, sample_table, tape_table
 from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
+from backend.venues.raw import RAW_FLOATS, RAW_INTS, raw_table
 
 SAMPLE, TAPE, CANDLE = "sample", "tape", "candle"
+RAW = "raw_events"
+#: raw event rows (one per book level or trade, ~88 bytes each) of one symbol that make a flush due:
+#: about 25 min of a 50-level book polled every 3 s
+RAW_FLUSH_ROWS = 50_000
+
+
+def raw_events_table(parts: dict[StreamKey, Columns]) -> pa.Table:
+    """Raw event rows -> ``RAW_EVENTS_SCHEMA`` (one row per event; ``backend.venues.raw``)."""
+    return raw_table((k.symbol, k.source, c.ints, c.floats) for k, c in parts.items())
 
 
 @dataclass(frozen=True)
@@ -65,4 +75,8 @@ def default_streams(*, sample_group: str, max_samples_per_file: int, collection_
         CANDLE: StreamSpec(CANDLE, RowLayout(("ts",), ("open", "high", "low", "close", "volume", "turnover")), CANDLES,
                            per_symbol=False, flush_rows=max_samples_per_file, to_table=candle_table,
                            sinks=("parquet",)),
+        # recorded only with --record-raw (``MLDataCollector.add_raw_events``); one symbol's
+        # tick is appended whole and flushes run between ticks, so no event is ever split
+        RAW: StreamSpec(RAW, RowLayout(RAW_INTS, RAW_FLOATS), RAW_EVENTS, per_symbol=False,
+                        flush_rows=RAW_FLUSH_ROWS, to_table=raw_events_table, sinks=("parquet",)),
     }

@@ -229,10 +229,35 @@ CANDLE_SCHEMA = pa.schema(
     ]
 )
 
+#: what a venue delivered, one row per event (columns explained in ``backend/contracts/raw_events.py``)
+RAW_EVENTS_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # the bot's local time of the tick
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("venue", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("kind", pa.string(), nullable=False),
+        pa.field("venue_ts", TIMESTAMP_TYPE, nullable=True),
+        pa.field("seq", pa.int64(), nullable=True),
+        pa.field("recv_ts", TIMESTAMP_TYPE, nullable=True),
+        pa.field("cts", TIMESTAMP_TYPE, nullable=True),
+        pa.field("clock_offset_ms", pa.int64(), nullable=False),
+        pa.field("collect", pa.bool_(), nullable=False),
+        pa.field("live", pa.bool_(), nullable=False),
+        pa.field("reason", pa.string(), nullable=True),
+        pa.field("n_bids", pa.int32(), nullable=False),
+        pa.field("price", pa.list_(pa.float64()), nullable=False),
+        pa.field("size", pa.list_(pa.float64()), nullable=False),
+        pa.field("trade_ts", pa.list_(pa.int64()), nullable=False),
+        pa.field("side", pa.list_(pa.int8()), nullable=False),
+    ]
+)
+
 GROUP_SCHEMAS: dict[str, pa.Schema] = {
     "training_features": TRAINING_SCHEMA,
     "price_tape": PRICE_TAPE_SCHEMA,
     "candles": CANDLE_SCHEMA,
+    "raw_events": RAW_EVENTS_SCHEMA,
 }
 
 

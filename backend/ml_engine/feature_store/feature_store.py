@@ -33,7 +33,7 @@ import pyarrow.compute as pc
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
-from backend.contracts.groups import InvalidGroupError, validate_group_name
+from backend.contracts.groups import RAW_EVENTS, InvalidGroupError, validate_group_name
 from backend.contracts.labels import LABEL_PROVENANCE_KEY, Provenance, decode_provenance
 from backend.ml_engine.feature_store import atomic
 from backend.ml_engine.feature_store.feature_schema import (
@@ -103,8 +103,16 @@ def partition_dir_date(name: str) -> dt.date | None:
         return None
 
 
-def parquet_write_options() -> dict:
-    """Keyword arguments of ``pyarrow.parquet.write_table`` for every store file."""
+def parquet_write_options(group: str | None = None) -> dict:
+    """Keyword arguments of ``pyarrow.parquet.write_table`` for every store file.
+
+    ``raw_events`` files are zstd-compressed, their float lists stored byte-stream-split
+    and their strings dictionary-encoded: they are the bulk of a raw recording.
+    """
+    if group == RAW_EVENTS:
+        return dict(compression="zstd", compression_level=6, use_dictionary=["symbol", "venue", "source", "kind", "reason"],
+                    use_byte_stream_split=["price.list.element", "size.list.element"], write_statistics=True,
+                    row_group_size=65_536, coerce_timestamps="ms", allow_truncated_timestamps=True)
     return dict(
         compression="snappy",
         use_dictionary=list(_STRING_COLUMNS),
@@ -278,7 +286,8 @@ class FeatureStore:
             day = dt.date(1970, 1, 1) + dt.timedelta(days=day_ms)
             path = self.group_dir(group) / f"date={day.isoformat()}" / f"{FILE_PREFIX}{hhmmss}_{unique}.parquet"
             created = atomic.write_new(
-                path, path_writer=lambda tmp, t=part: pq.write_table(t, str(tmp), **parquet_write_options()), fsync=fsync
+                path, path_writer=lambda tmp, t=part: pq.write_table(t, str(tmp), **parquet_write_options(group)),
+                fsync=fsync
             )
             out.append(WrittenFile(path, part.num_rows, created))
         return out
