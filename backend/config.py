@@ -128,6 +128,16 @@ class Settings(BaseSettings):
         default=None, validation_alias=_alias("MLFLOW_TRACKING_URI"), description="MLflow tracking URI."
     )
 
+    # --- model in the loop, paper trading only (DESIGN.md §6.6, docs/paper_trading.md) -----
+    model_uri: str | None = Field(
+        default=None, description="MLflow model to predict with at every collection tick "
+        "(models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model); none by default.")
+    paper_enter_prob: float = Field(default=0.6, gt=0.5, le=1.0,
+                                    description="Paper trading: enter when P(up) or P(down) reaches this.")
+    paper_notional_quote: float = Field(default=1000.0, gt=0, description="Paper trading: quote notional per trade.")
+    paper_taker_fee_bps: float = Field(default=5.5, ge=0, description="Paper trading: taker fee per fill, bps.")
+    paper_slippage_bps: float = Field(default=1.0, ge=0, description="Paper trading: slippage per fill, bps.")
+
     log_level: str = Field(default="INFO", description="Logging level.")
 
     @field_validator("symbols", mode="before")

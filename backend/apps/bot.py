@@ -72,6 +72,18 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"feature group the samples go to (default: {d['feature_store_group']})")
     p.add_argument("--allow-mixed-versions", action="store_true",
                    help="replay only: write into a group that holds rows of another feature version")
+    p.add_argument("--model", default=None, metavar="URI",
+                   help="predict with this MLflow model at every collection tick and paper-trade on its signals "
+                   "(models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model; see docs/paper_trading.md); "
+                   "predictions and paper fills go to the predictions and paper_trades groups (default: no model)")
+    p.add_argument("--paper-enter-prob", type=float, default=None,
+                   help=f"paper trading: enter long/short when P(up)/P(down) reaches this (default: {d['paper_enter_prob']})")
+    p.add_argument("--paper-notional", type=float, default=None,
+                   help=f"paper trading: quote notional per trade (default: {d['paper_notional_quote']})")
+    p.add_argument("--paper-fee-bps", type=float, default=None,
+                   help=f"paper trading: taker fee per fill in bps (default: {d['paper_taker_fee_bps']})")
+    p.add_argument("--paper-slippage-bps", type=float, default=None,
+                   help=f"paper trading: slippage per fill in bps (default: {d['paper_slippage_bps']})")
     p.add_argument("--log-level", default=None, help=f"DEBUG, INFO, WARNING or ERROR (default: {d['log_level']})")
     p.add_argument("--api-port", type=int, default=None,
                    help="serve the ML Management page, /health and /metrics on this port (see docs/web.md); a live "
@@ -110,6 +122,11 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         replay_to=args.replay_to,
         feature_store_group=args.feature_store_group,
         allow_mixed_versions=True if args.allow_mixed_versions else None,
+        model_uri=args.model,
+        paper_enter_prob=args.paper_enter_prob,
+        paper_notional_quote=args.paper_notional,
+        paper_taker_fee_bps=args.paper_fee_bps,
+        paper_slippage_bps=args.paper_slippage_bps,
     )
     settings = configure(**overrides)
     if settings.source == "replay" and args.symbols is None and not os.environ.get("LOBBOT_SYMBOLS"):
@@ -133,6 +150,26 @@ def _web_service(args: argparse.Namespace, settings: Settings, lang: str):
     web_settings = WebSettings(data_dir=settings.data_dir, token=token, tracking_uri=target.uri, host=args.api_host,
                                feature_group=settings.feature_store_group, lang=lang)
     return BotServer(web_settings, args.api_port)
+
+
+def _live_model_service(settings: Settings):
+    """The model in the loop as a bot service (``--model``): the model loaded from MLflow and checked
+    against what this bot produces. Raises ``ModelLoadError`` / ``ModelCompatibilityError`` (clear messages)."""
+    from backend.contracts.labels import DEFAULT_THRESHOLD_PCT
+    from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+    from backend.ml_engine.live.model_loader import BotProfile, load_live_model
+    from backend.ml_engine.live.paper import PaperConfig
+    from backend.ml_engine.live.service import LiveModelService
+    from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
+
+    target = resolve_tracking(None, settings.mlflow_tracking_uri, settings.data_dir)
+    profile = BotProfile(tuple(FEATURE_NAMES), FEATURE_SCHEMA_VERSION,
+                         int(round(settings.interval * settings.collection_interval * 1000)), DEFAULT_THRESHOLD_PCT)
+    model = load_live_model(settings.model_uri, target.uri, profile, settings.symbols)
+    paper = PaperConfig(horizon_s=model.spec.horizon_s, enter_prob=settings.paper_enter_prob,
+                        notional_quote=settings.paper_notional_quote, taker_fee_bps=settings.paper_taker_fee_bps,
+                        slippage_bps=settings.paper_slippage_bps)
+    return LiveModelService(model, settings.symbols, paper)
 
 
 def _print_summary(bot: Bot) -> None:
@@ -182,8 +219,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
         logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    if settings.model_uri:
+        from backend.ml_engine.live.model_loader import ModelCompatibilityError, ModelLoadError
+
+        try:
+            services = (_live_model_service(settings), *services)
+        except (ModelLoadError, ModelCompatibilityError) as exc:
+            print(f"error: --model: {exc}", file=sys.stderr)
+            return 2
     try:
-        bot = Bot(settings, keep_retrying=bool(services), services=services)
+        bot = Bot(settings, keep_retrying=args.api_port is not None, services=services)
     except SpoolLockedError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1

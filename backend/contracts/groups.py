@@ -21,6 +21,11 @@ CANDLES = "candles"
 #: what each venue delivered, one row per event, recorded with ``--record-raw`` (``contracts/raw_events.py``)
 RAW_EVENTS = "raw_events"
 
+#: the model in the loop (DESIGN.md §6.6): one row per prediction (labelled like samples, never trained on)
+PREDICTIONS = "predictions"
+#: the model in the loop: one row per simulated fill of paper trading
+PAPER_TRADES = "paper_trades"
+
 #: groups whose rows are market records, not samples; they are never labelled or trained on
 MARKET_GROUPS: tuple[str, ...] = (PRICE_TAPE, CANDLES, RAW_EVENTS)
 

@@ -48,3 +48,40 @@ def trained_run(tmp_path_factory) -> TrainedRun:
     client = mlflow.MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
     client.set_registered_model_alias("live_test", "champion", "1")
     return TrainedRun(data_dir, target.uri, summary.run_id, summary.model_uri, "live_test", store)
+
+
+SIM_START = "2025-11-07T00:00:00Z"  # the training period; tests run the bot on the hours after it
+SIM_TRAIN = "4h"
+
+
+@pytest.fixture(scope="session")
+def sim_run(tmp_path_factory) -> TrainedRun:
+    """A model trained on the simulated market: the bot collects ``SIM_TRAIN`` from ``SIM_START``
+    (two symbols, a known learnable signal), the parquet labeller labels it, the real orchestrator
+    trains a small model (windows of 10, horizon 60 s) and registers it as ``sim_live`` version 1."""
+    import os
+    import subprocess
+
+    import mlflow
+
+    from backend.ml_engine.feature_store.feature_store import FeatureStore
+    from backend.ml_engine.training_orchestrator.config import DataConfig, TrainConfig
+    from backend.ml_engine.training_orchestrator.orchestrator import train_and_track
+    from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
+
+    repo = Path(__file__).resolve().parents[2]
+    data_dir = tmp_path_factory.mktemp("sim_run")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOBBOT_", "MLFLOW_")) and k != "DATA_DIR"}
+    for cmd in (
+        [sys.executable, "-m", "backend.main", "--source", "sim", "--fast", "--duration", SIM_TRAIN, "--seed", "3",
+         "--sim-start", SIM_START, "--symbols", "BTCUSDT,ETHUSDT", "--data-dir", str(data_dir), "--no-legacy"],
+        [sys.executable, str(repo / "preprocessing_add_future_labels_parquet.py"), "--data-dir", str(data_dir), "--no-progress"],
+    ):
+        proc = subprocess.run(cmd, cwd=repo, env=env, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{cmd} failed:\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    store = FeatureStore(data_dir / "feature_store" / "offline")
+    target = resolve_tracking(None, None, data_dir)
+    dcfg = DataConfig(sequence_length=10, min_samples=100, min_split_sequences=20)
+    tcfg = TrainConfig(epochs=4, batch_size=64, device="cpu", conv_channels=16, hidden_size=16, num_threads=1, show_progress=False)
+    summary = train_and_track(store, dcfg, tcfg, target, "sim_live", register_model="sim_live", out=lambda *_: None)
+    return TrainedRun(data_dir, target.uri, summary.run_id, summary.model_uri, "sim_live", store)

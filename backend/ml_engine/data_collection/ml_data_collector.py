@@ -342,10 +342,25 @@ class MLDataCollector:
         if len(buf) >= lane.spec.flush_rows:
             self._due[(RAW, symbol)] = None
 
-    def _lane(self, stream: str, symbol: str) -> _Lane:
+    def add_record(self, stream: str, symbol: str, ints: tuple, floats: tuple, *, source: str | None = None) -> None:
+        """One row of a stream without a vector (``streams.PREDICTION``, ``streams.PAPER_TRADE``): spooled, then buffered.
+
+        ``ints``/``floats`` follow the stream's ``RowLayout``; ``source`` replaces the
+        collector's source in the row's key (the model streams keep their model URI there;
+        one value per stream and symbol for the collector's life). Raises ``KeyError`` for
+        an unknown stream, ``ValueError`` for an invalid symbol or a row of the wrong width.
+        """
+        spec = self.streams[stream]
+        if len(ints) != len(spec.layout.ints) or len(floats) != len(spec.layout.floats) or spec.layout.width:
+            raise ValueError(f"a {stream} row has {len(spec.layout.ints)} ints and {len(spec.layout.floats)} floats")
+        if (stream, symbol) not in self._lanes:
+            self._lane(stream, symbol, source)
+        self._append(stream, symbol, ints, floats)
+
+    def _lane(self, stream: str, symbol: str, source: str | None = None) -> _Lane:
         self._ensure_open()
         validate_symbol(symbol)
-        key = StreamKey(stream, symbol, self.source)
+        key = StreamKey(stream, symbol, source or self.source)
         spec = self.streams[stream]
         counter = self.metrics.samples_collected.labels(symbol=symbol) if spec.counts_as_samples else None
         lane = self._lanes[(stream, symbol)] = _Lane(key, spec, self._first_seq.get(key, 0), counter)

@@ -10,13 +10,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
+import numpy as np
 import pyarrow as pa
 
-from backend.contracts.groups import CANDLES, PRICE_TAPE, RAW_EVENTS
+from backend.contracts.groups import CANDLES, PAPER_TRADES, PREDICTIONS, PRICE_TAPE, RAW_EVENTS
 from backend.ml_engine.data_collection.buffers import Columns
 from backend.ml_engine.data_collection.records import RowLayout, StreamKey
 from backend.ml_engine.data_collection.tables import candle_table, sample_table, tape_table
-from backend.ml_engine.feature_store.feature_schema import FEATURE_COUNT
+from backend.ml_engine.feature_store.feature_schema import (
+    FEATURE_COUNT,
+    LABEL_FIELDS,
+    PAPER_TRADES_SCHEMA,
+    PREDICTIONS_SCHEMA,
+    TIMESTAMP_TYPE,
+)
 from backend.venues.raw import RAW_FLOATS, RAW_INTS, raw_table
 
 SAMPLE, TAPE, CANDLE = "sample", "tape", "candle"
@@ -29,6 +36,60 @@ RAW_FLUSH_ROWS = 50_000
 def raw_events_table(parts: dict[StreamKey, Columns]) -> pa.Table:
     """Raw event rows -> ``RAW_EVENTS_SCHEMA`` (one row per event; ``backend.venues.raw``)."""
     return raw_table((k.symbol, k.source, c.ints, c.floats) for k, c in parts.items())
+
+
+#: the model in the loop (DESIGN.md §6.6): one row per prediction and per paper fill. Their lanes'
+#: ``StreamKey.source`` holds the model URI (one model per bot run), so the URI survives the spool.
+PREDICTION, PAPER_TRADE = "prediction", "paper_trade"
+#: codes of the paper-trade int fields (``side``: +1 buy, -1 sell; ``reason``: index in this tuple)
+PAPER_REASONS = ("enter", "exit", "flip")
+
+
+def _keyed(parts: dict[StreamKey, Columns]) -> list[StreamKey]:
+    return sorted(parts, key=lambda k: (k.symbol, k.source))
+
+
+def _repeat(keys: list[StreamKey], parts: dict[StreamKey, Columns], attr: str) -> pa.Array:
+    return pa.array([getattr(k, attr) for k in keys for _ in range(len(parts[k]))], pa.string())
+
+
+def predictions_table(parts: dict[StreamKey, Columns]) -> pa.Table:
+    """Prediction rows -> ``PREDICTIONS_SCHEMA`` (label columns null until the labeller runs)."""
+    keys = _keyed(parts)
+    ints = {f: np.concatenate([parts[k].ints[f] for k in keys]) for f in ("ts", "horizon_s", "direction")}
+    probs = {f: np.concatenate([parts[k].floats[f] for k in keys]).astype(np.float32) for f in ("p_down", "p_neutral", "p_up")}
+    n = len(ints["ts"])
+    cols = {
+        "timestamp": pa.array(ints["ts"].astype(np.int64), pa.int64()).cast(TIMESTAMP_TYPE),
+        "symbol": _repeat(keys, parts, "symbol"),
+        "model_uri": _repeat(keys, parts, "source"),
+        "horizon_s": pa.array(ints["horizon_s"].astype(np.int16)),
+        "prob_down": pa.array(probs["p_down"]),
+        "prob_neutral": pa.array(probs["p_neutral"]),
+        "prob_up": pa.array(probs["p_up"]),
+        "predicted_direction": pa.array(ints["direction"].astype(np.int8)),
+    }
+    for f in LABEL_FIELDS:
+        cols[f.name] = pa.nulls(n, f.type)
+    return pa.table(cols, schema=PREDICTIONS_SCHEMA)
+
+
+def paper_trades_table(parts: dict[StreamKey, Columns]) -> pa.Table:
+    """Paper fills -> ``PAPER_TRADES_SCHEMA`` (side and reason decoded from their int codes)."""
+    keys = _keyed(parts)
+    side = np.concatenate([parts[k].ints["side"] for k in keys])
+    reason = np.concatenate([parts[k].ints["reason"] for k in keys])
+    cols = {
+        "timestamp": pa.array(np.concatenate([parts[k].ints["ts"] for k in keys]).astype(np.int64), pa.int64()).cast(TIMESTAMP_TYPE),
+        "symbol": _repeat(keys, parts, "symbol"),
+        "side": pa.array(np.where(side > 0, "buy", "sell").tolist(), pa.string()),
+        "qty": pa.array(np.concatenate([parts[k].floats["qty"] for k in keys])),
+        "price": pa.array(np.concatenate([parts[k].floats["price"] for k in keys])),
+        "fee": pa.array(np.concatenate([parts[k].floats["fee"] for k in keys])),
+        "reason": pa.array([PAPER_REASONS[int(r)] for r in reason], pa.string()),
+        "model_uri": _repeat(keys, parts, "source"),
+    }
+    return pa.table(cols, schema=PAPER_TRADES_SCHEMA)
 
 
 @dataclass(frozen=True)
@@ -79,4 +140,11 @@ def default_streams(*, sample_group: str, max_samples_per_file: int, collection_
         # tick is appended whole and flushes run between ticks, so no event is ever split
         RAW: StreamSpec(RAW, RowLayout(RAW_INTS, RAW_FLOATS), RAW_EVENTS, per_symbol=False,
                         flush_rows=RAW_FLUSH_ROWS, to_table=raw_events_table, sinks=("parquet",)),
+        # written only with --model (``MLDataCollector.add_record``); the key's source is the model URI
+        PREDICTION: StreamSpec(PREDICTION, RowLayout(("ts", "horizon_s", "direction"), ("p_down", "p_neutral", "p_up")),
+                               PREDICTIONS, per_symbol=False, flush_rows=max_samples_per_file,
+                               to_table=predictions_table, sinks=("parquet",)),
+        PAPER_TRADE: StreamSpec(PAPER_TRADE, RowLayout(("ts", "side", "reason"), ("qty", "price", "fee")), PAPER_TRADES,
+                                per_symbol=False, flush_rows=max_samples_per_file, to_table=paper_trades_table,
+                                sinks=("parquet",)),
     }

@@ -253,11 +253,42 @@ RAW_EVENTS_SCHEMA = pa.schema(
     ]
 )
 
+#: the model in the loop (DESIGN.md §6.6): one row per prediction, the six label columns filled by the labeller
+PREDICTIONS_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # the predicted sample's event time
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("model_uri", pa.string(), nullable=False),
+        pa.field("horizon_s", pa.int16(), nullable=False),
+        pa.field("prob_down", pa.float32(), nullable=False),
+        pa.field("prob_neutral", pa.float32(), nullable=False),
+        pa.field("prob_up", pa.float32(), nullable=False),
+        pa.field("predicted_direction", pa.int8(), nullable=False),  # 0 DOWN, 1 NEUTRAL, 2 UP
+        *LABEL_FIELDS,
+    ]
+)
+
+#: the model in the loop: one row per simulated fill of paper trading (nothing is ever sent to a venue)
+PAPER_TRADES_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # decision time: the filled book's event time
+        pa.field("symbol", pa.string(), nullable=False),
+        pa.field("side", pa.string(), nullable=False),  # buy | sell
+        pa.field("qty", pa.float64(), nullable=False),  # base units, > 0
+        pa.field("price", pa.float64(), nullable=False),  # average fill, quote per base
+        pa.field("fee", pa.float64(), nullable=False),  # quote
+        pa.field("reason", pa.string(), nullable=False),  # enter | exit | flip
+        pa.field("model_uri", pa.string(), nullable=False),
+    ]
+)
+
 GROUP_SCHEMAS: dict[str, pa.Schema] = {
     "training_features": TRAINING_SCHEMA,
     "price_tape": PRICE_TAPE_SCHEMA,
     "candles": CANDLE_SCHEMA,
     "raw_events": RAW_EVENTS_SCHEMA,
+    "predictions": PREDICTIONS_SCHEMA,
+    "paper_trades": PAPER_TRADES_SCHEMA,
 }
 
 

@@ -8,6 +8,13 @@ file is read in full and rewritten (atomically, refusing if it changed since it 
 read) only when its labels or their provenance change, so a second run rewrites
 nothing. The provenance is stored in the file's key-value metadata
 (``backend.contracts.labels.LABEL_PROVENANCE_KEY``).
+
+A group whose schema has no ``mid_price`` (the ``predictions`` group, DESIGN.md §6.6) is
+labelled like samples with the price at each row's time taken from the price tape: a
+prediction's timestamp is its sample's, which is the event time of the book that made
+both the sample and that tick's tape row, so the tape row with the same symbol and
+timestamp holds exactly the sample's mid. A row without such a tape row gets no price
+(NaN) and so no label.
 """
 
 from __future__ import annotations
@@ -16,12 +23,14 @@ import datetime as dt
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from backend.contracts.groups import PRICE_TAPE
 from backend.contracts.labels import ProvenanceError
 from backend.ml_engine.feature_store import atomic
+from backend.ml_engine.feature_store.feature_schema import schema_for_group
 from backend.ml_engine.feature_store.feature_store import FeatureStore, partition_dir_date
 from backend.ml_engine.labelling.apply import DayInput, LabelUnit, lookahead_days
 from backend.ml_engine.labelling.labels import LabelConfig, PriceRows
@@ -39,6 +48,24 @@ def ts_ms(table: pa.Table) -> np.ndarray:
 def price_rows(table: pa.Table, universe: pa.Array) -> PriceRows:
     """``timestamp``, ``symbol`` and ``mid_price`` of a table as price rows coded in ``universe``."""
     return PriceRows(ts_ms(table), symbol_codes(table.column("symbol"), universe), table.column("mid_price").to_numpy())
+
+
+def mid_from_tape(table: pa.Table, tape: pa.Table) -> pa.Array:
+    """(n,) float64 mid of each row of ``table`` (``timestamp``, ``symbol``) from the ``tape`` row
+    with the same symbol and timestamp (the first of repeated tape rows); NaN where there is none."""
+    def frame(t: pa.Table, cols: list[str]) -> pd.DataFrame:
+        return pd.DataFrame({
+            "symbol": pc.cast(t.column("symbol"), pa.string()).to_numpy(zero_copy_only=False),
+            "ts": ts_ms(t),
+            **{c: t.column(c).to_numpy() for c in cols},
+        })
+
+    rows = frame(table, [])
+    if tape.num_rows == 0 or rows.empty:
+        return pa.array(np.full(len(rows), np.nan), pa.float64())
+    prices = frame(tape, ["mid_price"]).drop_duplicates(["symbol", "ts"])
+    mid = rows.merge(prices, how="left", on=["symbol", "ts"])["mid_price"].to_numpy(np.float64)
+    return pa.array(mid, pa.float64())
 
 
 def read_existing_labels(table: pa.Table, config: LabelConfig) -> dict[int, ColumnLabels]:
@@ -78,6 +105,8 @@ class StoreAdapter:
         self.start_date = start_date
         self.end_date = end_date
         self.lookahead_days = lookahead_days(config)
+        #: the group stores no price (``predictions``): each row's price comes from the tape (``mid_from_tape``)
+        self.price_from_tape = "mid_price" not in schema_for_group(group).names
         self._samples: dict[dt.date, list[tuple[Path, tuple[int, int], pa.Table]]] = {}
         self._tape: dict[dt.date, pa.Table] = {}
         self._refused: dict[dt.date, list[tuple[str, str]]] = {}
@@ -98,7 +127,8 @@ class StoreAdapter:
     # Per-day caches: a day is read once as "today" and again as look-ahead; older days are dropped.
     def _day_samples(self, day: dt.date) -> list[tuple[Path, tuple[int, int], pa.Table]]:
         if day not in self._samples:
-            cols = PRICE_COLUMNS + [self.config.direction_column(h) for h in self.config.horizons_s]
+            cols = (PRICE_COLUMNS[:2] if self.price_from_tape else PRICE_COLUMNS) + [
+                self.config.direction_column(h) for h in self.config.horizons_s]
             cols += [self.config.movement_column(h) for h in self.config.horizons_s]
             rows, refused = [], []
             for path in self.store.list_files(self.group, day, day):
@@ -116,6 +146,8 @@ class StoreAdapter:
                 except (OSError, pa.ArrowException) as exc:
                     refused.append((str(path), f"cannot read its data ({str(exc).splitlines()[0][:200]}); not labelled, left untouched"))
                     continue
+                if self.price_from_tape:
+                    table = table.append_column("mid_price", mid_from_tape(table, self._day_tape(day)))
                 rows.append((path, stat, table))
             self._samples[day] = rows
             self._refused[day] = refused

@@ -98,3 +98,25 @@ def rolling_macro_f1(y_true: np.ndarray, y_pred: np.ndarray, window: int) -> np.
         f1 = np.where(denom > 0, 2 * tp / np.where(denom > 0, denom, 1), 0.0)
     out[window - 1 :] = f1.mean(axis=1)
     return out
+
+
+def fills_pnl(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, fee: np.ndarray,
+              last_mid: Mapping[str, float]) -> dict[str, float]:
+    """Gross and net PnL (quote) of stored paper fills: cash flows of the fills plus each symbol's
+    open position at ``last_mid`` (its last known mid; a symbol missing there counts its open
+    position at its last fill price). ``signed_qty`` (n,) base units, + buy / - sell.
+
+    Returns ``gross``, ``fees``, ``net`` (= gross - fees), ``turnover`` (sum of fill notionals) and
+    ``fills``; the same definitions as ``PaperTrader.summary``.
+    """
+    symbol = np.asarray(symbol).astype(str)
+    q = np.asarray(signed_qty, dtype=np.float64)
+    p = np.asarray(price, dtype=np.float64)
+    gross = float(-(q * p).sum())
+    for sym in np.unique(symbol):
+        rows = symbol == sym
+        pos = float(q[rows].sum())
+        if abs(pos) > 1e-12:
+            gross += pos * float(last_mid.get(str(sym), p[rows][-1]))
+    fees = float(np.asarray(fee, dtype=np.float64).sum())
+    return {"gross": gross, "fees": fees, "net": gross - fees, "turnover": float(np.abs(q * p).sum()), "fills": float(q.size)}

@@ -173,7 +173,7 @@ def max_drawdown(equity: np.ndarray) -> float:
 @dataclass(frozen=True)
 class PaperTrade:
     """One simulated fill, a row of the ``paper_trades`` group (DESIGN.md §6.6): ``timestamp`` ms
-    (decision time = the book's tick), ``side`` buy/sell, ``qty`` base units (> 0), ``price``
+    (decision time: the event time of the book the fill walked, its price-tape row's timestamp), ``side`` buy/sell, ``qty`` base units (> 0), ``price``
     average fill (quote per base), ``fee`` quote, ``reason`` enter/exit/flip."""
 
     timestamp: int
@@ -310,9 +310,12 @@ class PaperTrader:
             traded = fills.qty != 0
             missed += [(self.symbols[i], THIN_BOOK) for i in idx[~traded]]
             self._apply(ts_ms, idx[traded], fills.qty[traded], fills.price[traded], fills.fee[traded])
+            # a fill is stamped with the event time of the book it walked (the tape row of that book)
+            book_ts = np.array([int(getattr(b, "ts_ms", ts_ms)) for b in bks], dtype=np.int64)
             trades = [
-                PaperTrade(int(ts_ms), self.symbols[i], BUY if q > 0 else SELL, float(abs(q)), float(p), float(f), str(r), self.model_uri)
-                for i, q, p, f, r in zip(idx[traded], fills.qty[traded], fills.price[traded], fills.fee[traded], reason[traded])
+                PaperTrade(int(t), self.symbols[i], BUY if q > 0 else SELL, float(abs(q)), float(p), float(f), str(r), self.model_uri)
+                for i, t, q, p, f, r in zip(idx[traded], book_ts[traded], fills.qty[traded], fills.price[traded],
+                                            fills.fee[traded], reason[traded])
             ]
         marked = [i for i in np.flatnonzero(self.pos != 0) if self.symbols[i] in books]
         for i in marked:

@@ -1,6 +1,8 @@
 """The ``predictions`` and ``paper_trades`` groups (DESIGN.md §6.6): Arrow schemas and tables.
 
-Columns follow §6.6 exactly; ``timestamp`` uses the store's type (ms, UTC), like every
+The schemas live with the other group schemas (``feature_schema.GROUP_SCHEMAS``), so the
+collector (a lower layer) writes these groups through its spool like samples; they are
+re-exported here. Columns follow §6.6 exactly; ``timestamp`` uses the store's type (ms, UTC), like every
 group. ``predictions`` ends with the six label columns (null until the labeller fills them,
 as for samples). ``horizon_s`` is int16, like ``feature_version``.
 """
@@ -12,38 +14,15 @@ from typing import Sequence
 import numpy as np
 import pyarrow as pa
 
-from backend.ml_engine.feature_store.feature_schema import LABEL_FIELDS, TIMESTAMP_TYPE
-
-#: group names (folders under the feature store)
-PREDICTIONS = "predictions"
-PAPER_TRADES = "paper_trades"
-
-PREDICTIONS_SCHEMA = pa.schema(
-    [
-        pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # the predicted sample's event time
-        pa.field("symbol", pa.string(), nullable=False),
-        pa.field("model_uri", pa.string(), nullable=False),
-        pa.field("horizon_s", pa.int16(), nullable=False),
-        pa.field("prob_down", pa.float32(), nullable=False),
-        pa.field("prob_neutral", pa.float32(), nullable=False),
-        pa.field("prob_up", pa.float32(), nullable=False),
-        pa.field("predicted_direction", pa.int8(), nullable=False),  # 0 DOWN, 1 NEUTRAL, 2 UP
-        *LABEL_FIELDS,
-    ]
+from backend.contracts.groups import PAPER_TRADES, PREDICTIONS
+from backend.ml_engine.feature_store.feature_schema import (
+    LABEL_FIELDS,
+    PAPER_TRADES_SCHEMA,
+    PREDICTIONS_SCHEMA,
+    TIMESTAMP_TYPE,
 )
 
-PAPER_TRADES_SCHEMA = pa.schema(
-    [
-        pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # decision time (the book's tick)
-        pa.field("symbol", pa.string(), nullable=False),
-        pa.field("side", pa.string(), nullable=False),  # buy | sell
-        pa.field("qty", pa.float64(), nullable=False),  # base units, > 0
-        pa.field("price", pa.float64(), nullable=False),  # average fill, quote per base
-        pa.field("fee", pa.float64(), nullable=False),  # quote
-        pa.field("reason", pa.string(), nullable=False),  # enter | exit | flip
-        pa.field("model_uri", pa.string(), nullable=False),
-    ]
-)
+__all__ = ["PAPER_TRADES", "PAPER_TRADES_SCHEMA", "PREDICTIONS", "PREDICTIONS_SCHEMA", "prediction_table", "trade_table"]
 
 
 def prediction_table(batches: Sequence) -> pa.Table:

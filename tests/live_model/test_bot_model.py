@@ -1,0 +1,129 @@
+"""The bot as a real process with ``--model``: predictions and paper fills through the spool to their groups.
+
+Uses the model trained on the first simulated hours (``conftest.sim_run``: 30 s samples,
+windows of 10) on the simulated hours after them, which it never saw; the bot's defaults
+(3 s ticks, a sample every 10th) give the same 30 s spacing.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from backend.ml_engine.feature_store.feature_schema import PAPER_TRADES_SCHEMA, PREDICTIONS_SCHEMA
+from backend.ml_engine.feature_store.feature_store import FeatureStore
+
+REPO = Path(__file__).resolve().parents[2]
+START = "2025-11-07T04:00:00Z"  # right after the training period (conftest.SIM_TRAIN)
+COUNTS_RE = re.compile(r"Model (\S+): (\d+) predictions .*paper trading: .* (\d+) fills")
+
+
+def _env(tracking_uri: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOBBOT_", "MLFLOW_"))}
+    env.update(PYTHONUNBUFFERED="1", MLFLOW_TRACKING_URI=tracking_uri)
+    return env
+
+
+def _cmd(data_dir: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "backend.main", "--data-dir", str(data_dir), "--source", "sim", "--fast",
+            "--symbols", "BTCUSDT,ETHUSDT", "--seed", "3", "--sim-start", START, "--no-legacy", *args]
+
+
+def _store(data_dir: Path) -> FeatureStore:
+    return FeatureStore(data_dir / "feature_store" / "offline")
+
+
+def _check_groups(data_dir: Path, uri: str):
+    store = _store(data_dir)
+    preds = store.read_offline_table("predictions")
+    trades = store.read_offline_table("paper_trades")
+    tape = store.read_offline_features("price_tape")
+    assert preds.schema.equals(PREDICTIONS_SCHEMA, check_metadata=False)
+    assert trades.num_rows == 0 or trades.schema.equals(PAPER_TRADES_SCHEMA, check_metadata=False)
+    p = preds.to_pandas()
+    assert len(p) > 0 and set(p["model_uri"]) == {uri} and set(p["symbol"]) <= {"BTCUSDT", "ETHUSDT"}
+    probs = p[["prob_down", "prob_neutral", "prob_up"]].to_numpy(np.float64)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-5) and (probs >= 0).all()
+    assert (p["predicted_direction"].to_numpy() == probs.argmax(axis=1)).all()
+    assert not p.duplicated(["symbol", "timestamp"]).any()
+    # every prediction is at a sample's time, and that time has a price-tape row (the labeller's price)
+    samples = store.read_offline_features("training_features", columns=["timestamp", "symbol"])
+    keys = set(zip(samples["symbol"], samples["timestamp"]))
+    assert all(k in keys for k in zip(p["symbol"], p["timestamp"]))
+    t = trades.to_pandas()
+    if len(t):
+        book = tape.set_index(["symbol", "timestamp"])
+        at = book.loc[list(zip(t["symbol"], t["timestamp"]))]
+        buy = (t["side"] == "buy").to_numpy()
+        # never better than the book of that instant: a buy at or above its best ask, a sell at or below its best bid
+        assert (t["price"].to_numpy()[buy] >= at["best_ask"].to_numpy()[buy]).all()
+        assert (t["price"].to_numpy()[~buy] <= at["best_bid"].to_numpy()[~buy]).all()
+        assert (t["fee"] > 0).all() and (t["qty"] > 0).all()
+        assert set(t["reason"]) <= {"enter", "exit", "flip"} and set(t["model_uri"]) == {uri}
+    return p, t
+
+
+def test_bad_uri_and_mismatch_exit_2(trained_run, tmp_path):
+    env = _env(trained_run.tracking_uri)
+    bad = subprocess.run(_cmd(tmp_path / "a", "--duration", "10m", "--model", "models:/no_such_model/1"),
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2, bad.stdout + bad.stderr
+    assert "error: --model: cannot resolve models:/no_such_model/1" in bad.stderr
+    wrong = subprocess.run(_cmd(tmp_path / "b", "--duration", "10m", "--interval", "1", "--model", f"models:/{trained_run.name}/1"),
+                           cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert wrong.returncode == 2, wrong.stdout + wrong.stderr
+    assert "does not match what this bot produces" in wrong.stderr and "sample spacing" in wrong.stderr
+    assert "not a model URI" in subprocess.run(
+        _cmd(tmp_path / "c", "--model", "mymodel"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120).stderr
+
+
+def test_bot_predicts_and_paper_trades_through_the_spool(sim_run, tmp_path):
+    uri = f"models:/{sim_run.name}/1"
+    # a low entry threshold so the small model trades often
+    res = subprocess.run(_cmd(tmp_path, "--duration", "40m", "--model", uri, "--paper-enter-prob", "0.51"),
+                         cwd=REPO, env=_env(sim_run.tracking_uri), capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    m = COUNTS_RE.search(res.stdout)
+    assert m, res.stdout[-3000:]
+    p, t = _check_groups(tmp_path, uri)
+    assert len(p) == int(m.group(2)) and len(t) == int(m.group(3))
+    # 40 min at 30 s = 80 samples per symbol, the first from minute 5, a window after 10
+    assert 2 * 55 <= len(p) <= 2 * 80
+    assert len(t) > 0
+
+
+def test_sigterm_loses_nothing(sim_run, tmp_path):
+    uri = f"models:/{sim_run.name}/1"
+    proc = subprocess.Popen(_cmd(tmp_path, "--duration", "30d", "--model", uri, "--paper-enter-prob", "0.51",
+                                 "--stats-interval", "200"),
+                            cwd=REPO, env=_env(sim_run.tracking_uri), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True)
+    try:
+        lines = []
+        deadline = time.monotonic() + 180
+        for line in proc.stdout:  # stop once the model has been predicting for a while
+            lines.append(line)
+            if "warmup=done" in line and sum("warmup=done" in x for x in lines) >= 3:
+                break
+            assert time.monotonic() < deadline, "".join(lines[-20:])
+        proc.send_signal(signal.SIGTERM)
+        rest, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    out = "".join(lines) + rest
+    assert proc.returncode == 0, out[-3000:]
+    m = COUNTS_RE.search(out)
+    assert m, out[-3000:]
+    p, t = _check_groups(tmp_path, uri)
+    assert len(p) == int(m.group(2)) > 0 and len(t) == int(m.group(3))
+    assert not any((tmp_path / "spool").glob("*.seg")) or "All collected samples are on disk." in out
