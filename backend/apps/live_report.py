@@ -35,6 +35,9 @@ from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
 
 __all__ = ["build_parser", "main", "model_report"]
 
+#: how far past the last prediction or fill the tape is read for the last mid (the bot's last ticks)
+TAPE_TAIL_MS = 86_400_000
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The option parser."""
@@ -90,7 +93,10 @@ def model_report(store, uri: str, preds: pa.Table, trades: pa.Table, test_metric
     if preds.num_rows:
         sym = _np(preds, "symbol")
         codes = np.array([symbols.index(s) for s in sym], dtype=np.int32)
-        tape = read_tape(store, symbols, int(ts.min()) - (horizon + int(DEFAULT_TOLERANCE_S) + 1) * 1000, int(ts.max()))
+        # to the end of the recorded tape after the last prediction: open paper positions are marked at its last mid
+        trade_end = int(_np(trades, "timestamp").max()) if trades.num_rows else 0
+        end = max(int(ts.max()), trade_end) + horizon * 1000 + TAPE_TAIL_MS
+        tape = read_tape(store, symbols, int(ts.min()) - (horizon + int(DEFAULT_TOLERANCE_S) + 1) * 1000, end)
         # the price at prediction time is the tape row of the same book (same symbol and timestamp)
         key = {(int(c), int(t)): float(m) for t, c, m in zip(*tape)}
         mid = np.array([key.get((int(c), int(t)), np.nan) for c, t in zip(codes, ts)])

@@ -85,14 +85,22 @@ def test_bad_uri_and_mismatch_exit_2(trained_run, tmp_path):
         _cmd(tmp_path / "c", "--model", "mymodel"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120).stderr
 
 
-def test_bot_predicts_and_paper_trades_through_the_spool(sim_run, tmp_path):
+@pytest.fixture(scope="module")
+def live_run(sim_run, tmp_path_factory):
+    """(data dir, model URI, bot stdout) of 40 simulated minutes with the sim-trained model."""
+    data_dir = tmp_path_factory.mktemp("live_run")
     uri = f"models:/{sim_run.name}/1"
     # a low entry threshold so the small model trades often
-    res = subprocess.run(_cmd(tmp_path, "--duration", "40m", "--model", uri, "--paper-enter-prob", "0.51"),
+    res = subprocess.run(_cmd(data_dir, "--duration", "40m", "--model", uri, "--paper-enter-prob", "0.51"),
                          cwd=REPO, env=_env(sim_run.tracking_uri), capture_output=True, text=True, timeout=240)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
-    m = COUNTS_RE.search(res.stdout)
-    assert m, res.stdout[-3000:]
+    return data_dir, uri, res.stdout
+
+
+def test_bot_predicts_and_paper_trades_through_the_spool(live_run):
+    tmp_path, uri, stdout = live_run
+    m = COUNTS_RE.search(stdout)
+    assert m, stdout[-3000:]
     p, t = _check_groups(tmp_path, uri)
     assert len(p) == int(m.group(2)) and len(t) == int(m.group(3))
     # 40 min at 30 s = 80 samples per symbol, the first from minute 5, a window after 10
@@ -127,3 +135,35 @@ def test_sigterm_loses_nothing(sim_run, tmp_path):
     p, t = _check_groups(tmp_path, uri)
     assert len(p) == int(m.group(2)) > 0 and len(t) == int(m.group(3))
     assert not any((tmp_path / "spool").glob("*.seg")) or "All collected samples are on disk." in out
+
+
+def test_labelled_predictions_and_live_report(live_run, sim_run):
+    data_dir, uri, stdout = live_run
+    env = _env(sim_run.tracking_uri)
+    for group in ("predictions", "training_features"):
+        lab = subprocess.run([sys.executable, str(REPO / "preprocessing_add_future_labels_parquet.py"), "--data-dir",
+                              str(data_dir), "--feature-group", group, "--no-progress"],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+        assert lab.returncode == 0, lab.stdout[-2000:] + lab.stderr[-2000:]
+    store = _store(data_dir)
+    p = store.read_offline_features("predictions")
+    s = store.read_offline_features("training_features", columns=["timestamp", "symbol", "future_direction_60s",
+                                                                   "future_movement_60s"])
+    both = p.merge(s, on=["symbol", "timestamp"], suffixes=("_p", "_s"))
+    assert len(both) == len(p) and p["future_direction_60s"].notna().sum() > 0.9 * len(p)
+    # the price at prediction time is the tape's at that book, which is the sample's mid: the same labels
+    assert both["future_direction_60s_p"].astype("float").fillna(-1).equals(both["future_direction_60s_s"].astype("float").fillna(-1))
+    assert np.allclose(both["future_movement_60s_p"], both["future_movement_60s_s"], equal_nan=True, rtol=0, atol=1e-12)
+    rep = subprocess.run([sys.executable, "-m", "backend.apps.live_report", "--data-dir", str(data_dir)],
+                         cwd=REPO, env=env, capture_output=True, text=True, timeout=240)
+    assert rep.returncode == 0, rep.stdout[-2000:] + rep.stderr[-2000:]
+    assert f"Model {uri}" in rep.stdout and "macro-F1  live 0." in rep.stdout
+    import mlflow
+
+    run = mlflow.MlflowClient(tracking_uri=sim_run.tracking_uri).get_run(sim_run.run_id)
+    logged = run.data.metrics
+    assert 0 <= logged["live_macro_f1"] <= 1 and logged["live_labelled"] == p["future_direction_60s"].notna().sum()
+    assert "live_persistence_macro_f1" in logged
+    # PnL from the stored fills equals the trader's own account (open positions at the last mid)
+    gross = float(re.search(r"gross PnL ([-+][\d.]+), net PnL ([-+][\d.]+)", stdout).group(1))
+    assert abs(logged["paper_gross_pnl"] - gross) < 0.01
