@@ -109,6 +109,7 @@ KEY_INSPECTOR = web.AppKey("inspector", StoreInspector)
 KEY_RUNS = web.AppKey("runs", RunsReader)
 KEY_STOP = web.AppKey("stop", asyncio.Event)
 KEY_WARM = web.AppKey("warm", asyncio.Future)
+KEY_LIVE = web.AppKey("live", object)
 
 
 def create_app(
@@ -117,11 +118,14 @@ def create_app(
     metrics: Metrics | None = None,
     status_provider: StatusProvider | None = None,
     job_runner: JobRunner | None = None,
+    live_provider=None,
 ) -> web.Application:
     """The application; run it with ``web.run_app`` or an ``AppRunner`` on any loop.
 
     Nothing here blocks the loop: the data audit and MLflow reads run in worker threads,
-    jobs are child processes. On cleanup the active job is cancelled.
+    jobs are child processes. On cleanup the active job is cancelled. ``live_provider``: a
+    callable returning the Live Model panel's data (the bot's ``--model`` service's
+    ``live_view``), None without a model.
     """
     metrics = metrics if metrics is not None else Metrics()
     failures = auth_failure_counter(metrics)
@@ -151,6 +155,7 @@ def create_app(
     app[KEY_INSPECTOR] = StoreInspector(Path(settings.data_dir) / "feature_store" / "offline")
     app[KEY_RUNS] = RunsReader(settings.tracking_uri)
     app[KEY_STOP] = asyncio.Event()
+    app[KEY_LIVE] = live_provider
 
     r = app.router
     r.add_get("/", index)
@@ -160,6 +165,7 @@ def create_app(
     r.add_get("/api/collector", get_collector)
     r.add_get("/api/events", get_events)
     r.add_get("/api/data", get_data)
+    r.add_get("/api/live", get_live)
     r.add_post("/api/training", post_training)
     r.add_get("/api/training", list_jobs)
     r.add_get("/api/training/{job}", get_job)
@@ -273,6 +279,16 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     except (ConnectionResetError, asyncio.CancelledError):
         pass
     return resp
+
+
+async def get_live(request: web.Request) -> web.Response:
+    """``GET /api/live``: the Live Model panel (DESIGN.md §6.6): ``{"loaded": false}`` without a model,
+    else the model, recent predictions with their realised class, the rolling live macro-F1 beside
+    the test macro-F1, the paper equity curve (gross and net) and the paper totals."""
+    provider = request.app[KEY_LIVE]
+    if provider is None:
+        return web.json_response({"loaded": False})
+    return web.json_response({"loaded": True, **provider()})
 
 
 async def get_data(request: web.Request) -> web.Response:

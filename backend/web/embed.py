@@ -42,7 +42,8 @@ class BotServer:
             bot.metrics, bot.symbols, s.source, lambda: bot.source_state,
             max_book_age_s=float(s.max_book_age_s), warmup=bot.warmup_progress,
         )
-        app = create_app(self.settings, metrics=bot.metrics, status_provider=provider)
+        live = next((svc.live_view for svc in getattr(bot, "services", ()) if hasattr(svc, "live_view")), None)
+        app = create_app(self.settings, metrics=bot.metrics, status_provider=provider, live_provider=live)
         runner = web.AppRunner(app, shutdown_timeout=self.shutdown_timeout_s, access_log=None, handle_signals=False)
         await runner.setup()
         site = web.TCPSite(runner, self.settings.host, self.port)

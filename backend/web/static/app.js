@@ -254,6 +254,57 @@
     }
   }
 
+  // --- live model (GET /api/live) ------------------------------------------------------------------
+  const CLASS = ["DOWN", "NEUTRAL", "UP"];
+  function utc(ms) { return new Date(ms).toISOString().replace("T", " ").slice(0, 19); }
+  function linePlot(box, key, series, data, range) {
+    if (state[key]) { state[key].destroy(); state[key] = null; }
+    box.replaceChildren();
+    if (!data[0].length) return;
+    const opts = { width: Math.min(900, box.clientWidth || 900), height: 200, scales: { x: { time: true } },
+      series: [{}].concat(series), axes: [{}, {}] };
+    if (range) opts.scales.y = { range: range };
+    state[key] = new uPlot(opts, data, box);
+  }
+  function renderLive(v) {
+    const st = $("#live-state");
+    if (!v || !v.loaded) { st.textContent = t("live_none"); $("#live-body").hidden = true; return; }
+    st.textContent = t("live_loaded", { uri: v.model_uri, h: v.horizon_s, L: v.sequence_length });
+    $("#live-body").hidden = false;
+    const roll = v.rolling_macro_f1 || [];
+    const last = roll.length ? roll[roll.length - 1].macro_f1 : null;
+    const p = v.paper || {};
+    const items = [
+      ["live_predictions", v.predictions], ["live_labelled", v.labelled], ["live_accuracy", fmt(v.live_accuracy)],
+      ["live_macro_f1", fmt(last)], ["test_macro_f1", fmt(v.test_macro_f1)],
+      ["test_persistence", fmt((v.baselines || {}).persistence)],
+      ["paper_gross", fmt(p.gross_pnl, 2)], ["paper_net", fmt(p.net_pnl, 2)], ["paper_fees", fmt(p.fees, 2)],
+      ["paper_fills", p.fills], ["paper_hit", p.hit_rate == null ? "–" : fmt(100 * p.hit_rate, 1) + " %"],
+      ["paper_dd", fmt(p.max_drawdown_net, 2)],
+    ];
+    const dl = $("#live-summary"); dl.replaceChildren();
+    for (const [k, val] of items) dl.append(el("dt", { "data-key": k }, t(k)), el("dd", { "data-key": k }, val));
+    const testF1 = v.test_macro_f1 == null ? null : v.test_macro_f1;
+    linePlot($("#live-f1-chart"), "liveF1Plot",
+      [{ label: t("live_macro_f1"), stroke: "#1f6feb" }, { label: t("test_macro_f1"), stroke: "#999", dash: [6, 4] }],
+      [roll.map((r) => r.ts / 1000), roll.map((r) => r.macro_f1), roll.map(() => testF1)], [0, 1]);
+    const eq = v.equity || [];
+    linePlot($("#live-equity-chart"), "liveEquityPlot",
+      [{ label: t("paper_gross"), stroke: "#2da44e" }, { label: t("paper_net"), stroke: "#cf222e" }],
+      [eq.map((e) => e.ts / 1000), eq.map((e) => e.gross), eq.map((e) => e.net)]);
+    const tb = $("#live-preds tbody"); tb.replaceChildren();
+    for (const r of (v.recent || []).slice().reverse().slice(0, 20)) {
+      const ok = r.realised == null ? "" : (r.realised === r.direction ? "ok" : "miss");
+      tb.append(el("tr", { class: ok }, el("td", {}, utc(r.ts)), el("td", {}, r.symbol), el("td", {}, fmt(r.prob[0])),
+        el("td", {}, fmt(r.prob[1])), el("td", {}, fmt(r.prob[2])), el("td", {}, CLASS[r.direction]),
+        el("td", {}, r.realised == null ? t("pending") : CLASS[r.realised])));
+    }
+  }
+  async function loadLive() {
+    const r = await api("GET", "/api/live");
+    if (r.status === 200) renderLive(r.data);
+  }
+
   // --- wiring -----------------------------------------------------------------------------------
   async function init() {
     const { status, data } = await api("GET", "/api/config");
@@ -278,6 +329,7 @@
       if (state.collector) renderCollector(state.collector);
       if (state.data) renderData(state.data);
       loadRuns();
+      loadLive();
     });
     $("#data-refresh").addEventListener("click", loadData);
     $("#data-group").addEventListener("change", loadData);
@@ -287,6 +339,8 @@
     events();
     await loadData();
     await loadRuns();
+    await loadLive();
+    setInterval(loadLive, 5000);
     const jobs = await api("GET", "/api/training");
     if (jobs.status === 200 && jobs.data.length && ["queued", "running"].includes(jobs.data[0].state)) pollJob("training", jobs.data[0].job_id);
     document.body.setAttribute("data-ready", "1");

@@ -24,10 +24,21 @@ window.I18N = {
     run_model: "Model macro-F1", run_detail: "Run", run_open_mlflow: "open in MLflow UI",
     run_confusion: "Confusion matrix (test split, rows = true class)", details: "details", no_runs: "No runs yet.",
     started: "Started job {id}", invalid: "Invalid options:", busy: "Another job is running: {msg}",
-    unauthorized: "The token was refused: enter it again.", mlflow_run: "MLflow run", lang_label: "Language"
+    unauthorized: "The token was refused: enter it again.", mlflow_run: "MLflow run", lang_label: "Language",
+    nav_live: "Live Model", live_none: "No model loaded: start the bot with --model URI (and --api-port) to see it live.",
+    live_loaded: "Model {uri} (horizon {h} s, windows of {L} samples): paper trading only, no order is sent.",
+    live_f1_title: "Rolling live macro-F1 (test macro-F1 dashed)", live_equity_title: "Paper equity, quote (gross and net of fees)",
+    live_preds_title: "Predictions vs realised labels (newest first)", live_time: "Time (UTC)", live_predicted: "Predicted",
+    live_realised: "Realised", live_predictions: "Predictions", live_labelled: "Labelled", live_accuracy: "Live accuracy",
+    live_macro_f1: "Live macro-F1 (rolling)", test_macro_f1: "Test macro-F1", test_persistence: "Test persistence macro-F1",
+    paper_gross: "Gross PnL", paper_net: "Net PnL", paper_fees: "Fees", paper_fills: "Fills", paper_hit: "Hit rate",
+    paper_dd: "Max drawdown (net)", pending: "pending"
   },
   ru: {
     title: "LOB bot: управление ML", nav_collector: "Сборщик", nav_data: "Данные", nav_ml: "Управление ML",
+    nav_live: "Модель в работе", live_none: "Модель не загружена: запустите бота с --model URI (и --api-port).",
+    live_loaded: "Модель {uri} (горизонт {h} с, окна по {L} сэмплов): только бумажная торговля, ордера не отправляются.",
+    live_realised: "Фактически", live_predicted: "Прогноз", paper_gross: "PnL брутто", paper_net: "PnL нетто",
     token_label: "API-токен", token_save: "Применить токен",
     token_needed: "Для запуска или отмены задачи нужен API-токен (в <data-dir>/api_token).",
     col_symbol: "Символ", col_book_age: "Возраст стакана, с", col_samples: "Семплы", col_last_sample: "Последний семпл (UTC)",

@@ -1,0 +1,106 @@
+"""The Live Model panel in real headless Chromium, fed by a real bot run with the sim-trained model.
+
+The bot runs in this process (simulated market, virtual clock) with the ``--model`` service
+the app builds; the web app is then served with that service's ``live_view`` behind
+``GET /api/live``, and the page must draw the model, predictions with their realised class,
+the rolling live macro-F1 beside the test macro-F1 and the equity curve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import pytest
+from aiohttp import ClientSession, web
+
+from backend.config import Settings
+from backend.contracts.labels import DEFAULT_THRESHOLD_PCT
+from backend.engine.bot import Bot
+from backend.metrics import Metrics
+from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
+from backend.ml_engine.live.model_loader import BotProfile, load_live_model
+from backend.ml_engine.live.paper import PaperConfig
+from backend.ml_engine.live.service import LiveModelService
+from backend.web.app import WebSettings, create_app
+from backend.web.auth import ApiToken
+
+playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is a dev dependency (pip install -e .[dev])")
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]
+
+
+async def _serve(data_dir: Path, live_provider):
+    settings = WebSettings(data_dir=data_dir, token=ApiToken("t" * 24, "test"), tracking_uri=f"sqlite:///{data_dir}/none.db")
+    app = create_app(settings, metrics=Metrics(), live_provider=live_provider)
+    runner = web.AppRunner(app, shutdown_timeout=2)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
+
+
+async def test_live_panel_renders_a_real_run(sim_run, tmp_path):
+    assert os.path.exists(CHROMIUM), "headless tests need Debian's chromium: apt-get install -y chromium"
+    symbols = ["BTCUSDT", "ETHUSDT"]
+    settings = Settings(data_dir=tmp_path / "data", source="sim", fast=True, duration="60m", symbols=symbols, seed=3,
+                        sim_start="2025-11-07T04:00:00Z", use_legacy_format=False, spool_fsync=False)
+    profile = BotProfile(tuple(FEATURE_NAMES), FEATURE_SCHEMA_VERSION, 30_000, DEFAULT_THRESHOLD_PCT)
+    model = load_live_model(f"models:/{sim_run.name}/1", sim_run.tracking_uri, profile, symbols)
+    service = LiveModelService(model, symbols, PaperConfig(horizon_s=model.spec.horizon_s, enter_prob=0.51))
+    assert await Bot(settings, services=(service,)).run() == 0
+    view = service.live_view()
+    assert view["predictions"] > 50 and view["labelled"] > 30 and view["rolling_macro_f1"] and view["equity"]
+
+    runner, base = await _serve(tmp_path, service.live_view)
+    try:
+        async with ClientSession() as http:
+            async with http.get(base + "/api/live") as resp:
+                body = await resp.json()
+        assert body["loaded"] is True and body["model_uri"] == f"models:/{sim_run.name}/1"
+        async with playwright_api.async_playwright() as p:
+            ctx = await p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                             headless=True, args=CHROMIUM_ARGS,
+                                                             viewport={"width": 1280, "height": 900})
+            try:
+                page = await ctx.new_page()
+                errors = []
+                page.on("pageerror", lambda e: errors.append(str(e)))
+                await page.goto(base + "/")
+                await page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+                await page.wait_for_selector("#live-body:not([hidden])", timeout=10_000)
+                assert f"models:/{sim_run.name}/1" in await page.locator("#live-state").inner_text()
+                summary = await page.locator("#live-summary").inner_text()
+                assert str(view["predictions"]) in summary
+                test_f1 = f"{view['test_macro_f1']:.3f}"
+                assert await page.locator("#live-summary dd[data-key='test_macro_f1']").inner_text() == test_f1
+                live_f1 = await page.locator("#live-summary dd[data-key='live_macro_f1']").inner_text()
+                assert 0 <= float(live_f1) <= 1
+                rows = page.locator("#live-preds tbody tr")
+                assert await rows.count() == 20
+                realised = await page.locator("#live-preds tbody td:nth-child(7)").all_inner_texts()
+                assert set(realised) <= {"DOWN", "NEUTRAL", "UP", "pending"} and set(realised) - {"pending"}
+                # both charts drew (uPlot canvases with their series legends)
+                assert await page.locator("#live-f1-chart canvas").count() >= 1
+                assert await page.locator("#live-equity-chart canvas").count() >= 1
+                legend = await page.locator("#live-equity-chart").inner_text()
+                assert "Gross PnL" in legend and "Net PnL" in legend
+                await page.locator("#live").screenshot(path=str(tmp_path / "live.png"))
+                assert errors == []
+            finally:
+                await ctx.close()
+    finally:
+        with contextlib.suppress(Exception):
+            await runner.cleanup()
+
+
+async def test_live_route_without_a_model(tmp_path):
+    runner, base = await _serve(tmp_path, None)
+    try:
+        async with ClientSession() as http:
+            async with http.get(base + "/api/live") as resp:
+                assert resp.status == 200 and await resp.json() == {"loaded": False}
+    finally:
+        await runner.cleanup()
