@@ -126,6 +126,15 @@ def _group(v: Any) -> str:
     return v
 
 
+_WINDOW_RE = re.compile(r"^\d{1,6}(\.\d{1,3})?[smhd]$")
+
+
+def _window(v: Any) -> str:
+    if not isinstance(v, str) or not _WINDOW_RE.match(v.strip()):
+        raise ValueError(f"must be a duration with a unit, e.g. 90m, 12h or 2d, got {v!r}")
+    return v.strip()
+
+
 def _experiment(v: Any) -> str:
     if not isinstance(v, str) or not EXPERIMENT_RE.match(v):
         raise ValueError(f"must be 1-100 characters of letters, digits, space and _.- starting with a letter or digit, got {v!r}")
@@ -165,6 +174,8 @@ TRAINING_OPTIONS: dict[str, Option] = {
     "tolerance": Option("--tolerance", _float(0.0, 3600.0), "seconds of tolerance"),
     "min_samples": Option("--min-samples", _int(1, 10**9), "minimum samples"),
     "experiment": Option("--experiment", _experiment, "MLflow experiment"),
+    "folds": Option("--folds", _int(1, 20), "walk-forward folds (5 recommended, docs/evaluation.md)"),
+    "window": Option("--window", _window, "rolling training window per fold, e.g. 12h"),
 }
 
 LABELLING_OPTIONS: dict[str, Option] = {

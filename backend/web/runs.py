@@ -89,7 +89,13 @@ class RunsReader:
             "end_time": _iso(run.info.end_time),
             "status": run.info.status,
             "params": {k: params[k] for k in LIST_PARAMS if k in params},
-            "metrics": {k: v for k, v in run.data.metrics.items() if k.startswith(("test_", "baseline_", "best_"))},
+            "metrics": {k: v for k, v in run.data.metrics.items()
+                        if k.startswith(("test_", "baseline_", "best_", "diff_", "verdict_"))},
+            # the evaluation's verdicts (docs/evaluation.md): "beats X" only when the paired
+            # difference's interval is above zero
+            "verdicts": {k[len("verdict_"):]: v for k, v in run.data.tags.items()
+                         if k.startswith("verdict_") and k != "verdict_summary"},
+            "warning": run.data.tags.get("evaluation_warning"),
         }
 
     def run_detail(self, run_id: str) -> dict:

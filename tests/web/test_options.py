@@ -17,6 +17,9 @@ def _fields(body, fn=training_argv, **kw):
     "field, value, words",
     [
         ("epochs", 0, "between 1 and 1000"),
+        ("folds", 0, "between 1 and 20"),
+        ("window", "24", "with a unit"),
+        ("window", "12h; rm -rf /", "with a unit"),
         ("epochs", "ten", "whole number"),
         ("epochs", True, "whole number"),
         ("horizon", 45, "one of 10, 30, 60"),
