@@ -23,7 +23,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from backend.contracts.groups import MARKET_GROUPS, validate_group_name
+from backend.contracts.groups import MARKET_GROUPS, PAPER_TRADES, PREDICTIONS, validate_group_name
 from backend.credentials import CredentialError, parse_url
 from backend.symbols import validate_symbol
 
@@ -173,6 +173,9 @@ class Settings(BaseSettings):
         validate_group_name(value)
         if value in MARKET_GROUPS:
             raise ValueError(f"{value!r} holds market records, not samples: choose another feature group")
+        if value in (PREDICTIONS, PAPER_TRADES):
+            raise ValueError(f"{value!r} holds what a --model run predicted or paper-traded, not samples: "
+                             "choose another feature group")
         return value
 
     @model_validator(mode="after")

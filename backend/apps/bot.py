@@ -162,6 +162,8 @@ def _live_model_service(settings: Settings):
     from backend.ml_engine.live.service import LiveModelService
     from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
 
+    # MLflow draws a progress bar per downloaded artifact; the bot's console is a log
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     target = resolve_tracking(None, settings.mlflow_tracking_uri, settings.data_dir)
     profile = BotProfile(tuple(FEATURE_NAMES), FEATURE_SCHEMA_VERSION,
                          int(round(settings.interval * settings.collection_interval * 1000)), DEFAULT_THRESHOLD_PCT)
