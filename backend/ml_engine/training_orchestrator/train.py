@@ -126,6 +126,15 @@ class Trainer:
         checkpoint_path: Path | None = None,
         progress: Callable | None = None,
     ) -> TrainResult:
+        """Train on the windows ending at ``train_ends`` with early stopping on validation macro-F1.
+
+        One loop per epoch: shuffled mini-batches of windows gathered from the contiguous
+        feature array (never materialised), class-weighted cross-entropy, AdamW; after each
+        epoch the validation windows (``val_ends``) are scored, ``on_epoch(stats, improved)``
+        is called, and the best epoch's weights are kept (written to ``checkpoint_path`` when
+        given) and restored at the end. Returns the ``TrainResult`` with per-epoch stats and
+        the best epoch.
+        """
         cfg = self.cfg
         y_np = self.y.cpu().numpy() if self.device.type != "cpu" else self.y.numpy()
         weights = torch.as_tensor(class_weights(y_np[train_ends]), device=self.device)

@@ -53,7 +53,7 @@ async def test_binance_ws_run_stores_the_true_book_mid_at_every_sample(tmp_path)
         assert "Source: binance-ws faults=1 (sequence_gap=1) reconnects=0 resyncs=1" in text, text[-2000:]
         store = FeatureStore(tmp_path / "feature_store" / "offline")
         df = store.read_offline_features("training_features")
-        assert set(df["source"]) == {"binance-ws"}
+        assert set(df["source"]) == {"binance"}  # the venue, not the transport (DESIGN.md §6.5)
         for sym in SYMS:
             rows = df[df["symbol"] == sym]
             assert len(rows) >= 5, (sym, len(rows), text[-2000:])

@@ -42,6 +42,7 @@ class FoldOutcome:
     probs: np.ndarray | None = None  # (n, 3) model class probabilities (softmax of the logits)
 
     def ordered(self) -> "FoldOutcome":
+        """This fold's test samples sorted by (time, symbol), the order the block bootstrap cuts blocks in."""
         o = bootstrap.time_order(self.end_ms, self.symbol_codes)
         probs = None if self.probs is None else np.asarray(self.probs)[o]
         preds = {k: np.asarray(v)[o] for k, v in self.predictions.items()}
@@ -50,6 +51,7 @@ class FoldOutcome:
 
 @dataclass
 class FoldAssessment:
+    """One fold's test window: its time span, sample count, bootstrap comparison and verdicts."""
     index: int  # 0-based
     start_ms: int  # first and last test end time
     end_ms: int
@@ -59,6 +61,7 @@ class FoldAssessment:
 
 @dataclass
 class Assessment:
+    """The whole evaluation: per-fold and pooled comparisons, verdicts per baseline, the persistence warning, confusion matrices, Brier score and reliability."""
     model: str
     metric: str  # the verdict's metric
     dependence_ms: int

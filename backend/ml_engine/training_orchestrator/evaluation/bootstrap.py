@@ -133,6 +133,7 @@ class Interval:
     high: float
 
     def contains(self, value: float) -> bool:
+        """True when ``value`` lies in [low, high]."""
         return self.low <= value <= self.high
 
 

@@ -54,6 +54,7 @@ def brier_score(probs: np.ndarray, y_true: np.ndarray) -> float:
 
 @dataclass(frozen=True)
 class Reliability:
+    """A reliability diagram: per confidence bin, mean confidence, accuracy and count, plus the expected calibration error."""
     edges: np.ndarray  # (bins + 1,) confidence bin edges on [0, 1]
     confidence: np.ndarray  # (bins,) mean top-class probability per bin; NaN where empty
     accuracy: np.ndarray  # (bins,) share correct per bin; NaN where empty

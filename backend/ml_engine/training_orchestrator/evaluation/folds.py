@@ -40,6 +40,7 @@ class Fold:
     test_end_ms: int  # inclusive
 
     def sizes(self) -> dict[str, int]:
+        """Number of sequences in the train, validation and test parts."""
         return {"train": int(self.train.size), "val": int(self.val.size), "test": int(self.test.size)}
 
 

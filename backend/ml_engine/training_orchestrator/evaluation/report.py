@@ -80,6 +80,7 @@ def comparison_table(a: Assessment) -> str:
 
 
 def confusion_table(a: Assessment, name: str | None = None) -> str:
+    """The confusion matrix of ``name`` (default: the model) as a fixed-width text table, rows true, columns predicted."""
     name = name or a.model
     cm = a.confusion[name]
     width = max(9, len(str(int(cm.max()))) + 2)
@@ -91,6 +92,7 @@ def confusion_table(a: Assessment, name: str | None = None) -> str:
 
 
 def calibration_line(a: Assessment) -> str | None:
+    """One console line with the Brier score and expected calibration error, or None without probabilities."""
     if a.brier is None or a.reliability is None:
         return None
     return (

@@ -39,6 +39,7 @@ DEFAULT_METRIC = "macro_f1"
 
 @dataclass(frozen=True)
 class Verdict:
+    """The verdict against one baseline: beats, not distinguishable or worse, with the interval it rests on."""
     baseline: str
     outcome: str  # BEATS | NOT_DISTINGUISHABLE | WORSE
     metric: str
@@ -48,6 +49,7 @@ class Verdict:
 
     @property
     def code(self) -> int:
+        """+1 beats, 0 not distinguishable, -1 worse (logged as ``verdict_<baseline>_code``)."""
         return CODES[self.outcome]
 
     def text(self) -> str:
