@@ -104,3 +104,29 @@ async def test_live_route_without_a_model(tmp_path):
                 assert resp.status == 200 and await resp.json() == {"loaded": False}
     finally:
         await runner.cleanup()
+
+
+async def test_bot_server_serves_the_bots_model_service(sim_run, tmp_path):
+    """``--api-port`` with ``--model``: the embedded web app finds the model service among the bot's services."""
+    from backend.web.embed import BotServer
+
+    symbols = ["BTCUSDT"]
+    settings = Settings(data_dir=tmp_path / "data", source="sim", fast=True, symbols=symbols, use_legacy_format=False,
+                        spool_fsync=False)
+    profile = BotProfile(tuple(FEATURE_NAMES), FEATURE_SCHEMA_VERSION, 30_000, DEFAULT_THRESHOLD_PCT)
+    model = load_live_model(f"models:/{sim_run.name}/1", sim_run.tracking_uri,
+                            profile, symbols)
+    service = LiveModelService(model, symbols, PaperConfig(horizon_s=model.spec.horizon_s))
+    web_settings = WebSettings(data_dir=tmp_path, token=ApiToken("t" * 24, "test"), tracking_uri=sim_run.tracking_uri)
+    server = BotServer(web_settings, 0)
+    bot = Bot(settings, services=(service, server))
+    try:
+        await server.start(bot)
+        async with ClientSession() as http:
+            async with http.get(f"http://127.0.0.1:{server.bound_port}/api/live") as resp:
+                body = await resp.json()
+        assert body["loaded"] is True and body["predictions"] == 0 and body["model_uri"] == f"models:/{sim_run.name}/1"
+        assert body["test_macro_f1"] == pytest.approx(model.spec.test_metrics["test_macro_f1"])
+    finally:
+        await server.stop()
+        bot.ml_data_collector.close_sync()
