@@ -72,6 +72,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import logging
 import os
 import random
@@ -186,6 +187,7 @@ class FakeBybit:
         self.push_interval_s = push_interval_s
         self.fault_rate = fault_rate
         self.ws_fault_rate = fault_rate if ws_fault_rate is None else ws_fault_rate
+        self._last_fault_roll: float | None = None
         self._rng = random.Random(seed)
         self.market = SimMarket(self.symbols, seed=seed, start_ms=sim_start_ms or self._now())
         # u starts high like a long-running Bybit topic; u == 1 is reserved for a service restart
@@ -652,8 +654,13 @@ class FakeBybit:
                 log.exception("fake bybit push failed")
 
     def _random_ws_fault(self) -> None:
-        # ws_fault_rate is per second; a push round lasts push_interval_s
-        if self.ws_fault_rate > 0 and self._rng.random() < self.ws_fault_rate * self.push_interval_s:
+        # ws_fault_rate is per second of wall time: the chance covers the time since the last
+        # round, so a loaded machine (rounds later than push_interval_s) sees the same fault
+        # rate instead of fewer faults
+        now = time.monotonic()
+        elapsed = self.push_interval_s if self._last_fault_roll is None else max(0.0, now - self._last_fault_roll)
+        self._last_fault_roll = now
+        if self.ws_fault_rate > 0 and self._rng.random() < -math.expm1(-self.ws_fault_rate * elapsed):
             kind = self._rng.choice(WS_FAULTS)
             params = {"seconds": self._rng.uniform(0.2, 1.5)} if kind == "ws_delay" else {}
             self._faults.append(_Fault(kind, self._rng.choice(self.symbols), 1, params))
