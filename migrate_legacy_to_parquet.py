@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Migrate legacy .npy/.json training batches into the parquet feature store.
 
-Usage: python migrate_legacy_to_parquet.py [--data-dir DIR] [--symbols S1,S2] [--dry-run]
+Usage: python migrate_legacy_to_parquet.py [--data-dir DIR] [--symbols S1,S2] [--dry-run] [--strict | --map NAMES.json]
 """
 
 from __future__ import annotations

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure_or_exit
@@ -16,6 +17,7 @@ from backend.i18n import _, add_lang_argument, setup_or_exit
 from backend.contracts.groups import MARKET_GROUPS
 from backend.ml_engine.feature_store.feature_store import get_feature_store
 from backend.ml_engine.feature_store.legacy_format import list_symbols
+from backend.ml_engine.migration.interpret import NameMapError, load_name_map
 from backend.ml_engine.migration.legacy_to_parquet import MigrationTotals, Migrator
 from backend.symbols import InvalidSymbolError, validate_symbol
 
@@ -49,6 +51,18 @@ def main(argv: list[str] | None = None) -> int:
         help="accept only batches in today's exact form (by default older forms with one unambiguous reading "
         "are migrated and each reading is reported and recorded in the parquet file's metadata)",
     )
+    parser.add_argument(
+        "--map",
+        dest="name_map",
+        metavar="NAMES.json",
+        type=Path,
+        help="migrate batches whose feature_names differ from ours through an explicit rename map: a JSON object "
+        '{"legacy name": "our name", ...} (targets must be our feature names, one source each). A batch migrates '
+        "when its names, renamed through the map, are exactly our 110 in any order (columns are reordered to the "
+        "canonical order by name, values unchanged); otherwise it is refused with the names still missing / "
+        "unknown. The renames used are reported per batch and recorded in the parquet file's metadata "
+        "(lobbot.legacy_feature_name_map). Not with --strict",
+    )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     add_lang_argument(parser)
     args = parser.parse_args(argv)
@@ -57,12 +71,22 @@ def main(argv: list[str] | None = None) -> int:
     group = args.feature_group or settings.feature_store_group
     if group in MARKET_GROUPS:
         parser.error(f"--feature-group {group!r} does not hold training samples")
+    name_map = None
+    if args.name_map is not None:
+        if args.strict:
+            parser.error("--map and --strict cannot be combined: --strict refuses every batch whose feature names differ")
+        try:
+            name_map = load_name_map(args.name_map)
+        except NameMapError as exc:
+            parser.error(f"--map: {exc}")
     store = get_feature_store()
     root = settings.legacy_root
 
     c.header(_("MIGRATION: Legacy -> Feature Store (Parquet)") + (" [DRY RUN: nothing is written]" if args.dry_run else ""))
     c.out(_("Source: {path}").format(path=root))
     c.out(_("Target: {path}").format(path=store.root / group))
+    if name_map is not None:
+        c.out(f"Feature name map: {args.name_map} ({len(name_map)} name(s))")
     found, ignored = list_symbols(root)
     for name in ignored:
         c.out(f"  note: ignored folder {name!r} (not a valid symbol)")
@@ -72,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     c.out(_("Symbols found: {n}").format(n=len(symbols)))
     c.out(_("Symbols: {symbols}").format(symbols=", ".join(symbols) if symbols else "-"))
 
-    migrator = Migrator(root, store, group, dry_run=args.dry_run, strict=args.strict)
+    migrator = Migrator(root, store, group, dry_run=args.dry_run, strict=args.strict, name_map=name_map)
     plan = {s: migrator.batches(s) for s in symbols}
     totals = MigrationTotals()
     bar = c.progress(range(sum(len(v) for v in plan.values())), desc="migrating", unit="batch", enabled=not args.no_progress)

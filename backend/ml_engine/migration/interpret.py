@@ -11,6 +11,11 @@ unambiguous meaning, and every interpretation made is returned as one line of te
   date in the file name;
 * ``feature_names`` absent while the array has exactly 110 columns: the canonical names in
   order, recorded as assumed;
+* ``feature_names`` other than ours, only with an explicit name map (``load_name_map``, the
+  command line's ``--map NAMES.json``): each name is renamed through the map and, when the
+  result is exactly our 110 names in any order, the columns are reordered to the canonical
+  order by name (values unchanged); the renames used are kept in the metadata under
+  ``NAME_MAP_KEY`` and listed in the interpretations;
 * float64 arrays: converted to float32 when every value is finite and within float32 range
   (the conversion then changes each value by at most float32 rounding);
 * label rows with missing label keys or NaN: null labels; label rows without timestamps:
@@ -18,7 +23,7 @@ unambiguous meaning, and every interpretation made is returned as one line of te
 * ``created_at`` or ``source`` absent: the batch's last timestamp and ``legacy``.
 
 What has no unambiguous reading is refused with ``LegacyFormatError`` naming the file:
-other feature names (listed as missing / unknown), disagreeing counts, pickled or
+other feature names (listed as missing / unknown, after the map when one is given), disagreeing counts, pickled or
 truncated arrays, other shapes, timestamps off the file's date or of mixed units.
 """
 
@@ -44,14 +49,71 @@ from backend.ml_engine.feature_store.legacy_format import (
     read_batch,
 )
 
+#: key of the interpreted metadata holding the renames ``{legacy name: our name}`` a map applied
+NAME_MAP_KEY = "feature_name_map"
+#: a name map file is a list of at most a few hundred names: far below the batch files' bound
+MAX_NAME_MAP_BYTES = 1024 * 1024
+
+
+class NameMapError(ValueError):
+    """A feature name map file that cannot be used; the message names the file and the reason."""
+
+
+def load_name_map(path) -> dict[str, str]:
+    """The feature name map in ``path``: a JSON object ``{"legacy name": "our name", ...}``.
+
+    Every target must be one of our feature names and no two sources may name the same
+    target; the file is bounded in size and depth like the batch files. Raises
+    ``NameMapError`` (naming the file) otherwise.
+    """
+    try:
+        size = path.stat().st_size
+        if size > MAX_NAME_MAP_BYTES:
+            raise NameMapError(f"{path}: {size:,} bytes, more than the {MAX_NAME_MAP_BYTES:,} a feature name map can hold")
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise NameMapError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise NameMapError(f"{path}: is a folder, not a JSON file") from None
+    except OSError as exc:
+        raise NameMapError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        value = parse_json_bounded(raw)
+    except UnicodeDecodeError as exc:
+        raise NameMapError(f"{path}: not UTF-8 text: {exc}") from None
+    except ValueError as exc:
+        raise NameMapError(f"{path}: invalid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise NameMapError(
+            f"{path}: expected a JSON object {{\"legacy name\": \"our name\", ...}}, got a JSON {type(value).__name__}"
+        )
+    ours = set(FEATURE_NAMES)
+    by_target: dict[str, str] = {}
+    for source, target in value.items():
+        if not source:
+            raise NameMapError(f"{path}: an empty legacy name (\"\") is mapped to {target!r}")
+        if not isinstance(target, str):
+            raise NameMapError(f"{path}: {source!r} is mapped to {target!r}, expected one of our feature names (text)")
+        if target not in ours:
+            raise NameMapError(f"{path}: {source!r} is mapped to {target!r}, which is not one of our {FEATURE_COUNT} feature names")
+        if target in by_target:
+            raise NameMapError(f"{path}: {by_target[target]!r} and {source!r} are both mapped to {target!r}")
+        by_target[target] = source
+    return dict(value)
+
+
 #: magnitude of "now" in each unit (ms since epoch ~1.7e12): the unit whose range holds the median
 _UNITS = (("s", 1e9, 1e10, 1000.0), ("ms", 1e12, 1e13, 1.0), ("us", 1e15, 1e16, 1e-3), ("ns", 1e18, 1e19, 1e-6))
 _F32_MAX = float(np.finfo(np.float32).max)
 
 
-def read_interpreted(ref: LegacyBatchRef, *, strict: bool = False) -> tuple[LegacyBatch, list[str]]:
+def read_interpreted(
+    ref: LegacyBatchRef, *, strict: bool = False, name_map: dict[str, str] | None = None
+) -> tuple[LegacyBatch, list[str]]:
     """The batch and the interpretations made to read it (empty when today's reader accepts it).
 
+    ``name_map`` (from ``load_name_map``): renames applied to a batch whose feature names
+    differ from ours; unused with ``strict`` and for batches today's reader accepts.
     Raises ``LegacyFormatError`` naming the file when the batch cannot be read unambiguously
     (or, with ``strict``, when today's reader refuses it).
     """
@@ -70,7 +132,9 @@ def read_interpreted(ref: LegacyBatchRef, *, strict: bool = False) -> tuple[Lega
     count = meta.get("sample_count", n)
     if not _int_like(count) or int(count) != n:
         raise LegacyFormatError(ref.metadata_path, f"sample_count={count!r} but the features have {n} rows")
-    _check_names(ref, meta, notes)
+    order, renames = _check_names(ref, meta, notes, name_map)
+    if order is not None:
+        features = np.ascontiguousarray(features[:, order])
     version = _version(ref, meta, notes)
     rows, labels_stat = _json(ref.labels_path, "labels", notes)
     if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
@@ -95,6 +159,8 @@ def read_interpreted(ref: LegacyBatchRef, *, strict: bool = False) -> tuple[Lega
     clean = dict(meta)
     clean["feature_version"] = version
     clean["feature_names"] = list(FEATURE_NAMES)
+    if renames is not None:
+        clean[NAME_MAP_KEY] = renames
     clean["timestamps"] = ts.tolist()
     if parse_created_at(meta.get("created_at")) is None:
         clean["created_at"] = dt.datetime.fromtimestamp(int(ts.max()) / 1000, dt.timezone.utc).isoformat()
@@ -183,24 +249,59 @@ def _check_identity(ref: LegacyBatchRef, meta: dict) -> None:
         raise LegacyFormatError(ref.metadata_path, f"feature_count={count!r}, expected {FEATURE_COUNT}")
 
 
-def _check_names(ref: LegacyBatchRef, meta: dict, notes: list[str]) -> None:
+def _listed(names: list[str]) -> str:
+    return f"{names[:10]}{' ...' if len(names) > 10 else ''}"
+
+
+def _check_names(
+    ref: LegacyBatchRef, meta: dict, notes: list[str], name_map: dict[str, str] | None
+) -> tuple[np.ndarray | None, dict[str, str] | None]:
+    """Check the batch's feature names; with a map, the column order that gives our canonical
+    order and the renames used (``(None, None)`` when the names are already ours)."""
     names = meta.get("feature_names")
     if names is None:
         notes.append(f"feature_names absent: assumed the {FEATURE_COUNT} canonical names in canonical order")
-        return
+        return None, None
     if names == list(FEATURE_NAMES):
-        return
+        return None, None
     if not isinstance(names, list) or not all(isinstance(x, str) for x in names):
         raise LegacyFormatError(ref.metadata_path, "feature_names is not a list of names")
-    missing = [x for x in FEATURE_NAMES if x not in names]
-    unknown = [x for x in names if x not in FEATURE_NAMES]
-    if not missing and not unknown:
-        raise LegacyFormatError(ref.metadata_path, "feature_names are in another order than the schema's canonical order")
-    raise LegacyFormatError(
-        ref.metadata_path,
-        f"feature_names differ from the schema: missing {missing[:10]}{' ...' if len(missing) > 10 else ''}, "
-        f"unknown {unknown[:10]}{' ...' if len(unknown) > 10 else ''}",
+    if len(names) != FEATURE_COUNT:
+        raise LegacyFormatError(ref.metadata_path, f"{len(names)} feature_names but the features have {FEATURE_COUNT} columns")
+    renamed = names if name_map is None else [name_map.get(x, x) for x in names]
+    missing = [x for x in FEATURE_NAMES if x not in renamed]
+    unknown = [x for x in renamed if x not in FEATURE_NAMES]
+    after = "" if name_map is None else " after the --map renames"
+    if name_map is None:
+        if not missing and not unknown:
+            raise LegacyFormatError(
+                ref.metadata_path,
+                "feature_names are in another order than the schema's canonical order (--map with an empty object {} "
+                "reorders columns by name)",
+            )
+        raise LegacyFormatError(
+            ref.metadata_path,
+            f"feature_names differ from the schema: missing {_listed(missing)}, unknown {_listed(unknown)} "
+            "(--map NAMES.json renames them explicitly)",
+        )
+    if missing or unknown:
+        raise LegacyFormatError(
+            ref.metadata_path,
+            f"feature_names differ from the schema{after}: missing {_listed(missing)}, unknown {_listed(unknown)}",
+        )
+    position = {name: i for i, name in enumerate(renamed)}
+    if len(position) != FEATURE_COUNT:  # cannot happen with no missing names and 110 entries; kept as a guard
+        raise LegacyFormatError(ref.metadata_path, f"feature_names{after} repeat a name")
+    order = np.array([position[name] for name in FEATURE_NAMES], dtype=np.intp)
+    renames = {old: new for old, new in zip(names, renamed) if old != new}
+    moved = int((order != np.arange(FEATURE_COUNT)).sum())
+    notes.append(
+        f"feature_names renamed through --map ({len(renames)} renamed: "
+        + (", ".join(f"{a!r}->{b!r}" for a, b in list(renames.items())[:10]) or "none")
+        + (" ..., all recorded in the file's metadata" if len(renames) > 10 else "")
+        + f"); {moved} column(s) reordered to the canonical order by name"
     )
+    return order, renames
 
 
 def _version(ref: LegacyBatchRef, meta: dict, notes: list[str]) -> int:

@@ -39,10 +39,12 @@ from backend.ml_engine.feature_store.legacy_format import (
     list_batches,
     parse_created_at,
 )
-from backend.ml_engine.migration.interpret import read_interpreted
+from backend.ml_engine.migration.interpret import NAME_MAP_KEY, read_interpreted
 
 #: parquet key-value metadata key listing how an older batch's fields were read (JSON list of text)
 INTERPRETATIONS_KEY = "lobbot.legacy_interpretations"
+#: parquet key-value metadata key holding the renames ``{legacy name: our name}`` a ``--map`` applied (JSON object)
+FEATURE_NAME_MAP_KEY = "lobbot.legacy_feature_name_map"
 
 
 @dataclass
@@ -121,7 +123,8 @@ def batch_provenance(batch: LegacyBatch) -> str | None:
 
 
 class Migrator:
-    """Migrates the batches of a legacy root into one feature group (``dry_run``: check, write nothing)."""
+    """Migrates the batches of a legacy root into one feature group (``dry_run``: check, write nothing;
+    ``name_map``: renames for batches whose feature names differ from ours, see ``load_name_map``)."""
 
     def __init__(
         self,
@@ -131,12 +134,15 @@ class Migrator:
         *,
         dry_run: bool = False,
         strict: bool = False,
+        name_map: dict[str, str] | None = None,
     ):
         self.legacy_root = Path(legacy_root)
         self.store = store
         self.group = group
         self.dry_run = dry_run
         self.strict = strict
+        #: explicit renames for batches whose feature names differ from ours (``--map``)
+        self.name_map = name_map
         #: store files the duplicate check could not read: "path: reason" (named once each)
         self.store_problems: list[str] = []
         self._present: dict[tuple[str, str], np.ndarray] = {}
@@ -163,13 +169,16 @@ class Migrator:
     def migrate_batch(self, ref: LegacyBatchRef) -> BatchOutcome:
         """Read, check and write one batch; never raises for bad data (the outcome says what happened)."""
         try:
-            batch, notes = read_interpreted(ref, strict=self.strict)
+            batch, notes = read_interpreted(ref, strict=self.strict, name_map=self.name_map)
             provenance = batch_provenance(batch)
         except LegacyFormatError as exc:
             return BatchOutcome(ref, "failed", error=str(exc))
         except ProvenanceError as exc:
             return BatchOutcome(ref, "failed", error=f"{ref.metadata_path}: {exc}")
         extra = {INTERPRETATIONS_KEY: json.dumps(notes)} if notes else None
+        renames = batch.metadata.get(NAME_MAP_KEY)
+        if renames is not None:
+            extra = {**(extra or {}), FEATURE_NAME_MAP_KEY: json.dumps(renames, sort_keys=True)}
         present = self._present_ts(ref.symbol, ref.date)
         new = ~np.isin(batch.timestamps_ms, present, assume_unique=False)
         if not new.any():
