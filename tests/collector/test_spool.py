@@ -149,3 +149,75 @@ def test_kill_9_across_rotations_recovers_every_row_once(tmp_path):
     tape = FeatureStore(tmp_path / "feature_store" / "offline").read_offline_features("price_tape")
     assert len(tape) == 400 and not tape.duplicated(["symbol", "timestamp"]).any()
     assert segments  # the child left a spool to recover
+
+
+def test_begin_on_a_full_disk_keeps_the_old_segments_and_finishes_later(tmp_path, monkeypatch):
+    """A full disk at start-up: ``begin`` raises, leaves no new segment, deletes nothing; ``finish_begin`` completes."""
+    import errno
+    import os
+
+    from backend.ml_engine.data_collection import spool as spool_module
+
+    folder = tmp_path / "spool"
+    layouts = _layouts(len(FEATURE_NAMES))
+    key = StreamKey("sample", "BTCUSDT", "sim")
+    sp = Spool(folder, layouts, fsync=False)
+    sp.begin(sp.recover())
+    for i in range(12):
+        sp.append_row(key, i, (T0 + i * 30_000, T0), (100.0 + i,), np.full(len(FEATURE_NAMES), i, np.float32))
+    sp.close()
+    originals = {p.name: p.read_bytes() for p in folder.glob("wal_*.log")}
+
+    real_write = os.write
+    full = {"on": True}
+
+    def write(fd, data):
+        if full["on"]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(spool_module.os, "write", write)
+    sp = Spool(folder, layouts, fsync=False)
+    with pytest.raises(OSError):
+        sp.begin(sp.recover())
+    assert not sp.started
+    assert {p.name: p.read_bytes() for p in folder.glob("wal_*.log")} == originals  # nothing new, nothing gone
+    with pytest.raises(OSError):  # appends are refused, never a TypeError
+        sp.append_row(key, 12, (T0, T0), (100.0,), np.zeros(len(FEATURE_NAMES), np.float32))
+    with pytest.raises(OSError):  # still full: a retry changes nothing either
+        sp.finish_begin()
+    assert {p.name: p.read_bytes() for p in folder.glob("wal_*.log")} == originals
+    full["on"] = False
+    sp.finish_begin()
+    assert sp.started
+    sp.close()
+    left = list(folder.glob("wal_*.log"))
+    assert len(left) == 1 and left[0].name not in originals
+    rows = Spool(folder, layouts, fsync=False).recover().rows[key]
+    assert rows.seq.tolist() == list(range(12))
+
+
+def test_close_before_begin_finished_keeps_the_old_segments(tmp_path, monkeypatch):
+    """``close(remove_segments=True)`` while ``begin`` never completed deletes nothing."""
+    import errno
+
+    from backend.ml_engine.data_collection import spool as spool_module
+
+    folder = tmp_path / "spool"
+    layouts = _layouts(len(FEATURE_NAMES))
+    sp = Spool(folder, layouts, fsync=False)
+    sp.begin(sp.recover())
+    sp.append_row(StreamKey("tape", "BTCUSDT", "sim"), 0, (T0,), (100.0, 99.9, 100.1))
+    sp.close()
+    originals = {p.name: p.read_bytes() for p in folder.glob("wal_*.log")}
+
+    def write(fd, data):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(spool_module.os, "write", write)
+    sp = Spool(folder, layouts, fsync=False)
+    with pytest.raises(OSError):
+        sp.begin(sp.recover())
+    monkeypatch.undo()
+    sp.close(remove_segments=True)
+    assert {p.name: p.read_bytes() for p in folder.glob("wal_*.log")} == originals

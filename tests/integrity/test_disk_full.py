@@ -7,11 +7,13 @@ filler file; deleting the filler gives the space back. Needs root to mount (CI r
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from tests.collector.bot_helpers import assert_formats_identical, start_bot, stats_lines
@@ -84,3 +86,60 @@ def test_bot_survives_a_full_disk_and_stores_every_collected_row_once(small_disk
     assert not df.duplicated(["symbol", "timestamp"]).any()
     assert len(df) == final["collected"] == final["flushed"] and final["buffered"] == 0
     assert "All collected samples are on disk." in out
+
+
+def test_bot_started_on_a_full_disk_keeps_collecting_and_stores_every_row_once(small_disk, tmp_path):
+    """An earlier run left its rows in the spool; the disk is full before the bot starts.
+
+    The bot must start, say once that it cannot persist, collect into memory, keep the old
+    segment (its rows are not yet anywhere else), and once space returns write the
+    recovered rows and the new ones exactly once.
+    """
+    data = small_disk / "data"
+    # run 1: collects into the spool only (files of 100000 samples), then dies without a word
+    first_log = tmp_path / "first.log"
+    first = start_bot(data, "--source", "sim", "--fast", "--duration", "30d", "--symbols", "BTCUSDT,ETHUSDT",
+                      "--sim-start", "2025-11-07T00:00:00Z", "--stats-interval", "50",
+                      "--max-samples-per-file", "100000", "--interval", "3", log_path=first_log)
+    try:
+        _wait_for(first_log, first, lambda t: len(stats_lines(t)) >= 2 and stats_lines(t)[-1]["collected"] >= 30,
+                  "samples in the first run")
+    finally:
+        first.kill()
+        first.wait(timeout=60)
+    segments = sorted((data / "spool").glob("wal_*.log"))
+    assert segments, "the first run left no spool"
+
+    filler = _fill(small_disk)
+    log = tmp_path / "bot.log"
+    proc = start_bot(data, "--source", "sim", "--fast", "--duration", "30d", "--symbols", "BTCUSDT,ETHUSDT",
+                     "--sim-start", "2025-11-20T00:00:00Z", "--stats-interval", "50", "--max-samples-per-file", "40",
+                     "--interval", "3", log_path=log)
+    try:
+        text = _wait_for(log, proc, lambda t: "CANNOT PERSIST" in t and len(stats_lines(t)) >= 2,
+                         "report of the full disk")
+        before = stats_lines(text)[-1]["collected"]
+        _wait_for(log, proc, lambda t: stats_lines(t)[-1]["collected"] > before + 20, "collection during the outage")
+        # nothing could be written: the earlier run's segments are all still there, unchanged
+        assert all(p.exists() for p in segments)
+        filler.unlink()
+        _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    out = log.read_text()
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert out.count("CANNOT PERSIST") == 1  # said once
+    assert "Disk: could not persist" in out and "ENOSPC" in out
+    recovered = re.search(r"Spool recovery: (\d+) samples recovered", out)
+    assert recovered and int(recovered.group(1)) > 0, out[-3000:]
+    final = stats_lines(out)[-1]
+    df = assert_formats_identical(data)
+    assert not df.duplicated(["symbol", "timestamp"]).any()
+    # the first run flushed nothing: every stored sample was counted as collected by this run
+    assert len(df) == final["collected"] == final["flushed"] and final["buffered"] == 0
+    assert (df["timestamp"] < pd.Timestamp("2025-11-20", tz="UTC")).sum() == int(recovered.group(1))
+    assert "All collected samples are on disk." in out
+    assert not list((data / "spool").glob("wal_*.log"))

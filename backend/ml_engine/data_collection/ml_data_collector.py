@@ -17,7 +17,10 @@ Life of a row (any stream; see ``streams`` for what differs between them)::
                          segments go once their rows are written (no row is rewritten)
     start-up          -> recover(): unfinished intents re-run with the same flush id
                          (sinks skip names they hold), other spooled rows are flushed;
-                         a spool of another feature version is set aside intact
+                         a spool of another feature version is set aside intact;
+                         on a full disk the old segments stay untouched, the recovered
+                         rows wait in memory like any others, and the new segment is
+                         written (then the old ones go) when the disk takes writes again
 
 All public methods except ``recover``/``close_sync`` are called from the event loop;
 file I/O happens on worker threads, so the loop never waits for a parquet write or an
@@ -151,6 +154,7 @@ class MLDataCollector:
         self._spool_down: str | None = None  # why the spool cannot be written now
         self._unspooled: dict[tuple[str, str], int] = {}  # lane -> first seq the spool refused
         self._next_probe = 0.0
+        self._begin_rec: RecoveredSpool | None = None  # recovery whose spool writes wait for disk space
         self._outage: tuple[float, str] | None = None  # (monotonic start, first error) of the current outage
         self.outages: list[tuple[float, str]] = []  #: (seconds, first error) of every outage that ended
         self.metrics.persisting.set(1)
@@ -188,7 +192,15 @@ class MLDataCollector:
         folder itself cannot be written.
         """
         rec = self.spool.recover()
-        aside = self.spool.begin(rec)
+        try:
+            aside = self.spool.begin(rec)
+        except OSError as exc:
+            # a full disk at start-up: the old segments stay untouched (they hold these rows);
+            # the rows are flushed from memory and the new segment is written once the disk
+            # takes writes again (``_try_resume``)
+            aside = None
+            self._begin_rec = rec
+            self._spool_failed("spool recovery", exc)
         self._opened = True
         self._first_seq.update(rec.next_seq)
         counts = {n: 0 for n in self.streams}
@@ -210,12 +222,21 @@ class MLDataCollector:
                 self._count_recovered(job, counts)
         self._load_last_candles(rec)
         for job in list(self._runner.jobs):
-            if self._runner.run_now(job):
+            # a job whose INTENT the spool refused waits for it (see ``FlushRunner.submit_due``)
+            if job.declared and self._runner.run_now(job):
                 self._account(job)
-        self.spool.rotate()  # the segment holding the recovered rows goes once they are written
+        if self.spool.started:
+            self._rotate()  # the segment holding the recovered rows goes once they are written
         recovered_samples = sum(v for n, v in counts.items() if self.streams[n].counts_as_samples)
         if rec.segments:
-            log.info("Spool recovery: %d samples recovered from %d segment(s)", recovered_samples, len(rec.segments))
+            log.info("Spool recovery: %d samples recovered from %d segment(s)%s", recovered_samples, len(rec.segments),
+                     "" if self._begin_rec is None else "; they stay there until the disk takes writes again")
+        if self._begin_rec is None:
+            self._report_recovery(rec, aside)
+        return recovered_samples
+
+    def _report_recovery(self, rec: RecoveredSpool, aside: Path | None) -> None:
+        """Warn about damaged and set-aside segments once ``Spool.begin`` has dealt with them."""
         if rec.damage:
             self.metrics.spool_damaged_records.inc(rec.torn_records)
             self.metrics.spool_damaged_bytes.inc(rec.damaged_bytes)
@@ -233,7 +254,6 @@ class MLDataCollector:
                 "see REASON.txt); their tape and candle rows were recovered. Collection continues.",
                 len(rec.set_aside), "; ".join(sorted(set(rec.set_aside.values()))), aside, kept,
             )
-        return recovered_samples
 
     def _count_recovered(self, job: FlushJob | None, counts: dict[str, int]) -> None:
         if job is None:
@@ -422,6 +442,10 @@ class MLDataCollector:
         """Spool the rows and INTENTs held while the spool refused writes; True once it takes them."""
         self._next_probe = time.monotonic() + PROBE_INTERVAL_S
         try:
+            if self._begin_rec is not None:  # start-up on a full disk: the recovered rows first
+                aside = self.spool.finish_begin()
+                rec, self._begin_rec = self._begin_rec, None
+                self._report_recovery(rec, aside)
             for (stream, symbol), lo in list(self._unspooled.items()):
                 lane = self._lanes[(stream, symbol)]
                 parts = [job.parts[lane.key] for job in self._runner.jobs if not job.declared and lane.key in job.parts]

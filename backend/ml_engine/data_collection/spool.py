@@ -29,6 +29,7 @@ are safe in the new segment; nothing here deletes them.
 from __future__ import annotations
 
 import datetime as dt
+import errno
 import fcntl
 import logging
 import os
@@ -76,6 +77,17 @@ class _Segment:
     keys: dict[StreamKey, list[int]] = field(default_factory=dict)  # key -> [min seq, max seq, rows]
 
 
+@dataclass
+class _BeginWork:
+    """What ``Spool.begin`` has to write, kept until the disk takes it."""
+
+    rec: RecoveredSpool
+    pending_parts: dict
+    live: dict
+    written: bool = False  # the new segment holds every unfinished row
+    aside: Path | None = None
+
+
 def _number(path: Path) -> int:
     return int(path.stem.split("_")[1])
 
@@ -111,6 +123,7 @@ class Spool:
         self._lock = threading.Lock()
         self._maint = threading.Lock()  # one rotation/compaction at a time
         self._fd: int | None = None
+        self._begin: _BeginWork | None = None  # what ``begin`` has still to write (a full disk at start-up)
         self._current: _Segment | None = None
         self._old: dict[int, _Segment] = {}
         self._key_ids: dict[StreamKey, int] = {}
@@ -176,6 +189,11 @@ class Spool:
         rec.segments = self.segments()
         return rec
 
+    @property
+    def started(self) -> bool:
+        """True once ``begin`` has completed (the new segment is written and old segments are dealt with)."""
+        return self._begin is None and self._fd is not None
+
     def begin(self, rec: RecoveredSpool) -> Path | None:
         """Start writing after ``recover``: a new segment holding every unfinished row, then old segments go.
 
@@ -184,6 +202,11 @@ class Spool:
         is touched; then segments in ``rec.set_aside`` are moved intact into
         ``.incompatible-<UTC time>/`` (returned; None when there were none) and the others
         are deleted. A crash in between leaves duplicates that the next recovery merges.
+
+        Raises ``OSError`` when the disk refuses (a full disk at start-up): the sequence
+        numbers and unfinished flushes are taken over all the same, no old segment is
+        touched, and no partial new segment is left; ``finish_begin`` retries the writes.
+        Until it succeeds, appends raise ``OSError``.
         """
         pending_parts = rec.pending_parts()
         live = rec.live_rows()
@@ -200,17 +223,26 @@ class Spool:
             for ranges in self._pending.values():
                 for key, lo, hi in ranges:
                     self._claimed_hi[key] = max(self._claimed_hi.get(key, -1), hi)
-            self._open_segment_locked(self._watermarks_locked(), rec.done_spans)
-        for parts in pending_parts.values():
-            for key, cols in parts.items():
-                self.append_block(key, cols)
-        for key, cols in live.items():
-            self.append_block(key, cols)
-        self._fsync_current()
-        fsync_dir(self.folder)
-        aside = self._set_aside(rec.set_aside) if rec.set_aside else None
+        self._begin = _BeginWork(rec, pending_parts, live)
+        return self.finish_begin()
+
+    def finish_begin(self) -> Path | None:
+        """Write what ``begin`` could not (its new segment, then the old segments' moves); see ``begin``.
+
+        Returns the ``.incompatible-*`` folder (None when there was none); does nothing
+        once ``begin`` has completed. Raises ``OSError`` when the disk still refuses.
+        """
+        work = self._begin
+        if work is None:
+            return None
+        rec = work.rec
+        if not work.written:
+            self._write_first_segment(work)
+            work.written = True
+        if rec.set_aside and work.aside is None:
+            work.aside = self._set_aside(rec.set_aside)
         damaged = {p: d for p, d in rec.damage.items() if p not in rec.set_aside}
-        if damaged:
+        if damaged and rec.damaged_dir is None:
             rec.damaged_dir = self._set_aside(
                 {p: "; ".join(f"{d.length} bytes at offset {d.offset} ({d.records} record(s){', to the end' if d.tail else ''})"
                               for d in regions) for p, regions in damaged.items()},
@@ -222,7 +254,29 @@ class Spool:
             if path not in rec.set_aside and path not in damaged:
                 self._unlink(path)
         fsync_dir(self.folder)
-        return aside
+        self._begin = None
+        return work.aside
+
+    def _write_first_segment(self, work: "_BeginWork") -> None:
+        """The new segment with every unfinished row, fsync-ed; on ``OSError`` none is left behind."""
+        with self._lock:
+            self._open_segment_locked(self._watermarks_locked(), work.rec.done_spans)
+        try:
+            for parts in work.pending_parts.values():
+                for key, cols in parts.items():
+                    self.append_block(key, cols)
+            for key, cols in work.live.items():
+                self.append_block(key, cols)
+            self._fsync_current()
+            fsync_dir(self.folder)
+        except OSError:
+            with self._lock:
+                fd, seg = self._fd, self._current
+                self._fd, self._current, self._key_ids, self._dirty = None, None, {}, False
+                self._total -= seg.bytes
+            os.close(fd)
+            seg.path.unlink(missing_ok=True)
+            raise
 
     def _set_aside(self, reasons: dict[Path, str], prefix: str = ".incompatible", intro: str | None = None) -> Path:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -233,11 +287,16 @@ class Spool:
             target = self.folder / f"{prefix}-{stamp}-{n}"
         target.mkdir()
         lines = [f"{p.name}: {why}" for p, why in reasons.items()]
-        (target / "REASON.txt").write_text((intro or (
-            "These spool segments were left by a build this one cannot fully read; they are kept here unchanged.\n"
-            "Their rows of streams this build can read (price tape, candles) were recovered and flushed;\n"
-            "their other rows (samples of another feature version) are only here.\n\n")) + "\n".join(lines) + "\n"
-        )
+        try:
+            (target / "REASON.txt").write_text((intro or (
+                "These spool segments were left by a build this one cannot fully read; they are kept here unchanged.\n"
+                "Their rows of streams this build can read (price tape, candles) were recovered and flushed;\n"
+                "their other rows (samples of another feature version) are only here.\n\n")) + "\n".join(lines) + "\n"
+            )
+        except OSError:  # a full disk: no half-made folder is left; the segments stay where they are
+            (target / "REASON.txt").unlink(missing_ok=True)
+            target.rmdir()
+            raise
         for path in reasons:
             size = path.stat().st_size if path.exists() else 0
             os.replace(path, target / path.name)
@@ -248,6 +307,10 @@ class Spool:
     # --- appends -----------------------------------------------------------------------
     def _write_locked(self, payload: bytes) -> None:
         # the kernel has the record once this returns (survives kill -9)
+        if self._fd is None:
+            raise OSError(errno.ENOSPC if self._begin is not None else errno.EBADF,
+                          "the spool has no segment open (start-up could not write it yet)" if self._begin is not None
+                          else "the spool is closed")
         data = frame(payload)
         view = memoryview(data)
         try:
@@ -483,7 +546,8 @@ class Spool:
         """Close the current segment and release the folder lock.
 
         ``remove_segments``: every row has been written by every sink, so the segments
-        hold nothing to recover; they are deleted. Raises ``OSError`` when the final fsync
+        hold nothing to recover; they are deleted (not while ``begin`` is unfinished:
+        the old segments then stay for the next start). Raises ``OSError`` when the final fsync
         fails (the lock goes with the process).
         """
         with self._maint:
@@ -495,7 +559,8 @@ class Spool:
                         os.fsync(fd)
                 finally:
                     os.close(fd)
-            if remove_segments:
+            # unfinished ``begin``: the old segments may hold rows found nowhere else
+            if remove_segments and self._begin is None:
                 for path in self.segments():
                     self._unlink(path)
                 fsync_dir(self.folder)
