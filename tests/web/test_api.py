@@ -158,9 +158,16 @@ async def test_training_job_reports_epochs_and_run(labelled_dir, serve):
         assert job["state"] == "succeeded", job["log_tail"]
         assert job["exit_code"] == 0 and job["epoch"] == 2 and [m["epoch"] for m in job["metrics"]] == [1, 2]
         assert all(0 <= m["val_macro_f1"] <= 1 for m in job["metrics"])
-        code, runs = await _get(s, f"{base}/api/runs")
-        assert code == 200
-        run = next(r for r in runs if r["run_id"] == job["mlflow_run_id"])
+        assert job["mlflow_run_id"], job
+        # the child has exited; give the tracking store a few seconds to show its run to this process
+        run, deadline = None, time.monotonic() + 15
+        while run is None and time.monotonic() < deadline:
+            code, runs = await _get(s, f"{base}/api/runs")
+            assert code == 200
+            run = next((r for r in runs if r["run_id"] == job["mlflow_run_id"]), None)
+            if run is None:
+                await asyncio.sleep(0.5)
+        assert run is not None, (job["mlflow_run_id"], [r["run_id"] for r in runs])
         assert {"test_macro_f1", "baseline_majority_macro_f1", "baseline_persistence_macro_f1", "baseline_logreg_macro_f1"} <= set(run["metrics"])
         code, detail = await _get(s, f"{base}/api/runs/{job['mlflow_run_id']}")
         assert code == 200
