@@ -1,0 +1,60 @@
+"""Issue 11 acceptance: secrets in URIs never reach the bot's output, a web job's log or an API reply."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import aiohttp
+import pytest
+from helpers import TOKEN
+
+REPO = Path(__file__).resolve().parents[2]
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SECRET = "s3cretZ9tokenQ"
+
+
+def _files_text(root: Path) -> str:
+    return "".join(p.read_bytes().decode("latin-1") for p in root.rglob("*") if p.is_file())
+
+
+def test_bot_start_with_a_token_in_the_exchange_url_never_shows_it(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LOBBOT_") and k != "DATA_DIR"}
+    # nothing listens on port 9: the bot cannot reach the exchange and says so
+    env.update(BYBIT_REST_URL=f"http://alice:{SECRET}@127.0.0.1:9", LOBBOT_HTTP_TIMEOUT_S="0.5",
+               LOBBOT_HTTP_MAX_RETRIES="0", PYTHONUNBUFFERED="1")
+    data = tmp_path / "data"
+    proc = subprocess.run([sys.executable, "-m", "backend.main", "--source", "bybit", "--symbols", "BTCUSDT",
+                           "--data-dir", str(data), "--log-level", "DEBUG"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode != 0, out[-2000:]
+    assert "127.0.0.1:9" in out, out[-2000:]  # the endpoint is named, masked
+    assert SECRET not in out, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    if data.exists():
+        assert SECRET not in _files_text(data)
+
+
+@pytest.mark.slow
+async def test_web_training_job_with_a_password_in_the_tracking_uri_never_shows_it(labelled_dir, serve, monkeypatch):
+    uri = f"postgresql://bob:{SECRET}@127.0.0.1:1/mlflow"  # nothing listens on port 1
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the child inherits it, as a user's shell would pass it
+    base, _ = await serve(labelled_dir)
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        async with s.post(f"{base}/api/training", json={"epochs": 1, "sequence_length": 10, "threads": 1}) as r:
+            assert r.status == 202, await r.text()
+            job_id = (await r.json())["job_id"]
+        deadline = time.monotonic() + 240
+        while True:
+            async with s.get(f"{base}/api/training/{job_id}") as r:
+                job = await r.json()
+            if job["state"] not in ("queued", "running") or time.monotonic() > deadline:
+                break
+            await __import__("asyncio").sleep(0.5)
+    assert job["state"] == "failed", job  # the tracking store cannot be reached
+    text = json.dumps(job)
+    assert "127.0.0.1:1" in text or "mlflow" in text.lower(), text[-2000:]
+    assert SECRET not in text, text[-3000:]
