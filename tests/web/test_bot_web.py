@@ -86,7 +86,7 @@ def test_metrics_parse_and_equal_the_run_summary(tmp_path):
         proc.send_signal(signal.SIGTERM)
         # the server answers until the summary is made (it stops last): the last scrape has the final counts
         resp = None
-        while (r := _get(base + "/metrics", timeout=1.0)) is not None:
+        while (r := _get(base + "/metrics", timeout=5.0)) is not None:
             resp = r
         assert proc.wait(timeout=60) == 0
     finally:
