@@ -2,14 +2,17 @@
 
     .venv/bin/python bench/replay_bench.py               # 2 simulated hours, 3 symbols
     .venv/bin/python bench/replay_bench.py --hours 6
+    .venv/bin/python bench/replay_bench.py --symbols 50 --hours 0.5
 
 Three in-process bot runs on a temporary data folder, each timed from ``Bot.run()`` to
 its return (imports excluded; source start, recovery and the final flush included):
 
 1. ``--source sim --fast`` for 3 symbols without raw events: the live pipeline's cost per
    tick (simulated venue, validation, features, sampling, spool, flushes): the baseline.
-2. The same run with ``--record-raw``: the per-tick cost of recording, and the stored
-   ``raw_events`` bytes per symbol-hour. The simulated BTCUSDT book is BTCUSDT-like
+2. The same run with ``--record-raw``: the per-tick cost of recording (the wall difference,
+   and the time inside the recording calls themselves: ``encode_tick`` and the
+   collector's ``add_raw_events``, which spools and buffers each symbol's tick as one
+   block), and the stored ``raw_events`` bytes per symbol-hour. The simulated BTCUSDT book is BTCUSDT-like
    (50 levels a side at 0.1 tick, a few trades a second, 1-minute bars) and is polled
    every 3 s like the REST source, so every tick stores a full book.
 3. ``--source replay`` of run 2 into a second group: simulated hours per wall second
@@ -31,6 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.config import configure  # noqa: E402
+import backend.engine.bot as bot_module  # noqa: E402
 from backend.engine.bot import Bot  # noqa: E402
 from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES  # noqa: E402
 from backend.ml_engine.feature_store.feature_store import FeatureStore  # noqa: E402
@@ -39,15 +43,37 @@ SYMBOLS = "BTCUSDT,ETHUSDT,SOLUSDT"
 START = "2025-11-07T00:00:00Z"
 
 
-def _run(data: Path, **settings) -> tuple[float, int]:
-    s = configure(data_dir=str(data), symbols=SYMBOLS, use_legacy_format=False, stats_interval=10**9, seed=3,
+class _Timed:
+    """Wraps a callable and sums the wall time spent in it."""
+
+    def __init__(self, fn):
+        self.fn, self.seconds = fn, 0.0
+
+    def __call__(self, *args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return self.fn(*args, **kwargs)
+        finally:
+            self.seconds += time.perf_counter() - t0
+
+
+def _run(data: Path, symbols: str, timed: bool = False, **settings) -> tuple[float, int, float]:
+    s = configure(data_dir=str(data), symbols=symbols, use_legacy_format=False, stats_interval=10**9, seed=3,
                   **settings)
     bot = Bot(s)
+    enc = add = None
+    if timed:  # time the recording calls themselves
+        enc = bot_module.encode_tick = _Timed(bot_module.encode_tick)
+        add = bot.ml_data_collector.add_raw_events = _Timed(bot.ml_data_collector.add_raw_events)
     t0 = time.perf_counter()
-    code = asyncio.run(bot.run())
+    try:
+        code = asyncio.run(bot.run())
+    finally:
+        if enc is not None:
+            bot_module.encode_tick = enc.fn
     wall = time.perf_counter() - t0
     assert code == 0, bot.summary
-    return wall, bot.ticks
+    return wall, bot.ticks, (enc.seconds + add.seconds) if timed else 0.0
 
 
 def _samples(data: Path, group: str):
@@ -58,17 +84,20 @@ def _samples(data: Path, group: str):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=2.0, help="simulated hours per run (default: 2)")
+    ap.add_argument("--symbols", type=int, default=3,
+                    help="symbols (default: 3, BTCUSDT-like books; more are named S000USDT ...)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
-    n_sym = len(SYMBOLS.split(","))
+    n_sym = args.symbols
+    symbols = SYMBOLS if n_sym == 3 else ",".join(f"S{i:03d}USDT" for i in range(n_sym))
     sim = dict(source="sim", fast=True, duration=f"{args.hours:g}h", sim_start=START)
     with tempfile.TemporaryDirectory() as tmp:
-        base_wall, ticks = _run(Path(tmp) / "base", **sim, record_raw=False)
+        base_wall, ticks, _ = _run(Path(tmp) / "base", symbols, **sim, record_raw=False)
         data = Path(tmp) / "rec"
-        rec_wall, _ = _run(data, **sim, record_raw=True)
+        rec_wall, _, rec_calls = _run(data, symbols, timed=True, **sim, record_raw=True)
         raw_files = sorted((data / "feature_store" / "offline" / "raw_events").glob("date=*/*.parquet"))
         raw_bytes = sum(f.stat().st_size for f in raw_files)
-        rep_wall, rep_ticks = _run(data, source="replay", replay_from=START[:10], replay_to=START[:10],
+        rep_wall, rep_ticks, _ = _run(data, symbols, source="replay", replay_from=START[:10], replay_to=START[:10],
                                    feature_store_group="replayed")
         a, b = _samples(data, "training_features"), _samples(data, "replayed")
         fa, fb = a[list(FEATURE_NAMES)].to_numpy(np.float32), b[list(FEATURE_NAMES)].to_numpy(np.float32)
@@ -77,7 +106,8 @@ def main() -> None:
     print(f"{n_sym} symbols, {args.hours:g} simulated hours ({ticks} ticks of 3 s), {len(a)} samples")
     print(f"live pipeline (sim --fast, no raw):  {base_wall:7.2f} s wall  {1000 * base_wall / ticks:6.3f} ms/tick")
     print(f"live pipeline with --record-raw:     {rec_wall:7.2f} s wall  {1000 * rec_wall / ticks:6.3f} ms/tick "
-          f"(+{1000 * (rec_wall - base_wall) / ticks:.3f} ms/tick for recording)")
+          f"(+{1000 * (rec_wall - base_wall) / ticks:.3f} ms/tick for recording; "
+          f"{1000 * rec_calls / ticks:.3f} ms/tick inside encode_tick + add_raw_events)")
     print(f"raw_events stored: {raw_bytes / 1e6:.2f} MB in {len(raw_files)} file(s) = "
           f"{raw_bytes / (n_sym * args.hours) / 1e6:.3f} MB per symbol-hour (50-level books every 3 s, trades, bars; zstd)")
     print(f"replay:                              {rep_wall:7.2f} s wall  {1000 * rep_wall / rep_ticks:6.3f} ms/tick  "

@@ -182,6 +182,39 @@ class RowBuffer:
         self._rows += 1
         return grown
 
+    def extend(self, seq: np.ndarray, ints: np.ndarray, floats: np.ndarray) -> int:
+        """Append many rows at once (no vector): seq (n,), ints (n, len(layout.ints)), floats (n, len(layout.floats)).
+
+        The rows fill what is left of the last block, then go into one new block sized to
+        hold the rest (at least the next block size), each part one vectorised copy.
+        Returns the bytes newly allocated.
+        """
+        n = len(seq)
+        lay = self.layout
+        if not n:
+            return 0
+        if lay.width:
+            raise ValueError("extend takes rows without a vector")
+        grown = 0
+        done = 0
+        block = self._blocks[-1] if self._blocks else None
+        while done < n:
+            if block is None or block.n == block.cap:
+                rows = FIRST_BLOCK_ROWS if block is None else min(BLOCK_ROWS, 2 * block.cap)
+                block = _Block(len(lay.ints), len(lay.floats), 0, max(rows, n - done))
+                self._blocks.append(block)
+                grown += block.nbytes
+            i = block.n
+            k = min(block.cap - i, n - done)
+            block.seq[i:i + k] = seq[done:done + k]
+            block.ints[i:i + k] = ints[done:done + k]
+            block.floats[i:i + k] = floats[done:done + k]
+            block.n = i + k
+            done += k
+        self.nbytes += grown
+        self._rows += n
+        return grown
+
     def peek(self) -> BlockRows:
         """Every buffered row, left in the buffer (call ``columns()`` at once: later appends are not in it)."""
         return BlockRows(self.layout, list(self._blocks))

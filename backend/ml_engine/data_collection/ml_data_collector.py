@@ -45,7 +45,7 @@ import numpy as np
 import pyarrow as pa
 
 from backend.metrics import Metrics, format_reasons
-from backend.ml_engine.data_collection.buffers import BlockRows, Columns, RowBuffer
+from backend.ml_engine.data_collection.buffers import BlockRows, RowBuffer
 from backend.ml_engine.data_collection.flushing import FlushJob, FlushRunner
 from backend.ml_engine.data_collection.records import StreamKey
 from backend.ml_engine.data_collection.sinks import LegacySink, ParquetSink, Sink
@@ -344,20 +344,18 @@ class MLDataCollector:
         if not n:
             return
         lane = self._lanes.get((RAW, symbol)) or self._lane(RAW, symbol)
-        lay = lane.spec.layout
         seq = np.arange(lane.seq, lane.seq + n, dtype=np.int64)
         lane.seq += n
         if self._spool_down is None:
             try:
-                self.spool.append_block(lane.key, Columns.from_arrays(lay, seq, ints, floats, None))
+                self.spool.append_arrays(lane.key, seq, ints, floats)
             except OSError as exc:
                 self._spool_failed("spool append", exc)
                 self._unspooled.setdefault((RAW, symbol), int(seq[0]))
         else:
             self._unspooled.setdefault((RAW, symbol), int(seq[0]))
         buf = lane.buf
-        for i, row_ints, row_floats in zip(seq.tolist(), ints.tolist(), floats.tolist()):
-            self._buffer_bytes += buf.append(i, row_ints, row_floats)
+        self._buffer_bytes += buf.extend(seq, ints, floats)  # one vectorised copy, not a row at a time
         self._buffered_rows[RAW] += n
         if len(buf) >= lane.spec.flush_rows:
             self._due[(RAW, symbol)] = None

@@ -375,16 +375,27 @@ class Spool:
         if not n:
             return
         lay = self.layouts[key.stream]
+        self.append_arrays(key, cols.seq, cols.int_matrix(lay), cols.float_matrix(lay), cols.matrix if lay.width else None)
+
+    def append_arrays(self, key: StreamKey, seq: np.ndarray, ints: np.ndarray, floats: np.ndarray,
+                      vectors: np.ndarray | None = None) -> None:
+        """``append_block`` of rows given as matrices: seq (n,), ints (n, fields), floats (n, fields), vectors or None.
+
+        The raw-events path hands its encoded rows over this way, with no column split.
+        """
+        n = len(seq)
+        if not n:
+            return
+        lay = self.layouts[key.stream]
         step = max(1, BLOCK_RECORD_BYTES // (8 + lay.row_bytes))
-        ints, floats = cols.int_matrix(lay), cols.float_matrix(lay)
         for lo in range(0, n, step):
             hi = min(n, lo + step)
-            seq = cols.seq[lo:hi]
+            part = seq[lo:hi]
             with self._lock:
                 kid = self._key_id_locked(key)
-                vectors = cols.matrix[lo:hi] if lay.width else None
-                self._write_locked(encode_block(kid, seq, ints[lo:hi], floats[lo:hi], vectors))
-                self._track_locked(key, int(seq.min()), int(seq.max()), hi - lo)
+                self._write_locked(encode_block(kid, part, ints[lo:hi], floats[lo:hi],
+                                                None if vectors is None else vectors[lo:hi]))
+                self._track_locked(key, int(part.min()), int(part.max()), hi - lo)
 
     def append_intent(self, flush_id: str, ranges: list[Range]) -> None:
         """Record that flush ``flush_id`` is about to write the rows of ``ranges`` (key, first, last seq)."""
