@@ -16,16 +16,17 @@ Paths never depend on the current directory: ``data_dir`` defaults to
 from __future__ import annotations
 
 import argparse
+import re
 import threading
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
+from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.contracts.groups import MARKET_GROUPS, PAPER_TRADES, PREDICTIONS, validate_group_name
 from backend.credentials import CredentialError, parse_url
-from backend.symbols import validate_symbol
+from backend.symbols import SymbolsFileError, read_symbols_file, validate_symbol
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "LOBBOT_"
@@ -69,10 +70,17 @@ class Settings(BaseSettings):
         default="bybit", description="Market source: Bybit or Binance USD-M REST polling, their WebSocket local "
         "books, or the simulator."
     )
+    symbols_all: bool = Field(
+        default=False, description="Collect every trading Bybit linear USDT perpetual (``--symbols all``): the "
+        "list comes from instruments-info at start and is refreshed every instruments_refresh_s while running.")
     symbols: Annotated[list[str], NoDecode] = Field(
         default_factory=lambda: ["BTCUSDT", "ETHUSDT"],
-        description="Comma-separated linear perpetual symbols.",
+        description="Comma-separated linear perpetual symbols; 'all' (every trading Bybit linear USDT "
+        "perpetual) or '@FILE' (one symbol per line, # comments) also work. Empty when symbols_all.",
     )
+    instruments_refresh_s: float = Field(
+        default=86_400.0, gt=0, description="Bybit sources: seconds (or 90s, 30m, 1d) between instruments-info "
+        "checks while running: delisted symbols are dropped, and with --symbols all new listings join.")
     interval: float = Field(default=3.0, gt=0, description="Seconds between ticks.")
     collection_interval: int = Field(default=10, ge=1, description="Ticks between collected samples.")
     max_samples_per_file: int = Field(default=2000, ge=1, description="Samples per symbol before a flush.")
@@ -140,16 +148,36 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", description="Logging level.")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _symbols_all(cls, data: Any) -> Any:
+        # ``--symbols all``: the list is the venue's, resolved at start (symbols_all), not a ticker "ALL"
+        if isinstance(data, dict) and isinstance(data.get("symbols"), str) and data["symbols"].strip().lower() == "all":
+            data = dict(data, symbols=[], symbols_all=True)
+        return data
+
     @field_validator("symbols", mode="before")
     @classmethod
     def _split_symbols(cls, value: Any) -> Any:
+        if isinstance(value, str) and value.strip().startswith("@"):
+            try:
+                return read_symbols_file(Path(value.strip()[1:]).expanduser())
+            except SymbolsFileError as exc:
+                raise ValueError(str(exc)) from None
         if isinstance(value, str):
             value = [part.strip() for part in value.split(",") if part.strip()]
         return value
 
+    @field_validator("instruments_refresh_s", mode="before")
+    @classmethod
+    def _refresh_duration(cls, value: Any) -> Any:
+        return duration_seconds(value) if isinstance(value, str) else value
+
     @field_validator("symbols")
     @classmethod
-    def _check_symbols(cls, value: list[str]) -> list[str]:
+    def _check_symbols(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        if not value and info.data.get("symbols_all"):
+            return value  # resolved from the venue at start
         if not value:
             raise ValueError("at least one symbol is required")
         checked = [validate_symbol(s) for s in value]
@@ -184,6 +212,19 @@ class Settings(BaseSettings):
             raise ValueError("--record-raw does not apply to --source replay (it replays recorded raw events)")
         if self.source != "replay" and (self.replay_from or self.replay_to):
             raise ValueError("--replay-from / --replay-to apply to --source replay only")
+        return self
+
+    @model_validator(mode="after")
+    def _all_symbols_options(self) -> "Settings":
+        if not self.symbols_all:
+            return self
+        if self.source not in ("bybit", "bybit-ws"):
+            raise ValueError("--symbols all lists Bybit's linear USDT perpetuals: it applies to --source bybit-ws "
+                             "(or bybit); give the symbols by name (or @FILE) for other sources")
+        if self.model_uri:
+            raise ValueError("--model predicts for a fixed list of symbols: give them by name (or @FILE), "
+                             "not --symbols all")
+        self.symbols = []  # LOBBOT_SYMBOLS_ALL=true beside a symbol list: the venue's list wins
         return self
 
     @property
@@ -270,6 +311,22 @@ def links_leaving(data_dir: Path) -> list[str]:
         if not target.is_relative_to(root):
             out.append(f"{path} -> {target}")
     return out
+
+
+_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
+_UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def duration_seconds(text: str) -> float:
+    """``"1d"`` -> 86400.0: a number of seconds, or a number with a unit s, m, h or d.
+
+    Raises:
+        ValueError: anything else (the message shows the accepted forms).
+    """
+    m = _DURATION_RE.match(text)
+    if not m:
+        raise ValueError(f"invalid duration {text!r}: use seconds or e.g. 90s, 30m, 12h, 1d")
+    return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 
 def settings_error_text(exc: ValidationError) -> str:

@@ -41,7 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", choices=list(SOURCES), default=None,
                    help=f"market source: Bybit or Binance USD-M REST polling, their WebSocket local books (bybit-ws, "
                    f"binance-ws), or the simulator (default: {d['source']})")
-    p.add_argument("--symbols", default=None, help="comma-separated symbols (default: BTCUSDT,ETHUSDT)")
+    p.add_argument("--symbols", default=None, metavar="SYMS|all|@FILE",
+                   help="comma-separated symbols; 'all': every trading Bybit linear USDT perpetual (instruments-info, "
+                   "checked again every --instruments-refresh: new listings join, delistings leave), for --source "
+                   "bybit-ws (or bybit); '@FILE': one symbol per line, # comments (default: BTCUSDT,ETHUSDT)")
+    p.add_argument("--instruments-refresh", default=None, metavar="DURATION",
+                   help="Bybit sources: how often to check instruments-info while running, e.g. 1d, 6h, 30s; a symbol "
+                   "delisted meanwhile is dropped (default: 1d)")
     p.add_argument("--interval", type=float, default=None, help=f"seconds between ticks (default: {d['interval']})")
     p.add_argument("--collection-interval", type=int, default=None,
                    help=f"ticks between collected samples (default: {d['collection_interval']})")
@@ -103,6 +109,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     overrides = dict(
         source=args.source,
         symbols=args.symbols,
+        instruments_refresh_s=args.instruments_refresh,
         interval=args.interval,
         collection_interval=args.collection_interval,
         max_samples_per_file=args.max_samples_per_file,
