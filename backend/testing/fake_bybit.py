@@ -49,6 +49,12 @@ Bybit as it really behaves (states, set as attributes or on the command line):
 * ``delist(symbol)``: Bybit stops knowing the symbol: REST answers retCode 10001, it leaves
   ``/v5/market/instruments-info``, nothing more is pushed for it and subscribing fails.
   A symbol the server was not started with is unknown from the start.
+* ``unlisted`` (constructor, ``--unlisted``) / ``list_symbol(symbol)``: symbols the server simulates but
+  does not list yet (as delisted) until ``list_symbol`` lists them: a new listing during a run.
+* ``set_status(symbol, status)``: instruments-info reports another ``status`` (``Closed``, ...) for it.
+
+``/v5/market/instruments-info`` pages by ``cursor`` (``limit`` 1..1000) and, like Bybit's linear category,
+also lists a USDC perpetual and a dated future (``OTHER_LINEAR_CONTRACTS``).
 
 Every REST request is counted in ``counts["rest"]`` and ``counts["rest:<path>"]``;
 ``/v5/market/time`` and ``/v5/market/instruments-info`` are served as Bybit does.
@@ -58,7 +64,7 @@ Command line (a separate process; exits cleanly on SIGTERM/SIGINT)::
     python -m backend.testing.fake_bybit --symbols BTCUSDT,ETHUSDT --port-file PATH \\
         [--fault-rate P] [--ws-fault-rate R] [--book-lag-ms MS] [--seed N] [--port 0] [--replay FILE]
         [--clock-offset-ms MS] [--quiet SYMS] [--silent-after S] [--ban-after S --ban-for S]
-        [--close-after-snapshot]
+        [--close-after-snapshot] [--unlisted SYMS --list-after S] [--delist-after S:SYMS]
 
 ``fault_rate`` is the probability of a random fault per REST request and, unless
 ``ws_fault_rate`` is given, the rate of random WebSocket faults per second.
@@ -101,6 +107,14 @@ REST_FAULTS = ("http_429", "http_5xx", "ret_code", "rest_delay", "malformed_json
 WS_FAULTS = ("ws_drop", "ws_delay", "ws_malformed", "u_gap", "crossed", "restart")
 FAULTS = REST_FAULTS + WS_FAULTS
 BOOK_DEPTHS = (1, 50, 200, 500)
+OTHER_LINEAR_CONTRACTS = (
+    {"symbol": "BTCPERP", "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": "BTC",
+     "quoteCoin": "USDC", "priceScale": "1"},
+    {"symbol": "BTCUSDT-26DEC25", "contractType": "LinearFutures", "status": "Trading", "baseCoin": "BTC",
+     "quoteCoin": "USDT", "priceScale": "1"},
+)
+"""Rows served by instruments-info besides the fake's USDT perpetuals, as on Bybit: not collectable here
+(other quote coin, dated future), so ``--symbols all`` must leave them out."""
 
 
 def _num(x: float) -> str:
@@ -173,6 +187,7 @@ class FakeBybit:
         clock_offset_ms: int = 0,
         quiet: Iterable[str] = (),
         close_after_snapshot: bool = False,
+        unlisted: Iterable[str] = (),
     ):
         self.symbols = [validate_symbol(s) for s in symbols]
         self.book_lag_ms = int(book_lag_ms)
@@ -180,7 +195,8 @@ class FakeBybit:
         self.quiet: set[str] = set(quiet)
         self.silent = False
         self.close_after_snapshot = close_after_snapshot
-        self.delisted: set[str] = set()
+        self.delisted: set[str] = set(unlisted)
+        self.status: dict[str, str] = {}  # instruments-info status other than "Trading", per symbol
         self.ban_until = 0.0  # monotonic s
         self.banned_at: list[float] = []
         self.host, self.port = host, port
@@ -281,6 +297,22 @@ class FakeBybit:
         """Stop knowing ``symbol`` (see the module docstring)."""
         self.delisted.add(symbol)
 
+    def list_symbol(self, symbol: str, status: str = "Trading") -> None:
+        """A new listing: ``symbol`` (one the server was started with, e.g. in ``unlisted``) is known from now
+        on, with instruments-info ``status``; ``ValueError`` for a symbol the server cannot simulate."""
+        if symbol not in self._pub:
+            raise ValueError(f"{symbol} is not one of the fake's symbols ({', '.join(self.symbols)})")
+        self.delisted.discard(symbol)
+        self.set_status(symbol, status)
+
+    def set_status(self, symbol: str, status: str) -> None:
+        """The instruments-info ``status`` of ``symbol`` from now on (``Trading``, ``Delivering``, ``Closed``, ...);
+        market data keeps flowing, as it does on Bybit while a contract settles."""
+        if status == "Trading":
+            self.status.pop(symbol, None)
+        else:
+            self.status[symbol] = status
+
     def clear_faults(self) -> None:
         """Drop every fault injected and not yet applied."""
         self._faults.clear()
@@ -377,10 +409,11 @@ class FakeBybit:
             return self._envelope({}, 10001, "params error")
         if not 1 <= limit <= 1000:
             return self._envelope({}, 10001, "params error: limit invalid")
-        listed = [s for s in self.symbols if s not in self.delisted]
-        page = listed[start:start + limit]
-        rows = [{"symbol": s, "contractType": "LinearPerpetual", "status": "Trading", "baseCoin": s[:-4],
-                 "quoteCoin": "USDT", "priceScale": "2"} for s in page]
+        listed = [{"symbol": s, "contractType": "LinearPerpetual", "status": self.status.get(s, "Trading"),
+                   "baseCoin": s[:-4], "quoteCoin": "USDT", "priceScale": "2"}
+                  for s in self.symbols if s not in self.delisted]
+        listed += OTHER_LINEAR_CONTRACTS  # Bybit's linear category also lists USDC perpetuals and dated futures
+        rows = listed[start:start + limit]
         nxt = str(start + limit) if start + limit < len(listed) else ""
         return self._envelope({"category": "linear", "list": rows, "nextPageCursor": nxt})
 
@@ -820,6 +853,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ban-after", type=float, default=None, metavar="S",
                    help="S seconds after start, answer every REST request with HTTP 403 (an IP ban)")
     p.add_argument("--ban-for", type=float, default=600.0, metavar="S", help="length of that ban (default 600 s)")
+    p.add_argument("--unlisted", type=_symbols_arg, default=[],
+                   help="comma-separated symbols (also in --symbols) that are not listed yet")
+    p.add_argument("--list-after", type=float, default=None, metavar="S",
+                   help="S seconds after start, list the --unlisted symbols (a new listing)")
+    p.add_argument("--delist-after", default=None, metavar="S:SYMS",
+                   help="S seconds after start, delist these comma-separated symbols, e.g. 5:ETHUSDT")
     p.add_argument("--close-after-snapshot", action="store_true",
                    help="close each WebSocket connection right after its order-book snapshots (a flapping link)")
     p.add_argument("--stats-file", type=Path, default=None,
@@ -837,8 +876,24 @@ async def _serve(args: argparse.Namespace) -> int:
                      ws_fault_rate=args.ws_fault_rate,
                      push_interval_s=args.push_interval, replay_path=args.replay, book_lag_ms=args.book_lag_ms,
                      clock_offset_ms=args.clock_offset_ms, quiet=args.quiet,
-                     close_after_snapshot=args.close_after_snapshot)
+                     close_after_snapshot=args.close_after_snapshot, unlisted=args.unlisted)
     await fake.start()
+
+    def list_new() -> None:
+        for sym in args.unlisted:
+            fake.list_symbol(sym)
+        log.info("fake Bybit: listed %s", ",".join(args.unlisted))
+
+    def delist(symbols: list[str]) -> None:
+        for sym in symbols:
+            fake.delist(sym)
+        log.info("fake Bybit: delisted %s", ",".join(symbols))
+
+    if args.list_after is not None:
+        loop.call_later(args.list_after, list_new)
+    if args.delist_after is not None:
+        when, _, names = args.delist_after.partition(":")
+        loop.call_later(float(when), delist, _symbols_arg(names))
 
     def go_silent() -> None:
         fake.silent = True

@@ -59,6 +59,8 @@ def make_source(settings: Any, symbols: Sequence[str], clock: Clock | None = Non
         book_depth=settings.book_depth,
         seed=settings.seed,
         metrics=metrics,
+        all_symbols=getattr(settings, "symbols_all", False),
+        refresh_s=getattr(settings, "instruments_refresh_s", 86_400.0),
     )
     if settings.source == "bybit":
         return BybitRestSource(symbols, clock, tick_interval_s=settings.interval, **common)

@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from backend.symbols import SYMBOL_RE
 from backend.venues.orderbook import OrderBook
 from backend.venues.types import CANDLE_MS, Candle, Trade
 
@@ -129,6 +130,43 @@ def unwrap_envelope(payload: Any, where: str) -> tuple[Any, int | None]:
     result = _field(payload, "result", where)
     t = payload.get("time")
     return result, (None if t is None else _int(t, f"{where} time"))
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """One row of ``/v5/market/instruments-info``: the fields the symbol universe needs."""
+
+    symbol: str
+    status: str  # Trading, PreLaunch, Delivering, Closed, ...
+    contract_type: str  # LinearPerpetual, LinearFutures, ...
+    quote_coin: str  # USDT, USDC, ...
+
+    @property
+    def trading_usdt_perpetual(self) -> bool:
+        """A linear USDT perpetual open for trading (what ``--symbols all`` collects)."""
+        return self.status == "Trading" and self.contract_type == "LinearPerpetual" and self.quote_coin == "USDT"
+
+
+def parse_instruments(result: Any) -> tuple[list[Instrument], str]:
+    """``/v5/market/instruments-info`` ``result`` -> (its rows, ``nextPageCursor`` or ``""`` on the last page).
+
+    Rows without a string ``symbol`` are skipped; a missing ``list`` raises ``BybitMessageError``.
+    """
+    rows = _field(result, "list", "instruments-info")
+    if not isinstance(rows, list):
+        raise BybitMessageError("instruments-info: 'list' is not a list")
+    out = [Instrument(row["symbol"], str(row.get("status", "")), str(row.get("contractType", "")),
+                      str(row.get("quoteCoin", "")))
+           for row in rows if isinstance(row, dict) and isinstance(row.get("symbol"), str)]
+    return out, str(result.get("nextPageCursor") or "")
+
+
+def trading_usdt_perpetuals(instruments: list[Instrument]) -> list[str]:
+    """The symbols of the trading linear USDT perpetuals among ``instruments``, sorted, each once.
+
+    A name that is not a plain ticker (``backend.symbols``) is left out: it could not become a folder name.
+    """
+    return sorted({i.symbol for i in instruments if i.trading_usdt_perpetual and SYMBOL_RE.fullmatch(i.symbol)})
 
 
 def parse_rest_orderbook(result: Any, symbol: str, recv_ms: int, depth: int | None = None) -> OrderBook:

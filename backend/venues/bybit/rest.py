@@ -42,7 +42,9 @@ from backend.venues.health import BYBIT_BAN_S, BanState, ClockOffsetEstimator
 from backend.venues.bybit.messages import (
     BybitApiError,
     BybitMessageError,
+    Instrument,
     decode_json,
+    parse_instruments,
     parse_kline_rows,
     parse_rest_orderbook,
     parse_rest_trades,
@@ -329,26 +331,32 @@ class BybitRestClient:
                 raise BybitRequestError("GET /v5/market/time: no server time in the answer", "malformed_response")
             return server_ms
 
-    async def get_instruments(self) -> dict[str, str]:
-        """Every listed symbol of the category and its ``status`` (``Trading``, ``PreLaunch``, ``Delivering``,
-        ``Closed``, ...), from ``/v5/market/instruments-info``, following ``nextPageCursor``."""
-        out: dict[str, str] = {}
+    async def get_instrument_rows(self) -> list[Instrument]:
+        """Every listed instrument of the category (``/v5/market/instruments-info``, ``limit`` 1000, following
+        ``nextPageCursor``), in Bybit's order.
+
+        Raises ``BybitRequestError`` for an answer without a ``list``, as ``request`` does otherwise.
+        """
+        out: list[Instrument] = []
         cursor = ""
         for _ in range(100):  # 100 pages of 1000: far more than Bybit lists
             params: dict[str, Any] = {"category": self.category, "limit": MAX_INSTRUMENTS_LIMIT}
             if cursor:
                 params["cursor"] = cursor
             result, _ = await self.request("/v5/market/instruments-info", params)
-            rows = result.get("list") if isinstance(result, dict) else None
-            if not isinstance(rows, list):
-                raise BybitRequestError("GET /v5/market/instruments-info: no 'list' in the answer", "malformed_response")
-            for row in rows:
-                if isinstance(row, dict) and isinstance(row.get("symbol"), str):
-                    out[row["symbol"]] = str(row.get("status", ""))
-            cursor = str(result.get("nextPageCursor") or "")
+            try:
+                rows, cursor = parse_instruments(result)
+            except BybitMessageError as exc:
+                raise BybitRequestError(f"GET /v5/market/instruments-info: {exc}", "malformed_response") from None
+            out.extend(rows)
             if not cursor or not rows:
                 break
         return out
+
+    async def get_instruments(self) -> dict[str, str]:
+        """Every listed symbol of the category and its ``status`` (``Trading``, ``PreLaunch``, ``Delivering``,
+        ``Closed``, ...), from ``get_instrument_rows``."""
+        return {i.symbol: i.status for i in await self.get_instrument_rows()}
 
     async def get_recent_trades(self, symbol: str, limit: int = 500) -> list[tuple[str, Trade]]:
         """``[(execId, Trade)]`` oldest first."""
