@@ -36,7 +36,7 @@ from backend.config import Settings
 from backend.i18n import _
 from backend.engine.replay import ReplayScheduler, mixed_version_problem
 from backend.engine.scheduler import Scheduler
-from backend.engine.tick import TickEngine
+from backend.engine.tick import TickEngine, TickOutput
 from backend.metrics import Metrics, format_reasons
 from backend.ml_engine.data_collection import MLDataCollector
 from backend.ml_engine.feature_store.atomic import remove_stale_temp_files
@@ -172,6 +172,10 @@ class Bot:
         self.summary: list[str] = []
         self._last_sync = 0.0
         self._last_book_ms: dict[str, int] = {}
+        self._cohorts: list[TickEngine] = []  # engines of symbols that joined during the run (new listings)
+        self.symbols_at_start = 0
+        self.joined: list[str] = []  # symbols that joined during the run, in order
+        self.left: dict[str, str] = {}  # symbols dropped during the run (delisted) -> why
         self.first_sample_tick = first_sample_tick(settings.collection_interval, settings.interval)
 
     @property
@@ -254,10 +258,14 @@ class Bot:
         collector = self.ml_data_collector
         log.info(
             "Starting %s for %s: interval %.3gs, a sample every %d ticks, data in %s",
-            s.source, ",".join(self.symbols), s.interval, s.collection_interval, s.data_dir,
+            s.source, "every trading linear USDT perpetual (--symbols all)" if s.symbols_all else ",".join(self.symbols),
+            s.interval, s.collection_interval, s.data_dir,
         )
         if not await self._start_source():
             return 0  # stopped before the source came up
+        if s.symbols_all:
+            self.symbols[:] = self.source.symbols  # in place: services hold this list
+        self.symbols_at_start = len(self.symbols)
         self.source_state = "live"
         if not self.fast:
             wait_s = self.first_sample_tick * s.interval
@@ -341,10 +349,52 @@ class Bot:
                 collector.add_raw_events(sym, *encode_history(self.clock.now_ms(), candles))
         return engine
 
+    def _follow_universe(self, snaps: dict) -> dict:
+        """Symbols the source dropped (delisted) leave the run; new listings it took join with their own engine
+        (back-filled candles first, as at start). Returns the snapshots of the symbols still in the run."""
+        dropped = getattr(self.source, "dropped", None)
+        if dropped:
+            for sym, why in dropped.items():
+                if sym in self.symbols:
+                    self.symbols.remove(sym)  # its buffered rows stay and are flushed like any others
+                    self.left[sym] = why
+        take = getattr(self.source, "take_joined", None)
+        joined = [sym for sym in (take() if take is not None else []) if sym not in self.symbols]
+        if joined:
+            s, collector = self.settings, self.ml_data_collector
+            engine = TickEngine(joined, book_depth=s.book_depth, max_age_ms=s.max_book_age_s * 1000,
+                                max_future_ms=s.max_clock_skew_s * 1000, metrics=self.metrics)
+            for sym in joined:
+                candles = self.source.initial_candles(sym)
+                engine.add_history(sym, candles)
+                collector.add_candles(sym, candles)
+                if self.record_raw and candles:
+                    collector.add_raw_events(sym, *encode_history(self.clock.now_ms(), candles))
+            self._cohorts.append(engine)
+            self.symbols.extend(joined)
+            self.joined.extend(joined)
+        if self.left:
+            snaps = {sym: snap for sym, snap in snaps.items() if sym not in self.left}
+        return snaps
+
+    def _step(self, engine: TickEngine, snaps: dict, now_ms: int, collect: bool) -> TickOutput:
+        """``engine.step``, and the step of every engine of symbols that joined later, as one output."""
+        out = engine.step(snaps, now_ms, collect)
+        for extra in self._cohorts:
+            more = extra.step(snaps, now_ms, collect)
+            out.candles.update(more.candles)
+            out.tape.update(more.tape)
+            out.rejected.update(more.rejected)
+            out.samples.extend(more.samples)
+            out.skips.extend(more.skips)
+        return out
+
     async def _tick(self, engine: TickEngine, collect: bool) -> None:
         collector = self.ml_data_collector
         snaps = await self.source.poll()
         now_ms = self.clock.now_ms()
+        if not self.replay:
+            snaps = self._follow_universe(snaps)
         if self.replay:  # the recorded tick's sampling; a recorded restart starts a fresh engine, as it did then
             collect = self.source.collect
             if self.source.run_started:
@@ -352,7 +402,7 @@ class Bot:
         elif self.record_raw:  # before anything is derived: a crash keeps no sample without its raw events
             for sym, (ints, floats) in encode_tick(snaps, now_ms, collect, self.symbols).items():
                 collector.add_raw_events(sym, ints, floats)
-        out = engine.step(snaps, now_ms, collect)
+        out = self._step(engine, snaps, now_ms, collect)
         for sym in self.symbols:
             candles = out.candles.get(sym)
             if candles:
@@ -402,6 +452,10 @@ class Bot:
                 f"resyncs={int(m.value('lobbot_ws_resyncs_total', venue=venue))} "
                 f"retries={int(m.value('lobbot_venue_retries_total', venue=venue))}"
             )
+            if self.joined or self.left or self.settings.symbols_all:
+                lines.append(f"Symbols: {self.symbols_at_start} at start, listed during the run: {len(self.joined)}"
+                             f"{' (' + ', '.join(self.joined) + ')' if self.joined else ''}, delisted: {len(self.left)}"
+                             f"{' (' + ', '.join(self.left) + ')' if self.left else ''}")
             offset = [v for labels, v in m.samples("lobbot_exchange_clock_offset_seconds") if labels.get("venue") == venue]
             if offset:
                 lines.append(f"Exchange clock: {venue} minus local = {offset[0]:+.3f} s "
