@@ -316,7 +316,7 @@ class _RestBase(MarketSource):
         self.symbols = self.symbols + taken
         self.listed.extend(taken)
         self._joined.extend(taken)
-        log.warning("New Bybit listing%s join%s this run: %s (candles back-filled; samples start after the usual "
+        log.info("New Bybit listing%s join%s this run: %s (candles back-filled; samples start after the usual "
                     "warm-up).", "s" if len(taken) > 1 else "", "" if len(taken) > 1 else "s", ", ".join(taken))
 
     async def _stop_refresh(self) -> None:
