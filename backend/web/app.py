@@ -151,7 +151,10 @@ def create_app(
     app[KEY_SETTINGS] = settings
     app[KEY_METRICS] = metrics
     app[KEY_STATUS] = status_provider or NoBot()
-    app[KEY_JOBS] = job_runner or JobRunner(REPO_ROOT, grace_s=settings.cancel_grace_s)
+    # the child tracks into the store the runs list reads, never into whatever
+    # MLFLOW_TRACKING_URI this process inherited or had set by mlflow.set_tracking_uri
+    app[KEY_JOBS] = job_runner or JobRunner(REPO_ROOT, grace_s=settings.cancel_grace_s,
+                                            overrides={"MLFLOW_TRACKING_URI": settings.tracking_uri})
     app[KEY_INSPECTOR] = StoreInspector(Path(settings.data_dir) / "feature_store" / "offline")
     app[KEY_RUNS] = RunsReader(settings.tracking_uri)
     app[KEY_STOP] = asyncio.Event()

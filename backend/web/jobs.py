@@ -9,8 +9,12 @@ the whole group (the training CLI then marks its MLflow run KILLED), SIGTERM aft
 few seconds. A second ``start`` while a job is queued or running raises ``JobBusy``.
 
 The child's environment is the server's minus ``LOBBOT_API_TOKEN`` (the token never
-reaches a child), with ``PYTHONUNBUFFERED=1`` so lines arrive as they are printed and
-``LOBBOT_LANG=en`` so the lines parsed for progress are the English ones.
+reaches a child), with ``PYTHONUNBUFFERED=1`` so lines arrive as they are printed,
+``LOBBOT_LANG=en`` so the lines parsed for progress are the English ones, and the
+``overrides`` the app gives: ``MLFLOW_TRACKING_URI`` set to the store the runs list reads.
+Without that pin a child resolves its store from whatever ``MLFLOW_TRACKING_URI`` the
+server process happens to hold (``mlflow.set_tracking_uri`` writes it into
+``os.environ``), and its run lands in a store the page never reads.
 """
 
 from __future__ import annotations
@@ -105,9 +109,12 @@ class JobRunner:
 
     ``cwd``: the child's working directory (the repository root, so ``python -m backend...``
     imports this checkout). ``grace_s``: seconds between SIGINT, SIGTERM and SIGKILL.
+    ``env``: the base environment (default ``os.environ`` now); ``overrides``: variables
+    every child gets whatever the base says (the app pins ``MLFLOW_TRACKING_URI``).
     """
 
-    def __init__(self, cwd: Path, *, grace_s: float = 2.0, keep: int = 20, env: dict | None = None) -> None:
+    def __init__(self, cwd: Path, *, grace_s: float = 2.0, keep: int = 20, env: dict | None = None,
+                 overrides: dict[str, str] | None = None) -> None:
         self.cwd = Path(cwd)
         self.grace_s = grace_s
         self.keep = keep
@@ -115,6 +122,7 @@ class JobRunner:
         base.pop("LOBBOT_API_TOKEN", None)
         base["PYTHONUNBUFFERED"] = "1"
         base["LOBBOT_LANG"] = "en"  # the progress parser reads the English lines; the page translates
+        base.update(overrides or {})
         self.env = base
         self.jobs: dict[str, Job] = {}
         self._tasks: set[asyncio.Task] = set()

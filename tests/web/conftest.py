@@ -17,14 +17,15 @@ from backend.web.auth import ApiToken  # noqa: E402
 
 @pytest.fixture
 async def serve():
-    """``await serve(data_dir, metrics=..., status_provider=...)`` -> base URL of a real server on 127.0.0.1."""
+    """``await serve(data_dir, metrics=..., status_provider=..., tracking_uri=...)`` -> (base URL, app) of a
+    real server on 127.0.0.1; the tracking URI defaults to the SQLite store under ``data_dir``."""
     runners = []
 
     async def _serve(data_dir: Path, **kwargs):
         settings = WebSettings(
             data_dir=Path(data_dir),
             token=ApiToken(TOKEN, "test"),
-            tracking_uri=default_tracking_uri(Path(data_dir)),
+            tracking_uri=kwargs.pop("tracking_uri", None) or default_tracking_uri(Path(data_dir)),
             events_interval_s=kwargs.pop("events_interval_s", 0.3),
             cancel_grace_s=1.0,
             mlflow_ui_url=kwargs.pop("mlflow_ui_url", None),

@@ -65,3 +65,25 @@ async def test_token_never_reaches_the_child(tmp_path, monkeypatch):
     job = await runner.start("labelling", [sys.executable, "-c", "import os; print(os.environ.get('LOBBOT_API_TOKEN', 'absent'))"])
     await job.done.wait()
     assert list(job.log) == ["absent"]
+
+
+async def test_app_pins_the_childs_tracking_store(tmp_path, monkeypatch):
+    """The cause of the empty runs list after a job (issue 14): mlflow.set_tracking_uri in
+    this process writes MLFLOW_TRACKING_URI into os.environ, and a child inheriting it
+    tracked its run in that store instead of the one /api/runs reads."""
+    import mlflow
+
+    from backend.web.app import KEY_JOBS, WebSettings, create_app
+    from backend.web.auth import ApiToken
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "")  # restored after the test, whatever mlflow writes
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/other.db")  # what an in-process training run does
+    try:
+        store = f"sqlite:///{tmp_path}/data/mlflow/mlflow.db"
+        app = create_app(WebSettings(data_dir=tmp_path / "data", token=ApiToken("t" * 24, "test"), tracking_uri=store,
+                                     warm_audit=False))
+        job = await app[KEY_JOBS].start("labelling", [sys.executable, "-c", "import os; print(os.environ['MLFLOW_TRACKING_URI'])"])
+        await job.done.wait()
+        assert list(job.log) == [store]
+    finally:
+        mlflow.set_tracking_uri(None)

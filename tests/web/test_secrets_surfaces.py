@@ -11,6 +11,8 @@ import aiohttp
 import pytest
 from helpers import TOKEN
 
+from backend.ml_engine.training_orchestrator.tracking import normalize_tracking_uri
+
 REPO = Path(__file__).resolve().parents[2]
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "s3cretZ9tokenQ"
@@ -41,8 +43,9 @@ def test_bot_start_with_a_token_in_the_exchange_url_never_shows_it(tmp_path):
 @pytest.mark.slow
 async def test_web_training_job_with_a_password_in_the_tracking_uri_never_shows_it(labelled_dir, serve, monkeypatch):
     uri = f"postgresql://bob:{SECRET}@127.0.0.1:1/mlflow"  # nothing listens on port 1
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # the child inherits it, as a user's shell would pass it
-    base, _ = await serve(labelled_dir)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)  # as a user's shell would pass it
+    # the app resolves its store from it (backend.apps.web) and hands that store to the child
+    base, _ = await serve(labelled_dir, tracking_uri=normalize_tracking_uri(uri))
     async with aiohttp.ClientSession(headers=AUTH) as s:
         async with s.post(f"{base}/api/training", json={"epochs": 1, "sequence_length": 10, "threads": 1}) as r:
             assert r.status == 202, await r.text()
