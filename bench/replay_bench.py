@@ -15,8 +15,10 @@ its return (imports excluded; source start, recovery and the final flush include
    block), and the stored ``raw_events`` bytes per symbol-hour. The simulated BTCUSDT book is BTCUSDT-like
    (50 levels a side at 0.1 tick, a few trades a second, 1-minute bars) and is polled
    every 3 s like the REST source, so every tick stores a full book.
-3. ``--source replay`` of run 2 into a second group: simulated hours per wall second
-   and the cost per replayed tick, checked bit-equal with run 2's samples.
+3. ``--source replay`` of run 2 into a second group, in a fresh process: simulated hours
+   per wall second, the cost per replayed tick and the process's peak RSS (the replay
+   decodes one group of raw-event files at a time, so the peak does not grow with the
+   range), checked bit-equal with run 2's samples.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import multiprocessing as mp
+import resource
 import sys
 import tempfile
 import time
@@ -81,6 +85,24 @@ def _samples(data: Path, group: str):
     return df.sort_values(["symbol", "timestamp"]).reset_index(drop=True)
 
 
+def _replay_child(conn, data: str, symbols: str, day: str) -> None:
+    logging.disable(logging.WARNING)
+    wall, ticks, _ = _run(Path(data), symbols, source="replay", replay_from=day, replay_to=day,
+                          feature_store_group="replayed")
+    conn.send((wall, ticks))
+
+
+def _replay_in_child(data: Path, symbols: str, day: str) -> tuple[float, int, float]:
+    """Replay in a spawned interpreter: (wall s, ticks, peak RSS MB of that process)."""
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_replay_child, args=(send, str(data), symbols, day))
+    proc.start()
+    wall, ticks = recv.recv()
+    proc.join()
+    return wall, ticks, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=2.0, help="simulated hours per run (default: 2)")
@@ -97,8 +119,7 @@ def main() -> None:
         rec_wall, _, rec_calls = _run(data, symbols, timed=True, **sim, record_raw=True)
         raw_files = sorted((data / "feature_store" / "offline" / "raw_events").glob("date=*/*.parquet"))
         raw_bytes = sum(f.stat().st_size for f in raw_files)
-        rep_wall, rep_ticks, _ = _run(data, symbols, source="replay", replay_from=START[:10], replay_to=START[:10],
-                                   feature_store_group="replayed")
+        rep_wall, rep_ticks, rep_rss = _replay_in_child(data, symbols, START[:10])
         a, b = _samples(data, "training_features"), _samples(data, "replayed")
         fa, fb = a[list(FEATURE_NAMES)].to_numpy(np.float32), b[list(FEATURE_NAMES)].to_numpy(np.float32)
         exact = len(a) == len(b) and fa.view(np.uint32).tobytes() == fb.view(np.uint32).tobytes() and \
@@ -111,7 +132,8 @@ def main() -> None:
     print(f"raw_events stored: {raw_bytes / 1e6:.2f} MB in {len(raw_files)} file(s) = "
           f"{raw_bytes / (n_sym * args.hours) / 1e6:.3f} MB per symbol-hour (50-level books every 3 s, trades, bars; zstd)")
     print(f"replay:                              {rep_wall:7.2f} s wall  {1000 * rep_wall / rep_ticks:6.3f} ms/tick  "
-          f"= {args.hours / rep_wall:.2f} simulated hours per wall second; bit-equal features: {exact}")
+          f"= {args.hours / rep_wall:.2f} simulated hours per wall second; bit-equal features: {exact}; "
+          f"peak RSS {rep_rss:.0f} MB")
 
 
 if __name__ == "__main__":

@@ -54,7 +54,7 @@ def mixed_version_problem(store_root: Path, group: str, allow_mixed: bool) -> st
 
 
 class ReplayScheduler(Scheduler):
-    """Yields one tick per recorded tick of a ``ReplaySource`` (its ``tick_count``), as fast as the CPU allows.
+    """Yields one tick per recorded tick of a ``ReplaySource`` until it is exhausted, as fast as the CPU allows.
 
     The source moves the virtual clock to each recorded tick time when it is polled, so
     no fixed-rate schedule applies (a live recording's ticks are not on a grid).
@@ -66,8 +66,8 @@ class ReplayScheduler(Scheduler):
         self.source = source
 
     async def __aiter__(self) -> AsyncIterator[int]:
-        limit = self.source.tick_count if self.max_ticks is None else min(self.max_ticks, self.source.tick_count)
-        while not self.stop.is_set() and self.ticks < limit:
+        while (not self.stop.is_set() and (self.max_ticks is None or self.ticks < self.max_ticks)
+               and not self.source.exhausted):
             self.metrics.ticks.inc()
             yield self.ticks
             self.ticks += 1

@@ -6,7 +6,7 @@ import numpy as np
 
 from backend.venues.orderbook import OrderBook
 from backend.venues.raw import encode_history, encode_tick, raw_table, RAW_FLOATS, RAW_INTS
-from backend.venues.replay.events import decode_runs
+from backend.venues.replay.events import RunDecoder, decode_runs
 from backend.venues.types import Candle, MarketSnapshot, Trade
 
 
@@ -51,3 +51,28 @@ def test_snapshots_with_and_without_books_round_trip_bit_for_bit():
                 assert getattr(g.book, f).tobytes() == getattr(w.book, f).tobytes()
             assert (g.book.ts_ms, g.book.recv_ms, g.book.cts_ms, g.book.update_id) == (
                 w.book.ts_ms, w.book.recv_ms, w.book.cts_ms, w.book.update_id)
+
+
+def test_decoding_chunk_by_chunk_finds_the_same_runs_and_ticks_as_the_whole_table():
+    """A run continues across chunks; a later ``history`` starts a new run wherever the chunks are cut."""
+    t0 = 1_762_500_000_000
+    book = OrderBook("AUSDT", np.array([1.0]), np.array([2.0]), np.array([3.0]), np.array([4.0]), ts_ms=t0, recv_ms=t0)
+    parts = []
+    for start in (t0, t0 + 60_000):  # two starts of the recording bot
+        parts.append(encode_history(start, [Candle(start - 60_000, 1.0, 2.0, 0.5, 1.5, 10.0, 15.0)]))
+        for k in range(6):
+            parts.extend(encode_tick({"AUSDT": MarketSnapshot("AUSDT", book)}, start + 3000 * k, k % 2 == 0,
+                                     ["AUSDT"]).values())
+    table = raw_table([("AUSDT", "sim", *_cols(np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts])))])
+    whole = decode_runs(table)
+    assert len(whole) == 2 and [len(r.ticks) for r in whole] == [6, 6]
+    ts = table.column("timestamp").cast("int64").to_numpy()
+    for cut in ([t0 + 7000], [t0 + 2000, t0 + 61_000], [t0 + 60_000]):  # inside a run, across a restart
+        bounds = [ts.min()] + cut + [ts.max() + 1]
+        decoder = RunDecoder()
+        got = []
+        for lo, hi in zip(bounds, bounds[1:]):
+            got.extend(decoder.feed(table.filter((ts >= lo) & (ts < hi))))
+        assert [(t.now_ms, t.collect) for _, t in got] == [(t.now_ms, t.collect) for r in whole for t in r.ticks]
+        runs = [r for i, (r, _) in enumerate(got) if i == 0 or r is not got[i - 1][0]]
+        assert [(r.start_ms, r.history) for r in runs] == [(r.start_ms, r.history) for r in whole]

@@ -12,6 +12,7 @@ import pytest
 
 from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES
 from backend.ml_engine.feature_store.feature_store import FeatureStore
+from backend.venues.replay.source import raw_event_chunks
 from tests.collector.bot_helpers import run_bot, start_bot, stats_lines
 
 SYMBOLS = "BTCUSDT,4USDT"
@@ -49,6 +50,8 @@ def test_replay_of_a_recorded_run_reproduces_its_features_bit_for_bit(tmp_path):
     raw_dir = data / "feature_store" / "offline" / "raw_events"
     files = sorted(raw_dir.glob("date=*/*.parquet"))
     assert {f.parent.name for f in files} == {"date=2025-11-07", "date=2025-11-08"}
+    # several flushes: the replay reads and decodes them a group at a time, not all at once
+    assert len(raw_event_chunks(data / "feature_store" / "offline", "2025-11-07", "2025-11-08")) > 2
     meta = pq.ParquetFile(files[0]).metadata
     assert meta.row_group(0).column(0).compression == "ZSTD"
     raw = pq.read_table(files[0]).to_pandas()

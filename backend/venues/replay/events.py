@@ -18,7 +18,7 @@ from backend.contracts.raw_events import RAW_KINDS
 from backend.venues.orderbook import OrderBook
 from backend.venues.types import Candle, MarketSnapshot, Trade
 
-__all__ = ["ReplayRun", "ReplayTick", "decode_runs", "sort_events"]
+__all__ = ["ReplayRun", "ReplayTick", "RunDecoder", "decode_runs", "sort_events"]
 
 
 @dataclass
@@ -60,79 +60,104 @@ def decode_runs(table: pa.Table) -> list[ReplayRun]:
 
     A ``history`` row at a tick time no earlier run used starts a new run. Rows before
     the first ``history`` row (a recording cut by a date range) form a run without
-    back-filled bars.
+    back-filled bars. (``RunDecoder`` does the same a chunk at a time.)
     """
-    if table.num_rows == 0:
-        return []
-    t = sort_events(table)
-    ts = _ints(t, "timestamp")
-    sym = t.column("symbol").to_pylist()
-    kind = t.column("kind").to_pylist()
-    vts = _ints(t, "venue_ts")
-    seq = t.column("seq").to_pylist()
-    recv = _ints(t, "recv_ts")
-    cts = t.column("cts").cast(pa.int64()).to_pylist()
-    offset = t.column("clock_offset_ms").to_numpy()
-    collect = t.column("collect").to_numpy(zero_copy_only=False)
-    live = t.column("live").to_numpy(zero_copy_only=False)
-    reason = t.column("reason").to_pylist()
-    n_bids = t.column("n_bids").to_numpy()
-
-    def lists(name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
-        col = t.column(name).combine_chunks()
-        return col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
-
-    p_off, p_val = lists("price", np.float64)
-    s_off, s_val = lists("size", np.float64)
-    t_off, t_val = lists("trade_ts", np.int64)
-    d_off, d_val = lists("side", np.int8)
-
     runs: list[ReplayRun] = []
-    run: ReplayRun | None = None
-    tick: ReplayTick | None = None
-    pending: dict[str, MarketSnapshot] = {}
-    for i in range(t.num_rows):
-        k, s, now = kind[i], sym[i], int(ts[i])
-        if k == "history":
-            if run is None or (now != run.start_ms and run.ticks):
-                run = ReplayRun(now)
-                runs.append(run)
-                tick = None
-            p = p_val[p_off[i]:p_off[i + 1]]
-            z = s_val[s_off[i]:s_off[i + 1]]
-            run.history.setdefault(s, []).append(
-                Candle(int(vts[i]), float(p[0]), float(p[1]), float(p[2]), float(p[3]), float(z[0]), float(z[1])))
-            continue
-        if run is None:
-            run = ReplayRun(now)
+    for run, tick in RunDecoder().feed(table):
+        if not runs or runs[-1] is not run:
             runs.append(run)
-        if tick is None or tick.now_ms != now:
-            tick = ReplayTick(now, False)
-            run.ticks.append(tick)
-        snap = pending.get(s)
-        if snap is None:
-            snap = pending[s] = MarketSnapshot(s, None)
-        if k == "trades":
-            lo, hi = t_off[i], t_off[i + 1]
-            p, z = p_val[p_off[i]:p_off[i + 1]], s_val[s_off[i]:s_off[i + 1]]
-            snap.trades = [Trade(int(a), float(b), float(c), int(d))
-                           for a, b, c, d in zip(t_val[lo:hi], p, z, d_val[d_off[i]:d_off[i + 1]])]
-        elif k == "candle":
-            p = p_val[p_off[i]:p_off[i + 1]]
-            z = s_val[s_off[i]:s_off[i + 1]]
-            snap.candles.append(
-                Candle(int(vts[i]), float(p[0]), float(p[1]), float(p[2]), float(p[3]), float(z[0]), float(z[1])))
-        else:  # book / no_book: the symbol's tick is complete
-            snap.clock_offset_ms = int(offset[i])
-            snap.live = bool(live[i])
-            tick.collect = tick.collect or bool(collect[i])
-            if k == "book":
-                nb = int(n_bids[i])
+        run.ticks.append(tick)
+    return runs
+
+
+class RunDecoder:
+    """Decodes a recording chunk by chunk (bounded memory), carrying the current run across chunks.
+
+    Feed chunks in time order whose tick times do not overlap (a tick's events all in one
+    chunk); ``feed`` returns the chunk's ticks, each with its run (the same ``ReplayRun``
+    object for every tick of one run, its ``ticks`` left empty; a new object starts a new
+    run). Runs are the same as ``decode_runs`` finds in the whole table.
+    """
+
+    def __init__(self) -> None:
+        self.run: ReplayRun | None = None
+        self._run_has_ticks = False
+        self._tick: ReplayTick | None = None
+        self._pending: dict[str, MarketSnapshot] = {}
+
+    def feed(self, table: pa.Table) -> list[tuple[ReplayRun, ReplayTick]]:
+        """The ticks of one chunk of ``raw_events`` rows (any order within the chunk), oldest first."""
+        out: list[tuple[ReplayRun, ReplayTick]] = []
+        if table.num_rows == 0:
+            return out
+        t = sort_events(table)
+        ts = _ints(t, "timestamp")
+        sym = t.column("symbol").to_pylist()
+        kind = t.column("kind").to_pylist()
+        vts = _ints(t, "venue_ts")
+        seq = t.column("seq").to_pylist()
+        recv = _ints(t, "recv_ts")
+        cts = t.column("cts").cast(pa.int64()).to_pylist()
+        offset = t.column("clock_offset_ms").to_numpy()
+        collect = t.column("collect").to_numpy(zero_copy_only=False)
+        live = t.column("live").to_numpy(zero_copy_only=False)
+        reason = t.column("reason").to_pylist()
+        n_bids = t.column("n_bids").to_numpy()
+
+        def lists(name: str, dtype) -> tuple[np.ndarray, np.ndarray]:
+            col = t.column(name).combine_chunks()
+            return col.offsets.to_numpy(), col.values.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+        p_off, p_val = lists("price", np.float64)
+        s_off, s_val = lists("size", np.float64)
+        t_off, t_val = lists("trade_ts", np.int64)
+        d_off, d_val = lists("side", np.int8)
+
+        run, tick, pending = self.run, self._tick, self._pending
+        for i in range(t.num_rows):
+            k, s, now = kind[i], sym[i], int(ts[i])
+            if k == "history":
+                if run is None or (now != run.start_ms and self._run_has_ticks):
+                    run = ReplayRun(now)
+                    self._run_has_ticks = False
+                    tick = None
                 p = p_val[p_off[i]:p_off[i + 1]]
                 z = s_val[s_off[i]:s_off[i + 1]]
-                snap.book = OrderBook(s, p[:nb].copy(), z[:nb].copy(), p[nb:].copy(), z[nb:].copy(), int(vts[i]),
-                                      int(recv[i]), cts[i], seq[i])
-            else:
-                snap.reason = reason[i]
-            tick.snapshots[s] = pending.pop(s)
-    return runs
+                run.history.setdefault(s, []).append(
+                    Candle(int(vts[i]), float(p[0]), float(p[1]), float(p[2]), float(p[3]), float(z[0]), float(z[1])))
+                continue
+            if run is None:
+                run = ReplayRun(now)
+                self._run_has_ticks = False
+            if tick is None or tick.now_ms != now:
+                tick = ReplayTick(now, False)
+                self._run_has_ticks = True
+                out.append((run, tick))
+            snap = pending.get(s)
+            if snap is None:
+                snap = pending[s] = MarketSnapshot(s, None)
+            if k == "trades":
+                lo, hi = t_off[i], t_off[i + 1]
+                p, z = p_val[p_off[i]:p_off[i + 1]], s_val[s_off[i]:s_off[i + 1]]
+                snap.trades = [Trade(int(a), float(b), float(c), int(d))
+                               for a, b, c, d in zip(t_val[lo:hi], p, z, d_val[d_off[i]:d_off[i + 1]])]
+            elif k == "candle":
+                p = p_val[p_off[i]:p_off[i + 1]]
+                z = s_val[s_off[i]:s_off[i + 1]]
+                snap.candles.append(
+                    Candle(int(vts[i]), float(p[0]), float(p[1]), float(p[2]), float(p[3]), float(z[0]), float(z[1])))
+            else:  # book / no_book: the symbol's tick is complete
+                snap.clock_offset_ms = int(offset[i])
+                snap.live = bool(live[i])
+                tick.collect = tick.collect or bool(collect[i])
+                if k == "book":
+                    nb = int(n_bids[i])
+                    p = p_val[p_off[i]:p_off[i + 1]]
+                    z = s_val[s_off[i]:s_off[i + 1]]
+                    snap.book = OrderBook(s, p[:nb].copy(), z[:nb].copy(), p[nb:].copy(), z[nb:].copy(), int(vts[i]),
+                                          int(recv[i]), cts[i], seq[i])
+                else:
+                    snap.reason = reason[i]
+                tick.snapshots[s] = pending.pop(s)
+        self.run, self._tick = run, tick
+        return out
