@@ -111,7 +111,8 @@ async def test_symbols_all_follows_a_listing_and_a_delisting_during_the_run(tmp_
     assert "All collected samples are on disk." in out
     assert "delisted" not in skip_reasons(out)  # a dropped symbol leaves the run, it is not skipped every tick
     tape = tape_ms(tmp_path)
-    assert set(tape) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}  # never the USDC perpetual or the dated future
+    # never the USDC perpetual or the dated future; ETHUSDT's rows buffered when it was dropped reached the disk
+    assert set(tape) == {"BTCUSDT", "ETHUSDT", "SOLUSDT"}
     btc, eth, sol = tape["BTCUSDT"], tape["ETHUSDT"], tape["SOLUSDT"]
     assert len(btc) >= TICKS - 2  # the others went on, a book every tick
     assert len(sol) >= 20 and sol[0] > btc[0]  # joined during the run, then a book every tick
@@ -283,3 +284,46 @@ async def test_rest_with_all_symbols_takes_new_listings_only_within_its_request_
             assert src.take_joined() == ["DOGEUSDT"] and len(src.active_symbols()) == 5
         finally:
             await src.close()
+
+
+def test_fake_exchange_command_line_lists_and_delists_on_a_schedule(tmp_path):
+    """The fake's process form (for runs outside a test's event loop): ``--unlisted`` symbols are listed
+    ``--list-after`` seconds in, ``--delist-after S:SYMS`` delists; instruments-info pages follow."""
+    import json
+    import signal
+    import subprocess
+    import time
+    import urllib.request
+
+    port_file = tmp_path / "fake.json"
+    proc = subprocess.Popen([sys.executable, "-m", "backend.testing.fake_bybit", "--symbols", "BTCUSDT,ETHUSDT,SOLUSDT",
+                             "--unlisted", "SOLUSDT", "--list-after", "3", "--delist-after", "3:ETHUSDT",
+                             "--port-file", str(port_file)], cwd=REPO, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+
+    def listed(limit: int = 2) -> list[str]:
+        out, cursor = [], ""
+        while True:
+            url = f"{info['rest_url']}/v5/market/instruments-info?category=linear&limit={limit}&cursor={cursor}"
+            result = json.loads(urllib.request.urlopen(url, timeout=5).read())["result"]
+            out += [r["symbol"] for r in result["list"] if r["quoteCoin"] == "USDT"
+                    and r["contractType"] == "LinearPerpetual" and r["status"] == "Trading"]
+            cursor = result["nextPageCursor"]
+            if not cursor:
+                return out
+
+    try:
+        deadline = time.monotonic() + 20
+        while not port_file.exists():
+            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read()
+            time.sleep(0.05)
+        info = json.loads(port_file.read_text())
+        assert listed() == ["BTCUSDT", "ETHUSDT"]
+        time.sleep(3.5)
+        assert listed() == ["BTCUSDT", "SOLUSDT"]
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
