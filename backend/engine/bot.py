@@ -34,7 +34,7 @@ import time
 
 from backend.config import Settings
 from backend.i18n import _
-from backend.engine.replay import ReplayScheduler, mixed_version_problem
+from backend.engine.replay import ReplayScheduler, replay_problem
 from backend.engine.scheduler import Scheduler
 from backend.engine.tick import TickEngine, TickOutput
 from backend.metrics import Metrics, format_reasons
@@ -234,7 +234,7 @@ class Bot:
         remove_stale_temp_files(s.legacy_root)
         collector = self.ml_data_collector
         if self.replay:
-            problem = mixed_version_problem(s.feature_store_root, s.feature_store_group, s.allow_mixed_versions)
+            problem = replay_problem(s, self.symbols)  # another feature version, or rows it would store twice
             if problem:
                 raise StartupError(problem)
         recovered = await asyncio.to_thread(collector.recover)

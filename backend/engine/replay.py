@@ -1,25 +1,35 @@
-"""The engine side of ``--source replay`` (DESIGN.md §6.4): one feature version per group, and its tick loop.
+"""The engine side of ``--source replay`` (DESIGN.md §6.4): one feature version per group, no row twice, and its tick loop.
 
 A replay writes rows with this build's feature version. A group holding rows of another
 version would mix two incompatible feature sets under one name (training on it would
 silently combine them), so the replay refuses unless told (``--allow-mixed-versions``).
+A group already holding rows of this version for the replayed symbols and time range
+(the recorded run's own group, or an earlier replay) would get every sample twice, so
+the replay refuses that always (``duplicate_problem``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 from pathlib import Path
+from typing import Sequence
 from typing import AsyncIterator
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from backend.ml_engine.feature_store.feature_schema import FEATURE_SCHEMA_VERSION
+from backend.ml_engine.feature_store.feature_schema import FEATURE_SCHEMA_VERSION, schema_for_group
+from backend.config import Settings
 from backend.engine.scheduler import Scheduler
 from backend.metrics import Metrics
 from backend.ml_engine.feature_store.feature_store import FeatureStore
+from backend.venues.replay.source import recorded_span
 from backend.venues.source import Clock
 
-__all__ = ["ReplayScheduler", "group_feature_versions", "mixed_version_problem"]
+__all__ = ["ReplayScheduler", "duplicate_problem", "group_feature_versions", "mixed_version_problem",
+           "replay_problem"]
 
 
 def group_feature_versions(store: FeatureStore, group: str) -> set[int]:
@@ -51,6 +61,54 @@ def mixed_version_problem(store_root: Path, group: str, allow_mixed: bool) -> st
     return (f"feature group {group!r} already holds rows of feature version {shown}, and this replay writes version "
             f"{FEATURE_SCHEMA_VERSION}: choose another group with --feature-store-group (e.g. {group}_v"
             f"{FEATURE_SCHEMA_VERSION}), or pass --allow-mixed-versions to mix them on purpose")
+
+
+def _utc(ms: int) -> str:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _day(ms: int) -> dt.date:
+    return dt.datetime.fromtimestamp(ms / 1000, dt.timezone.utc).date()
+
+
+def duplicate_problem(store_root: Path, group: str, symbols: Sequence[str], span: tuple[int, int] | None,
+                      before_ms: int = 0, after_ms: int = 0) -> str | None:
+    """Why a replay of ``symbols`` over ``span`` (first, last recorded tick time, ms) must not write into ``group``.
+
+    It must not when the group already holds rows of this build's feature version for one
+    of the symbols with a timestamp in ``[first - before_ms, last + after_ms]`` (a sample's
+    time is its book's time, which may precede its tick by the book age allowed, or
+    follow it by the clock skew allowed): the replay would store them a second time.
+    None when it may (nothing recorded, or no such rows).
+    """
+    if span is None or "feature_version" not in schema_for_group(group).names:
+        return None
+    lo, hi = span[0] - before_ms, span[1] + after_ms
+    store = FeatureStore(store_root)
+    if not store.list_files(group, _day(lo), _day(hi)):
+        return None
+    table = store.read_offline_table(group, _day(lo), _day(hi), symbols=list(symbols),
+                                     columns=["timestamp", "symbol", "feature_version"], on_bad_file=lambda _: None)
+    ts = table.column("timestamp").cast(pa.int64())
+    mask = pc.and_(pc.and_(pc.greater_equal(ts, lo), pc.less_equal(ts, hi)),
+                   pc.equal(table.column("feature_version"), FEATURE_SCHEMA_VERSION))
+    hits = table.filter(mask)
+    if not hits.num_rows:
+        return None
+    names = ", ".join(sorted(hits.column("symbol").unique().to_pylist()))
+    return (f"feature group {group!r} already holds {hits.num_rows} rows of feature version {FEATURE_SCHEMA_VERSION} "
+            f"for {names} between {_utc(lo)} and {_utc(hi)} UTC (the recorded run's own rows, or an earlier replay): "
+            f"replaying into it would store them twice; choose another group with --feature-store-group "
+            f"(e.g. {group}_replay)")
+
+
+def replay_problem(settings: Settings, symbols: Sequence[str]) -> str | None:
+    """Why ``--source replay`` with ``settings`` must not start (checked before anything is written), or None."""
+    s = settings
+    return mixed_version_problem(s.feature_store_root, s.feature_store_group, s.allow_mixed_versions) or \
+        duplicate_problem(s.feature_store_root, s.feature_store_group, symbols,
+                          recorded_span(s.feature_store_root, s.replay_from, s.replay_to),
+                          before_ms=int(s.max_book_age_s * 1000), after_ms=int(s.max_clock_skew_s * 1000))
 
 
 class ReplayScheduler(Scheduler):
