@@ -6,8 +6,15 @@ import pytest
 
 from helpers import samples, write
 
-from backend.ml_engine.feature_store.feature_store import FeatureStoreError
-from backend.ml_engine.feature_store.inspect import StoreInspector
+from backend.ml_engine.feature_store.feature_store import FeatureStore, FeatureStoreError
+from backend.ml_engine.feature_store.inspect import (
+    CacheError,
+    FileSummary,
+    StoreInspector,
+    cache_path,
+    load_summaries,
+    save_summaries,
+)
 
 
 @pytest.fixture
@@ -84,3 +91,68 @@ def test_price_tape_group_without_labels(tmp_path):
     write(tmp_path, [df], group="price_tape")
     audit = StoreInspector(tmp_path).audit("price_tape")
     assert audit.total_rows == 4 and audit.label_coverage == {} and audit.gap_count == 1
+
+
+def _same(a, b):
+    x, y = a.as_dict(), b.as_dict()
+    for k in ("seconds", "files_read"):
+        x.pop(k), y.pop(k)
+    return x == y
+
+
+def test_disk_cache_after_a_restart_gives_the_same_audit(store_root):
+    root, _, _ = store_root
+    first = StoreInspector(root).audit("training_features")
+    path = cache_path(root, "training_features")
+    assert path.is_file() and first.files_read == first.files
+    assert StoreInspector(root).groups() == ["training_features"]  # the cache folder is not a group
+    restarted = StoreInspector(root).audit("training_features")  # a new process: memory cache empty
+    assert restarted.files_read == 0
+    assert _same(restarted, first)
+    assert _same(restarted, StoreInspector(root, disk_cache=False).audit("training_features"))
+
+
+def test_disk_cache_rereads_a_changed_file(store_root):
+    root, _, _ = store_root
+    before = StoreInspector(root).audit("training_features")
+    store = FeatureStore(root)
+    target = next(p for p in store.list_files("training_features")
+                  if pq.read_table(p, columns=["future_direction_10s"]).column(0).null_count)
+    df = pq.read_table(target).to_pandas()
+    for h in (10, 30, 60):
+        df[f"future_direction_{h}s"] = pd.array([2] * len(df), dtype="Int8")
+    store.rewrite_file(target, df, None, "training_features")  # the labeller, while the app was down
+    after = StoreInspector(root).audit("training_features")
+    assert after.files_read == 1
+    assert after.label_coverage[10] > before.label_coverage[10]
+    assert _same(after, StoreInspector(root, disk_cache=False).audit("training_features"))
+    # the cache now holds the new file: the next restart reads nothing
+    assert StoreInspector(root).audit("training_features").files_read == 0
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated", "lying_index", "empty", "flipped_byte"])
+def test_damaged_disk_cache_is_ignored_and_rebuilt(store_root, damage):
+    root, _, _ = store_root
+    truth = StoreInspector(root).audit("training_features")
+    path = cache_path(root, "training_features")
+    data = path.read_bytes()
+    if damage == "garbage":
+        path.write_bytes(b"not an arrow file at all" * 100)
+    elif damage == "truncated":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "empty":
+        path.write_bytes(b"")
+    elif damage == "flipped_byte":  # one byte of the index changed: still parses, no longer matches its digest
+        i = data.rindex(b'"s":') + 4  # the footer's copy of the schema is the one read
+        path.write_bytes(data[:i] + bytes([data[i] ^ 1]) + data[i + 1:])
+    else:  # a well-formed file whose index counts more rows than it holds
+        summaries = load_summaries(path, str(root))
+        bad = [FileSummary(s.path, s.size, s.mtime_ns, s.rows + 5, s.ts_ms, s.symbols, s.symbol_codes, s.directions,
+                           s.feature_versions) if i == 0 else s for i, s in enumerate(summaries)]
+        save_summaries(path, str(root), bad)
+    with pytest.raises(CacheError):
+        load_summaries(path, str(root))
+    again = StoreInspector(root).audit("training_features")
+    assert again.files_read == again.files  # nothing trusted from the damaged file
+    assert _same(again, truth)
+    assert len(load_summaries(path, str(root))) == truth.files  # rebuilt

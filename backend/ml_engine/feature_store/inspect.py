@@ -15,8 +15,12 @@ and ``future_direction_<h>s`` are read, never the 110 features. What one file yi
 cached in memory keyed by (path, size, mtime), so a second audit reads only files that
 are new or were rewritten (e.g. by the labeller), and an audit of an unchanged group
 costs one directory listing. New files are read in one ``pyarrow.dataset`` scan (Arrow's
-thread pool, GIL released). The first audit of a large store is bound by parquet footer
-decoding (about 1 ms of CPU per file of 120 columns); the web app runs it once at start.
+thread pool, GIL released). Reading a file is bound by parquet footer decoding (about
+1 ms of CPU per file of 120 columns), so the per-file summaries are also kept on disk
+(``<root>/.cache/audit_<group>.arrow``, see ``save_summaries``): a restarted web app
+reads that one file instead of every footer. An entry is used only while its file has
+the same size and ``mtime_ns``; a changed file is read again, a damaged cache file is
+ignored (and rewritten), a cache that cannot be written (read-only store) is skipped.
 
 Pure apart from reading files: no settings, no globals; safe to call from a worker thread
 while the event loop serves requests (the cache is guarded by a lock).
@@ -25,6 +29,9 @@ while the event loop serves requests (the cache is guarded by a lock).
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import logging
 import os
 import threading
 import time
@@ -35,12 +42,18 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as ds
+import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
 from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
 from backend.ml_engine.feature_store.feature_store import DAY_MS, FeatureStore
 
-__all__ = ["FileSummary", "Gap", "StoreAudit", "StoreInspector", "read_file_summary"]
+__all__ = [
+    "CacheError", "FileSummary", "Gap", "StoreAudit", "StoreInspector", "cache_path", "load_summaries", "read_file_summary",
+    "save_summaries",
+]
+
+log = logging.getLogger(__name__)
 
 #: class codes of ``future_direction_<h>s``; index 3 of a balance row counts unlabelled rows
 CLASS_NAMES = ("DOWN", "NEUTRAL", "UP")
@@ -231,19 +244,167 @@ def _summary_of(path: str, size: int, mtime_ns: int, table: pa.Table | None, lab
     return FileSummary(path, size, mtime_ns, table.num_rows, ts_ms, symbols, codes, directions, versions)
 
 
+# --- the on-disk cache of file summaries ---------------------------------------------------
+CACHE_FORMAT = 1
+_CACHE_KEY = b"lobbot_audit_cache"
+
+
+def cache_path(root: Path, group: str) -> Path:
+    """Where the audit's per-file summaries of ``group`` are kept: ``<root>/.cache/audit_<group>.arrow``
+    (a dot folder: never taken for a group, never read as store data)."""
+    return Path(root) / ".cache" / f"audit_{group}.arrow"
+
+
+def save_summaries(path: Path, root: str, summaries: list[FileSummary]) -> None:
+    """Write ``summaries`` (files under ``root``) to ``path`` atomically.
+
+    One Arrow IPC file, zstd: the rows of every file one after the other (``ts_ms``
+    int64, ``symbol`` int16 code, ``dir_<h>`` int8 per horizon, -1 unlabelled or absent)
+    and, in the schema's metadata, a JSON index with one entry per file: path relative to
+    ``root``, size, ``mtime_ns``, rows, symbol names, feature versions, horizons present,
+    and a BLAKE2b digest of the index and every column, checked on load. Written to a
+    temporary file in the same folder, fsynced, then renamed over ``path``,
+    so a reader sees the old cache or the new one, never a part.
+
+    Raises:
+        OSError: the folder or the file cannot be written.
+    """
+    prefix = str(root).rstrip(os.sep) + os.sep
+    index, ts, codes = [], [], []
+    dirs: dict[int, list[np.ndarray]] = {h: [] for h in HORIZONS_S}
+    for f in summaries:
+        if not f.path.startswith(prefix):
+            continue
+        index.append({"p": f.path[len(prefix):], "s": f.size, "m": f.mtime_ns, "n": f.rows, "sym": list(f.symbols),
+                      "v": sorted(f.feature_versions), "h": sorted(f.directions)})
+        ts.append(np.asarray(f.ts_ms, np.int64))
+        codes.append(np.asarray(f.symbol_codes, np.int16))
+        for h in HORIZONS_S:
+            d = f.directions.get(h)
+            dirs[h].append(np.asarray(d, np.int8) if d is not None else np.full(f.rows, -1, np.int8))
+
+    def cat(parts, dtype):
+        return np.concatenate(parts) if parts else np.zeros(0, dtype)
+
+    arrays = {"ts_ms": cat(ts, np.int64), "symbol": cat(codes, np.int16)}
+    arrays.update({f"dir_{h}": cat(dirs[h], np.int8) for h in HORIZONS_S})
+    meta = {"format": CACHE_FORMAT, "horizons": list(HORIZONS_S), "files": index, "digest": _digest(index, arrays)}
+    columns = {k: pa.array(v) for k, v in arrays.items()}
+    table = pa.table(columns).replace_schema_metadata({_CACHE_KEY: json.dumps(meta, separators=(",", ":")).encode()})
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with pa.OSFile(str(tmp), "wb") as sink:
+            with ipc.new_file(sink, table.schema, options=ipc.IpcWriteOptions(compression="zstd")) as writer:
+                writer.write_table(table)
+        fd = os.open(tmp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def _digest(index: list, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.blake2b(json.dumps(index, separators=(",", ":"), sort_keys=True).encode(), digest_size=16)
+    for name in sorted(arrays):
+        h.update(name.encode())
+        h.update(np.ascontiguousarray(arrays[name]).tobytes())
+    return h.hexdigest()
+
+
+class CacheError(ValueError):
+    """The cache file is not a valid audit cache (damaged, truncated, another format)."""
+
+
+def load_summaries(path: Path, root: str) -> list[FileSummary]:
+    """The summaries ``save_summaries`` wrote to ``path``, their paths under ``root`` again.
+
+    Every entry is returned as it was written; the caller uses one only while its file
+    still has that size and ``mtime_ns``. Returns ``[]`` when there is no cache file.
+
+    Raises:
+        CacheError: the file is damaged or is not an audit cache of this format.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    try:
+        with pa.OSFile(str(path), "rb") as src:
+            table = ipc.open_file(src).read_all()
+        meta = json.loads((table.schema.metadata or {})[_CACHE_KEY])
+    except (OSError, pa.ArrowException, KeyError, ValueError) as exc:
+        raise CacheError(f"{path}: {type(exc).__name__}: {exc}") from None
+    if not isinstance(meta, dict) or meta.get("format") != CACHE_FORMAT or meta.get("horizons") != list(HORIZONS_S):
+        raise CacheError(f"{path}: not an audit cache of format {CACHE_FORMAT}")
+    want = {"ts_ms": pa.int64(), "symbol": pa.int16(), **{f"dir_{h}": pa.int8() for h in HORIZONS_S}}
+    for name, typ in want.items():
+        if name not in table.column_names or table.schema.field(name).type != typ or table.column(name).null_count:
+            raise CacheError(f"{path}: column {name} missing or of the wrong type")
+    files = meta.get("files")
+    try:
+        rows = np.array([int(f["n"]) for f in files], np.int64)
+    except (TypeError, KeyError, ValueError):
+        raise CacheError(f"{path}: damaged file index") from None
+    if rows.size and (rows.min() < 0 or int(rows.sum()) != table.num_rows):
+        raise CacheError(f"{path}: the index counts {int(rows.sum())} rows, the table has {table.num_rows}")
+    ts = table.column("ts_ms").combine_chunks().to_numpy()
+    sym = table.column("symbol").combine_chunks().to_numpy()
+    dirs = {h: table.column(f"dir_{h}").combine_chunks().to_numpy() for h in HORIZONS_S}
+    arrays = {"ts_ms": ts, "symbol": sym, **{f"dir_{h}": d for h, d in dirs.items()}}
+    try:
+        digest_ok = meta.get("digest") == _digest(files, arrays)
+    except (TypeError, ValueError):
+        digest_ok = False
+    if not digest_ok:
+        raise CacheError(f"{path}: its digest does not match its contents")
+    if any(d.size and (d.min() < -1 or d.max() > 2) for d in dirs.values()):
+        raise CacheError(f"{path}: a label class outside -1..2")
+    prefix = str(root).rstrip(os.sep) + os.sep
+    out, start = [], 0
+    try:
+        for f, n in zip(files, rows.tolist()):
+            end = start + n
+            symbols = tuple(str(x) for x in f["sym"])
+            codes = sym[start:end]
+            if n and (not symbols or codes.min() < 0 or codes.max() >= len(symbols)):
+                raise CacheError(f"{path}: a symbol code outside the file's symbols")
+            rel = str(f["p"])
+            if rel.startswith(("/", "..")) or "/../" in rel:
+                raise CacheError(f"{path}: a path outside the store: {rel!r}")
+            horizons = [int(h) for h in f["h"]]
+            out.append(FileSummary(prefix + rel, int(f["s"]), int(f["m"]), n, ts[start:end], symbols, codes,
+                                   {h: dirs[h][start:end] for h in horizons if h in dirs},
+                                   frozenset(int(v) for v in f["v"])))
+            start = end
+    except (TypeError, KeyError, ValueError) as exc:
+        raise CacheError(f"{path}: damaged file index ({type(exc).__name__})") from None
+    return out
+
+
 class StoreInspector:
     """Audits of the groups under one store root, with a per-file cache.
 
     ``max_gaps`` bounds the gap list returned (the largest are kept; ``gap_count`` still
-    counts all).
+    counts all). ``disk_cache``: keep the per-file summaries in ``cache_path(root, group)``
+    across restarts (read at the first audit of a group, rewritten when what it holds
+    differs from the files listed).
     """
 
-    def __init__(self, root: Path, *, max_gaps: int = 200) -> None:
+    def __init__(self, root: Path, *, max_gaps: int = 200, disk_cache: bool = True) -> None:
         self.store = FeatureStore(Path(root))
         self.max_gaps = max_gaps
+        self.disk_cache = disk_cache
         self._cache: dict[str, FileSummary] = {}
         self._last: dict[str, tuple[tuple, StoreAudit]] = {}
         self._lock = threading.Lock()
+        self._disk_lock = threading.Lock()
+        # group -> the (path, size, mtime_ns) the cache file holds, once read or written
+        self._on_disk: dict[str, frozenset] = {}
 
     def groups(self) -> list[str]:
         """Names of the groups present under the root, sorted."""
@@ -270,7 +431,7 @@ class StoreInspector:
             audit = last[1]
             audit.files_read = 0
         else:
-            summaries, read = self._summaries(stats)
+            summaries, read = self._summaries(group, stats)
             audit = _aggregate(group, summaries, gap_factor, self.max_gaps)
             audit.bytes = sum(s for _, s, _ in stats)
             audit.files = len(stats)
@@ -298,7 +459,37 @@ class StoreInspector:
                 out.append((e.path, st.st_size, st.st_mtime_ns))
         return out
 
-    def _summaries(self, stats: list[tuple[str, int, int]]) -> tuple[list[FileSummary], int]:
+    def _load_disk(self, group: str) -> None:
+        """Fill the memory cache from the group's cache file, once per group."""
+        with self._disk_lock:
+            if group in self._on_disk:
+                return
+            path = cache_path(self.store.root, group)
+            try:
+                loaded = load_summaries(path, str(self.store.root))
+            except CacheError as exc:
+                log.warning("data audit: ignoring the damaged cache (it is rebuilt): %s", exc)
+                loaded = []
+            self._on_disk[group] = frozenset((f.path, f.size, f.mtime_ns) for f in loaded)
+        with self._lock:
+            for f in loaded:  # an entry is used only while its file still matches (see _summaries)
+                self._cache.setdefault(f.path, f)
+
+    def _save_disk(self, group: str, stats: list[tuple[str, int, int]], summaries: list[FileSummary]) -> None:
+        """Rewrite the group's cache file when it does not hold exactly these files."""
+        now = frozenset((f.path, f.size, f.mtime_ns) for f in summaries)
+        with self._disk_lock:
+            if self._on_disk.get(group) == now:
+                return
+            try:
+                save_summaries(cache_path(self.store.root, group), str(self.store.root), summaries)
+            except OSError as exc:  # a read-only store: audits still work, restarts are slower
+                log.info("data audit: cannot write the cache %s: %s", cache_path(self.store.root, group), exc)
+            self._on_disk[group] = now
+
+    def _summaries(self, group: str, stats: list[tuple[str, int, int]]) -> tuple[list[FileSummary], int]:
+        if self.disk_cache and group not in self._on_disk:
+            self._load_disk(group)
         with self._lock:
             cached = {p: self._cache.get(p) for p, _, _ in stats}
         todo = [(p, s, m) for p, s, m in stats if not (cached[p] and cached[p].size == s and cached[p].mtime_ns == m)]
@@ -321,7 +512,10 @@ class StoreInspector:
                     if not os.path.exists(p):
                         del self._cache[p]
                 self._cache.update({f.path: f for f in fresh})
-        return [cached[p] for p, _, _ in stats], len(todo)
+        out = [cached[p] for p, _, _ in stats if cached.get(p) is not None]
+        if self.disk_cache:
+            self._save_disk(group, stats, out)
+        return out, len(todo)
 
 
 def _aggregate(group: str, summaries: list[FileSummary], gap_factor: float, max_gaps: int) -> StoreAudit:
