@@ -19,6 +19,7 @@ Routes::
     GET  /api/training[/<job>]   jobs / one job; DELETE /api/training/<job> cancels
     POST /api/labelling          start a labelling job; GET/DELETE /api/labelling/<job>
     GET  /api/runs[/<run_id>]    MLflow runs beside baselines / one run with curves
+    GET  /api/live               Live Model panel: the bot's --model service, else the store
     GET  /api/config             what the page needs: options' limits, MLflow UI link, bot
 
 Authorisation: POST and DELETE always need ``Authorization: Bearer <token>``; GETs need it
@@ -45,6 +46,7 @@ from backend.ml_engine.feature_store.inspect import StoreInspector
 from backend.ml_engine.training_orchestrator.tracking import mask_uri, scrub
 from backend.web.auth import ApiToken, auth_failure_counter, bearer
 from backend.web.jobs import JobBusy, JobRunner
+from backend.web.live_store import StoredLive
 from backend.web.options import (
     GROUP_RE,
     LABELLING_OPTIONS,
@@ -125,7 +127,8 @@ def create_app(
     Nothing here blocks the loop: the data audit and MLflow reads run in worker threads,
     jobs are child processes. On cleanup the active job is cancelled. ``live_provider``: a
     callable returning the Live Model panel's data (the bot's ``--model`` service's
-    ``live_view``), None without a model.
+    ``live_view``); None without a model in this process: the panel then shows what is
+    stored in the ``predictions`` and ``paper_trades`` groups (``backend.web.live_store``).
     """
     metrics = metrics if metrics is not None else Metrics()
     failures = auth_failure_counter(metrics)
@@ -158,7 +161,9 @@ def create_app(
     app[KEY_INSPECTOR] = StoreInspector(Path(settings.data_dir) / "feature_store" / "offline")
     app[KEY_RUNS] = RunsReader(settings.tracking_uri)
     app[KEY_STOP] = asyncio.Event()
-    app[KEY_LIVE] = live_provider
+    # without a model in this process the panel reads what a bot run with --model stored
+    app[KEY_LIVE] = live_provider if live_provider is not None else StoredLive(
+        Path(settings.data_dir) / "feature_store" / "offline", app[KEY_RUNS])
 
     r = app.router
     r.add_get("/", index)
@@ -285,12 +290,17 @@ async def get_events(request: web.Request) -> web.StreamResponse:
 
 
 async def get_live(request: web.Request) -> web.Response:
-    """``GET /api/live``: the Live Model panel (DESIGN.md §6.6): ``{"loaded": false}`` without a model,
-    else the model, recent predictions with their realised class, the rolling live macro-F1 beside
-    the test macro-F1, the paper equity curve (gross and net) and the paper totals."""
+    """``GET /api/live``: the Live Model panel (DESIGN.md §6.6): the model, recent predictions with their
+    realised class, the rolling live macro-F1 beside the test macro-F1, the paper equity curve (gross
+    and net) and the paper totals; from the bot's ``--model`` service, else from the store
+    (``"source": "store"``), ``{"loaded": false}`` when neither has any."""
     provider = request.app[KEY_LIVE]
-    if provider is None:
-        return web.json_response({"loaded": False})
+    if isinstance(provider, StoredLive):  # file and MLflow reads: off the loop
+        try:
+            view = await asyncio.get_running_loop().run_in_executor(None, provider.view)
+        except (FeatureStoreError, OSError, ValueError) as exc:
+            return _error(502, f"cannot read the stored predictions: {str(exc).splitlines()[0][:300]}")
+        return web.json_response(view)
     return web.json_response({"loaded": True, **provider()})
 
 

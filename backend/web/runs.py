@@ -58,7 +58,8 @@ class RunsReader:
                 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
                 from mlflow.tracking import MlflowClient
 
-                self._client = MlflowClient(tracking_uri=self.tracking_uri)
+                # the registry is the same store (models:/NAME/VERSION of the Live Model panel)
+                self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri)
             return self._client
 
     def _no_store_yet(self) -> bool:
@@ -126,6 +127,34 @@ class RunsReader:
         }
         out["confusion"] = self._confusion(client, run_id)
         return out
+
+    def model_facts(self, model_uri: str) -> dict | None:
+        """What the Live Model panel shows of the run that logged ``model_uri`` (``models:/...``,
+        ``runs:/...``): ``run_id``, ``sequence_length``, ``test_macro_f1``, ``test_accuracy`` and the
+        baselines' test macro-F1; ``None`` while there is no tracking store.
+
+        Raises:
+            ModelLoadError: the URI names no model this store knows.
+        """
+        if self._no_store_yet():
+            return None
+        from backend.ml_engine.live.model_loader import resolve_run_id
+
+        client = self._get_client()
+        run = client.get_run(resolve_run_id(client, model_uri))
+        metrics, params = run.data.metrics, run.data.params
+        try:
+            seq = int(params["sequence_length"])
+        except (KeyError, ValueError):
+            seq = None
+        return {
+            "run_id": run.info.run_id,
+            "sequence_length": seq,
+            "test_macro_f1": metrics.get("test_macro_f1"),
+            "test_accuracy": metrics.get("test_accuracy"),
+            "baselines": {k[len("baseline_"):-len("_macro_f1")]: v for k, v in metrics.items()
+                          if k.startswith("baseline_") and k.endswith("_macro_f1")},
+        }
 
     @staticmethod
     def _confusion(client, run_id: str) -> dict | None:

@@ -269,7 +269,8 @@
   function renderLive(v) {
     const st = $("#live-state");
     if (!v || !v.loaded) { st.textContent = t("live_none"); $("#live-body").hidden = true; return; }
-    st.textContent = t("live_loaded", { uri: v.model_uri, h: v.horizon_s, L: v.sequence_length });
+    st.textContent = t("live_loaded", { uri: v.model_uri, h: v.horizon_s, L: v.sequence_length == null ? "?" : v.sequence_length });
+    if (v.source === "store") st.append(el("br", {}), el("span", { id: "live-source", "data-source": "store" }, t("live_stored", { since: v.since })));
     $("#live-body").hidden = false;
     const roll = v.rolling_macro_f1 || [];
     const last = roll.length ? roll[roll.length - 1].macro_f1 : null;
