@@ -427,6 +427,7 @@ class Bot:
             self._last_sync = time.monotonic()
             await asyncio.to_thread(collector.sync)
         collector.maybe_flush()
+        await collector.wait_for_room()  # backpressure: flushes behind keep the next tick waiting, not memory growing
 
     def summary_lines(self, clean: bool) -> list[str]:
         """The run summary, read from the registry: statistics, rejections, skips, venue faults."""
