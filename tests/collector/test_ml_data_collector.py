@@ -126,6 +126,40 @@ def test_memory_cap_flushes_largest_buffer_first(tmp_path):
     c.close_sync()
 
 
+async def test_memory_cap_holds_after_every_row_of_many_symbols_filling_together(tmp_path):
+    # 120 symbols collected on the same ticks fill their buffers in step: before the fix
+    # every buffer allocated its doubled block on the same tick (120 x 64 rows x 472 B =
+    # 3.6 MB in one tick), and flushes still being written were not waited for, so memory
+    # rose well past the cap. Now a new block takes only the room left and each tick
+    # waits (``wait_for_room``) until the next tick's rows fit under the cap. A tick here
+    # costs at most 120 x (472 + 40 + 2 x 640) B = 215 kB, under a quarter of the cap, so
+    # the cap holds at every row, not only between ticks.
+    cap_mb = 1.0
+    cap = int(cap_mb * 1024 * 1024)
+    c = make(tmp_path, max_samples_per_file=10_000, max_buffer_memory_mb=cap_mb)
+    symbols = [f"S{i:03d}USDT" for i in range(120)]
+    peak = 0
+    for tick in range(80):
+        for sym in symbols:
+            assert c.collect_sample(sym, features(tick), T0 + tick * 30_000, 100.0 + tick)
+            c.add_tape(sym, T0 + tick * 30_000, 100.0, 99.9, 100.1)
+            peak = max(peak, c.memory_bytes)
+        c.maybe_flush()
+        await c.wait_for_room()
+        peak = max(peak, c.memory_bytes)
+    assert peak <= cap, (peak, cap)
+    assert c.stats.flushed >= 120 * 40  # the cap was hit several times
+    book = c.spool.bookkeeping_bytes
+    assert await c.close()
+    df = parquet_rows(tmp_path)
+    assert len(df) == 80 * 120 and not df.duplicated(["symbol", "timestamp"]).any()
+    # a cap flush takes at least half the cap less the spool's bookkeeping (~0.1 MB here) of
+    # buffer bytes, which are at most twice the rows' bytes (blocks are at least half full):
+    # few files, never one per sample
+    files = FeatureStore(tmp_path / "feature_store" / "offline").list_files("training_features")
+    assert len(files) <= 2 * 80 * 120 * (472 + 40) / (cap / 2 - book) + 1, (len(files), book)
+
+
 def test_invalid_samples_are_skipped_and_counted_by_reason(tmp_path):
     c = make(tmp_path)
     bad = features(0)

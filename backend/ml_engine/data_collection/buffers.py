@@ -6,7 +6,8 @@ copies earlier rows: when a block is full a new one is allocated. Blocks grow by
 a buffer's first block holds ``FIRST_BLOCK_ROWS`` rows and each next one twice the
 previous, up to ``BLOCK_ROWS``, so an idle or young buffer reserves a few rows, not
 256 (500 symbols x 3 streams would otherwise reserve ~190 MB before the first sample),
-and at most half of a buffer's bytes are ever unused. The byte count is kept as a
+and at most half of a buffer's bytes are ever unused. Near the collector's memory cap a
+new block is only as large as the room left (``RowBuffer.append``). The byte count is kept as a
 running total, so asking a buffer its size costs O(1).
 """
 
@@ -20,6 +21,9 @@ from backend.ml_engine.data_collection.records import RowLayout
 
 BLOCK_ROWS = 256  #: the largest block
 FIRST_BLOCK_ROWS = 4  #: rows of a buffer's first block
+#: bytes a block costs beyond its rows (its four numpy arrays and itself; ~0.6 kB measured
+#: with tracemalloc), counted in ``nbytes`` so that many small blocks are not under-counted
+BLOCK_OVERHEAD = 640
 
 
 @dataclass
@@ -102,7 +106,7 @@ class _Block:
         self.matrix = np.empty((rows, width), dtype=np.float32) if width else None
         self.n = 0
         m = self.matrix.nbytes if self.matrix is not None else 0
-        self.nbytes = self.seq.nbytes + self.ints.nbytes + self.floats.nbytes + m
+        self.nbytes = self.seq.nbytes + self.ints.nbytes + self.floats.nbytes + m + BLOCK_OVERHEAD
 
 
 class BlockRows:
@@ -158,16 +162,29 @@ class RowBuffer:
         self._blocks: list[_Block] = []
         self._rows = 0
         self.nbytes = 0  #: bytes allocated by the blocks (running total)
+        #: bytes of one row (seq, ints, floats, vector)
+        self.row_bytes = 8 * (1 + len(layout.ints) + len(layout.floats)) + 4 * layout.width
+        #: the most one append can allocate once the room is used up: a block of one row
+        self.row_cost = self.row_bytes + BLOCK_OVERHEAD
 
     def __len__(self) -> int:
         return self._rows
 
-    def append(self, seq: int, ints: tuple, floats: tuple, vector: np.ndarray | None = None) -> int:
-        """Append one row; returns the bytes newly allocated (0, or one block when the last was full)."""
+    def append(self, seq: int, ints: tuple, floats: tuple, vector: np.ndarray | None = None,
+               room: int = 1 << 62) -> int:
+        """Append one row; returns the bytes newly allocated (0, or one block when the last was full).
+
+        ``room``: the bytes a new block may take. A block that would be larger holds as
+        many rows as fit (at least one: ``row_cost`` bytes), so near a memory cap the
+        buffers grow by the rows they hold, not by doubling: 300 buffers filling together
+        would otherwise allocate 300 doubled blocks in one tick.
+        """
         block = self._blocks[-1] if self._blocks else None
         grown = 0
         if block is None or block.n == block.cap:
             rows = FIRST_BLOCK_ROWS if block is None else min(BLOCK_ROWS, 2 * block.cap)
+            if rows * self.row_bytes + BLOCK_OVERHEAD > room:
+                rows = max(1, (room - BLOCK_OVERHEAD) // self.row_bytes)
             block = _Block(len(self.layout.ints), len(self.layout.floats), self.layout.width, rows)
             self._blocks.append(block)
             grown = block.nbytes

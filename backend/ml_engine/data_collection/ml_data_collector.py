@@ -6,6 +6,8 @@ Life of a row (any stream; see ``streams`` for what differs between them)::
                       -> spool append (kernel has it: survives kill -9) -> RAM buffer
     maybe_flush()     -> a buffer at its stream's flush size, or the memory cap (largest
                          buffer first): INTENT in the spool, the worker thread writes the sinks
+    wait_for_room()   -> backpressure: while queued flushes hold memory past the cap less
+                         one tick's rows, the tick waits for them (the loop runs on)
     worker            -> every sink written (atomic files) -> DONE in the spool
     sink failure      -> the job keeps its rows and is retried later; nothing partial is left
     disk full / I/O   -> collection goes on: rows the spool refuses are held in memory (their
@@ -37,6 +39,7 @@ import math
 import sys
 import time
 import uuid
+from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Sequence
@@ -93,7 +96,8 @@ class MLDataCollector:
     * ``collection_interval`` (>= 1): ticks between samples (``should_collect``).
     * ``max_buffer_memory_mb`` (> 0): cap on everything the collector holds (buffers,
       queued flushes, spool bookkeeping: ``memory_bytes``); past it the largest buffers
-      flush together, one file per date and stream (see ``maybe_flush``).
+      flush together, one file per date and stream (see ``_cap_dispatch``), and a tick
+      whose flushes are behind waits for them (``wait_for_room``).
     * ``enable_feature_store`` / ``use_legacy_format``: the sample sinks (the tape and
       candles always go to the store: labels and audits need them).
     * ``feature_store_group``: the group samples go to.
@@ -167,6 +171,11 @@ class MLDataCollector:
         self._buffer_bytes = 0  # running total of every lane's buffer
         self._job_bytes = 0  # running total of queued flush jobs
         self._spool_book = 0  # the spool's bookkeeping bytes, refreshed once per maybe_flush
+        self._tick_bytes = 0  # worst-case bytes (``row_cost``) of the rows appended since the last maybe_flush
+        self._tick_base = self.max_buffer_bytes  # the target when this tick began (see ``_append``)
+        self._recent_ticks: deque[int] = deque(maxlen=self.collection_interval + 1)  # their sizes, last ticks
+        self.backpressure_s = 0.0  #: seconds ticks waited in ``wait_for_room`` for flushes to finish
+        self.backpressure_waits = 0  #: ticks that waited there
         self._buffered_rows: dict[str, int] = {n: 0 for n in self.streams}  # buffers + queued jobs
         self._skip_counters: dict[tuple[str, str], object] = {}
         # The flush thread also runs Python code (legacy JSON, Arrow assembly). With the
@@ -356,6 +365,7 @@ class MLDataCollector:
             self._unspooled.setdefault((RAW, symbol), int(seq[0]))
         buf = lane.buf
         self._buffer_bytes += buf.extend(seq, ints, floats)  # one vectorised copy, not a row at a time
+        self._tick_bytes += n * buf.row_bytes + buf.row_cost  # (one vectorised block at most)
         self._buffered_rows[RAW] += n
         if len(buf) >= lane.spec.flush_rows:
             self._due[(RAW, symbol)] = None
@@ -398,7 +408,11 @@ class MLDataCollector:
         else:
             self._unspooled.setdefault((stream, symbol), seq)
         buf = lane.buf
-        self._buffer_bytes += buf.append(seq, ints, floats, vector)
+        # a new block takes no more than the room left: memory stays under the tick's target
+        # plus the worst-case cost of the rows appended so far this tick (see ``_target``)
+        room = self._tick_base + self._tick_bytes - self._buffer_bytes - self._job_bytes - self._spool_book
+        self._buffer_bytes += buf.append(seq, ints, floats, vector, room)
+        self._tick_bytes += buf.row_cost
         self._buffered_rows[stream] += 1
         if len(buf) >= lane.spec.flush_rows:
             self._due[(stream, symbol)] = None
@@ -522,24 +536,86 @@ class MLDataCollector:
             # every lane at its flush size this tick goes into one job per stream: 500 symbols
             # due together make one parquet file per date, not 500 (legacy stays per symbol)
             self._dispatch_many([ln for ln in (self._lanes[k] for k in due) if len(ln.buf) >= ln.spec.flush_rows])
-        # The cap covers buffers, queued flushes and the spool's bookkeeping. Past it, and
-        # when the buffers hold at least a quarter of it (flushing more cannot free queued
-        # jobs sooner), the largest buffers go together, one job per stream, until the
-        # buffers are under half the cap: a cap flush writes one file per date and stream
-        # (never one per sample), and the next one is at least a quarter of the cap away.
-        if self.memory_bytes > self.max_buffer_bytes and self._buffer_bytes >= self.max_buffer_bytes // 4:
-            picked, left = [], self._buffer_bytes
-            for lane in sorted(self._lanes.values(), key=lambda ln: ln.buf.nbytes, reverse=True):
-                if left <= self.max_buffer_bytes // 2 or not lane.buf.nbytes:
-                    break
-                picked.append(lane)
-                left -= lane.buf.nbytes
-            self._dispatch_many(picked)
+        # The cap covers buffers, queued flushes and the spool's bookkeeping (``memory_bytes``).
+        self._recent_ticks.append(self._tick_bytes)
+        self._tick_bytes = 0
+        if self.memory_bytes > self._target():
+            self._cap_dispatch()
+        self._tick_base = self._target()
         if self.memory_bytes > self.max_buffer_bytes and self._outage is not None:
             self._drop_past_cap()
         self._runner.submit_due()
         if self.spool.rotation_due and (self._rotation is None or self._rotation.done()):
             self._rotation = self._maintenance.submit(self._rotate)
+        self._publish()
+
+    def _target(self) -> int:
+        """Memory a tick may start with: the cap less the rows of the largest of the last ticks (at most a quarter of it).
+
+        A row is counted at its worst-case cost (``RowBuffer.row_cost``). Within a tick a
+        new block takes only the room between memory and this target plus the rows
+        appended so far (``_append``), so memory stays under the cap at every row as long
+        as a tick brings no more rows than the largest of the last ``collection_interval + 1``
+        ticks (or a quarter of the cap); ``wait_for_room`` brings it back under the target.
+        """
+        return self.max_buffer_bytes - min(max(self._recent_ticks, default=0), self.max_buffer_bytes // 4)
+
+    def _cap_dispatch(self) -> bool:
+        """Past the target: flush the largest buffers together when the queued flushes cannot bring memory under it.
+
+        Memory falls only when a flush is written, so while the flushes already queued
+        will bring it under the target nothing more is started (no small files). Otherwise
+        the largest buffers go, one job per stream, until what is left of them, with the
+        spool's bookkeeping and any failed flushes, fits the target and at most a quarter
+        of the cap: so a cap flush takes at least half the cap less the spool's bookkeeping
+        (the target is at least 3/4 of the cap), in one parquet file per date and stream,
+        never one per sample. True when a flush was started.
+        """
+        now = time.monotonic()
+        draining = sum(j.nbytes_at_start for j in self._runner.jobs
+                       if j.future is not None or (j.declared and j.retry_at <= now))
+        target = self._target()
+        if self.memory_bytes - draining <= target:
+            return False
+        fixed = self.memory_bytes - self._buffer_bytes - draining  # bookkeeping and flushes that wait for a retry
+        keep = max(0, min(self.max_buffer_bytes // 4, target - fixed))
+        picked, left = [], self._buffer_bytes
+        for lane in sorted(self._lanes.values(), key=lambda ln: ln.buf.nbytes, reverse=True):
+            if left <= keep or not lane.buf.nbytes:
+                break
+            picked.append(lane)
+            left -= lane.buf.nbytes
+        self._dispatch_many(picked)
+        return bool(picked)
+
+    async def wait_for_room(self) -> None:
+        """Backpressure, awaited after ``maybe_flush`` each tick: hold the tick until memory is under the target.
+
+        The target is the cap less the rows of the largest of the last
+        ``collection_interval + 1`` ticks (at most a quarter of the cap), so the next tick's
+        rows fit under the cap. When the flush thread writes slower than rows arrive (a
+        ``--fast`` simulation, a slow disk), the tick waits for queued flushes to finish
+        (the loop itself is not blocked) instead of letting memory grow past the cap.
+        Returns at once when under the target; never waits during a disk outage (rows
+        past the cap are then dropped and counted, see ``maybe_flush``) or for a flush that
+        failed and waits for its retry. Time waited: ``backpressure_s``.
+        """
+        if self.memory_bytes <= self._target():
+            return
+        started = time.monotonic()
+        while self.memory_bytes > self._target() and self._outage is None:
+            self._cap_dispatch()
+            self._runner.submit_due()
+            running = [j.future for j in self._runner.jobs if j.future is not None]
+            if not running:
+                break
+            await asyncio.wait([asyncio.wrap_future(running[0])])  # one worker: the first runs now
+            self._reap()
+        if not self.backpressure_waits:
+            log.info("Flushes are slower than collection: ticks wait for them to keep the collector under its "
+                     "%.0f MB cap (--max-buffer-memory-mb)", self.max_buffer_bytes / 1048576)
+        self.backpressure_waits += 1
+        self.backpressure_s += time.monotonic() - started
         self._publish()
 
     def _rotate(self) -> None:

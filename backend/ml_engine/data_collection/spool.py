@@ -413,8 +413,17 @@ class Spool:
             ranges = self._pending.get(flush_id, ())
             ids = [(self._key_id_locked(k), lo, hi) for k, lo, hi in ranges]
             self._write_locked(encode_done(flush_id, ids))
-            for key, lo, hi in self._pending.pop(flush_id, ()):
-                self._done_spans.setdefault(key, []).append((lo, hi))
+            finished = self._pending.pop(flush_id, ())
+            # a key with no other flush pending is done up to its claimed rows: its spans are
+            # below its watermark, so they are dropped now rather than at the next rotation
+            # (500 symbols flushed often under a small cap would otherwise hold 0.2 kB per
+            # key per flush until the spool rotates)
+            busy = {k for ranges in self._pending.values() for k, _, _ in ranges}
+            for key, lo, hi in finished:
+                if key in busy:
+                    self._done_spans.setdefault(key, []).append((lo, hi))
+                else:
+                    self._done_spans.pop(key, None)
 
     def sync(self) -> None:
         """Group commit: make every record appended so far durable on disk."""
