@@ -184,7 +184,7 @@ assert len(FEATURE_NAMES) == FEATURE_COUNT == len(set(FEATURE_NAMES))
 TIMESTAMP_TYPE = pa.timestamp("ms", tz="UTC")
 
 METADATA_FIELDS: tuple[pa.Field, ...] = (
-    pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # event time of the book
+    pa.field("timestamp", TIMESTAMP_TYPE, nullable=False),  # exchange time: the book's event time, or the tick's for a live WS book (data/README.md)
     pa.field("symbol", pa.string(), nullable=False),
     pa.field("mid_price", pa.float64(), nullable=False),
     pa.field("source", pa.string(), nullable=False),
