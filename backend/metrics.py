@@ -49,6 +49,9 @@ class Metrics:
                               ["symbol"], registry=r)
         self.last_sample_ms = Gauge("lobbot_last_sample_timestamp_ms", "Event time of the last sample taken, ms since epoch.",
                                     ["symbol"], registry=r)
+        self.symbol_venue = Gauge("lobbot_symbol_venue", "1 per symbol collected, labelled with its venue (bybit, binance, "
+                                  "sim, replay): join per-symbol series on symbol to split them by venue.",
+                                  ["symbol", "venue"], registry=r)
         # the loop
         self.ticks = Counter("lobbot_ticks", "Ticks run by the fixed-rate scheduler.", registry=r)
         self.tick_overruns = Counter("lobbot_tick_overruns", "Ticks that ended after the next tick was due.", registry=r)

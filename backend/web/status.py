@@ -7,7 +7,12 @@ run summary and ``/metrics`` read (DESIGN.md §6.2).
 
 * ``NoBot``: the standalone app (``python -m backend.web``): no collector runs.
 * ``MetricsStatus``: a provider built from a ``Metrics`` object, the bot's symbols and a
-  callable giving the source's state; the bot can use it as is.
+  callable giving the source's state; the bot can use it as is. It also publishes
+  ``lobbot_symbol_venue{symbol,venue} 1`` for every symbol it reports, so any per-symbol
+  series of ``/metrics`` can be split by venue with a join on ``symbol``.
+
+Every symbol carries its venue (``venue_of`` the source: ``bybit``, ``binance``, ``sim``,
+``replay``), and the collector view groups the venue-labelled counters per venue.
 
 ``health(status)`` and ``collector_view(metrics, status)`` are pure functions giving the
 JSON of ``GET /health`` and ``GET /api/collector``.
@@ -28,12 +33,13 @@ SourceState = Literal["no_bot", "starting", "live", "reconnecting", "down", "sto
 class SymbolStatus:
     """One symbol: ``book_age_s`` (seconds since the last accepted book, exchange time;
     ``None`` before the first), ``samples`` collected, ``last_sample_ms`` (event time, ms since
-    epoch; ``None`` before the first)."""
+    epoch; ``None`` before the first), ``venue`` it is collected from."""
 
     symbol: str
     book_age_s: float | None
     samples: int
     last_sample_ms: int | None
+    venue: str | None = None
 
 
 @dataclass(frozen=True)
@@ -125,9 +131,32 @@ class MetricsStatus:
     max_book_age_s: float = 15.0
     warmup: Callable[[], tuple[int, int] | None] | None = None
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    venue: str = ""
+    _published: set = field(default_factory=set, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not self.venue:
+            from backend.venues.factory import venue_of  # the bot has it imported already
+
+            self.venue = venue_of(self.source)
+        self._publish()
+
+    def _publish(self) -> None:
+        """``lobbot_symbol_venue{symbol,venue} 1`` for the current symbols (``--symbols all`` changes them)."""
+        gauge = getattr(self.metrics, "symbol_venue", None)
+        if gauge is None:
+            return
+        current = set(self.symbols)
+        for s in current - self._published:
+            gauge.labels(symbol=s, venue=self.venue).set(1)
+        for s in self._published - current:
+            gauge.remove(s, self.venue)
+        self._published = current
 
     def status(self, snapshot: Snapshot | None = None) -> BotStatus:
         """The bot's status read from its registry and source state."""
+        if len(self._published) != len(self.symbols) or not self._published.issuperset(self.symbols):
+            self._publish()
         m = snapshot if snapshot is not None else Snapshot(self.metrics)
         rows = []
         for s in self.symbols:
@@ -139,6 +168,7 @@ class MetricsStatus:
                     None if age is None or math.isnan(age) else float(age),
                     int(m.value("lobbot_samples_collected_total", symbol=s)),
                     int(last) if last else None,
+                    self.venue,
                 )
             )
         return BotStatus(
@@ -235,6 +265,7 @@ def collector_view(metrics, status: BotStatus, now_ms: int | None = None) -> dic
                 "last_sample": _iso(s.last_sample_ms),
                 "skipped": metrics.by_label("lobbot_samples_skipped_total", "reason", symbol=s.symbol),
                 "rejected": metrics.by_label("lobbot_books_rejected_total", "reason", symbol=s.symbol),
+                "venue": s.venue,
             }
         )
     code, h = health(status)
@@ -259,4 +290,34 @@ def collector_view(metrics, status: BotStatus, now_ms: int | None = None) -> dic
         "clock_offset_s": {labels.get("venue", ""): v for labels, v in metrics.samples("lobbot_exchange_clock_offset_seconds")},
         "reconnects": metrics.by_label("lobbot_ws_reconnects_total", "venue"),
         "venue_faults": metrics.by_label("lobbot_venue_faults_total", "reason"),
+        "venues": venues_view(metrics, status),
     }
+
+
+def venues_view(metrics, status: BotStatus) -> dict[str, dict]:
+    """Per venue: its symbols and its venue-labelled counters (reconnects, resyncs, retries,
+    faults by reason, clock offset, bans). Venues are those of the symbols plus any seen in
+    the counters; the panel draws one group of rows per venue."""
+    metrics = metrics if isinstance(metrics, Snapshot) else Snapshot(metrics)
+    names: list[str] = []
+    for s in status.symbols:
+        if s.venue and s.venue not in names:
+            names.append(s.venue)
+    for name in ("lobbot_ws_reconnects_total", "lobbot_venue_faults_total", "lobbot_exchange_clock_offset_seconds"):
+        for labels, _ in metrics.samples(name):
+            v = labels.get("venue")
+            if v and v not in names:
+                names.append(v)
+    out = {}
+    for v in names:
+        offset = metrics.get("lobbot_exchange_clock_offset_seconds", venue=v)
+        out[v] = {
+            "symbols": [s.symbol for s in status.symbols if s.venue == v],
+            "reconnects": int(metrics.value("lobbot_ws_reconnects_total", venue=v)),
+            "resyncs": int(metrics.value("lobbot_ws_resyncs_total", venue=v)),
+            "retries": int(metrics.value("lobbot_venue_retries_total", venue=v)),
+            "bans": int(metrics.value("lobbot_venue_bans_total", venue=v)),
+            "faults": {k: int(n) for k, n in metrics.by_label("lobbot_venue_faults_total", "reason", venue=v).items()},
+            "clock_offset_s": offset,
+        }
+    return out

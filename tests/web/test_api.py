@@ -177,3 +177,36 @@ async def test_training_job_reports_epochs_and_run(labelled_dir, serve, tmp_path
         assert [p[0] for p in detail["curves"]["val_macro_f1"]] == [1, 2]
         assert detail["curves"]["val_macro_f1"][1][1] == pytest.approx(job["metrics"][1]["val_macro_f1"], abs=5e-4)
         assert sum(map(sum, detail["confusion"]["matrix"])) > 0
+
+
+@pytest.mark.parametrize("source, venue", [("binance-ws", "binance"), ("bybit", "bybit"), ("replay", "replay")])
+async def test_collector_and_metrics_carry_the_venue(tmp_path, serve, source, venue):
+    metrics = Metrics()
+    provider = MetricsStatus(metrics, ["BTCUSDT", "ETHUSDT"], source, lambda: "live")
+    metrics.ws_reconnects.labels(venue=venue).inc(2)
+    metrics.venue_faults.labels(venue=venue, reason="http_429").inc(3)
+    metrics.clock_offset.labels(venue=venue).set(-0.25)
+    base, _ = await serve(tmp_path, metrics=metrics, status_provider=provider)
+    async with aiohttp.ClientSession() as s:
+        code, body = await _get(s, f"{base}/api/collector")
+        async with s.get(f"{base}/metrics") as r:
+            text = await r.text()
+    assert code == 200 and [x["venue"] for x in body["symbols"]] == [venue, venue]
+    assert body["venues"] == {venue: {"symbols": ["BTCUSDT", "ETHUSDT"], "reconnects": 2, "resyncs": 0, "retries": 0,
+                                      "bans": 0, "faults": {"http_429": 3}, "clock_offset_s": -0.25}}
+    joined = {(x.labels["symbol"], x.labels["venue"]): x.value for f in text_string_to_metric_families(text)
+              for x in f.samples if x.name == "lobbot_symbol_venue"}
+    assert joined == {("BTCUSDT", venue): 1.0, ("ETHUSDT", venue): 1.0}
+    assert text.count("# HELP lobbot_symbol_venue ") == 1
+
+
+def test_symbol_venue_follows_the_symbol_list():
+    """``--symbols all`` changes the list while the bot runs: the venue gauge follows it."""
+    metrics = Metrics()
+    symbols = ["BTCUSDT"]
+    provider = MetricsStatus(metrics, symbols, "bybit-ws", lambda: "live")
+    symbols.append("SOLUSDT")
+    assert [s.venue for s in provider.status().symbols] == ["bybit", "bybit"]
+    symbols.remove("BTCUSDT")
+    provider.status()
+    assert {labels["symbol"] for labels, _ in metrics.samples("lobbot_symbol_venue")} == {"SOLUSDT"}

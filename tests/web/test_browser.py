@@ -94,6 +94,24 @@ async def test_collector_updates_live(tmp_path, serve, browser):
     assert errors == []
 
 
+async def test_collector_groups_symbols_by_venue(tmp_path, serve, browser):
+    metrics = Metrics()
+    provider = MetricsStatus(metrics, ["BTCUSDT", "ETHUSDT"], "binance-ws", lambda: "live")
+    metrics.ws_reconnects.labels(venue="binance").inc(2)
+    metrics.clock_offset.labels(venue="binance").set(0.125)
+    base, _ = await serve(tmp_path, metrics=metrics, status_provider=provider)
+    page, errors = await _open(browser, base + "/")
+    await page.wait_for_selector("#collector-table tr.venue[data-venue='binance']")
+    head = await page.locator("#collector-table tr.venue[data-venue='binance']").inner_text()
+    assert head.startswith("binance: 2 symbols") and "reconnects 2" in head and "clock offset 0.125 s" in head
+    for sym in ("BTCUSDT", "ETHUSDT"):
+        row = page.locator(f"#collector-table tr[data-symbol='{sym}']")
+        assert await row.get_attribute("data-venue") == "binance"
+        assert await row.locator("td.venue").inner_text() == "binance"
+    await _shot(page, tmp_path, "collector_venue", "#collector")
+    assert errors == []
+
+
 @pytest.mark.slow
 async def test_start_training_shows_epochs_and_run_beside_baselines(labelled_dir, tmp_path, serve, browser, monkeypatch):
     # an MLFLOW_TRACKING_URI left in this worker's environment by an earlier in-process

@@ -63,11 +63,24 @@
       [t("spool"), bytes(c.spool_bytes)], [t("buffers"), bytes(c.buffer_bytes)], [t("clock"), offs],
       [t("reconnects"), reasons(c.reconnects)]];
     for (const [k, v] of items) dl.append(el("dt", {}, k), el("dd", {}, v));
+    // one group of rows per venue, headed by that venue's own counters
     const tb = $("#collector-table tbody"); tb.replaceChildren();
-    for (const s of c.symbols) {
-      tb.append(el("tr", { "data-symbol": s.symbol }, el("td", {}, s.symbol), el("td", {}, fmt(s.book_age_s, 1)),
-        el("td", { class: "samples" }, s.samples), el("td", {}, s.last_sample || "–"),
-        el("td", {}, reasons(s.skipped)), el("td", {}, reasons(s.rejected))));
+    const venues = c.venues || {};
+    const order = Object.keys(venues);
+    for (const s of c.symbols) if (!order.includes(s.venue || "")) order.push(s.venue || "");
+    for (const v of order) {
+      const rows = c.symbols.filter((s) => (s.venue || "") === v);
+      const info = venues[v];
+      if (info) {
+        const off = info.clock_offset_s == null ? "–" : fmt(info.clock_offset_s, 3) + " s";
+        tb.append(el("tr", { class: "venue", "data-venue": v }, el("th", { colspan: "7" }, t("venue_line", {
+          venue: v, n: rows.length, r: info.reconnects, s: info.resyncs, t: info.retries, o: off, f: reasons(info.faults) }))));
+      }
+      for (const s of rows) {
+        tb.append(el("tr", { "data-symbol": s.symbol, "data-venue": v }, el("td", {}, s.symbol), el("td", { class: "venue" }, v || "–"),
+          el("td", {}, fmt(s.book_age_s, 1)), el("td", { class: "samples" }, s.samples), el("td", {}, s.last_sample || "–"),
+          el("td", {}, reasons(s.skipped)), el("td", {}, reasons(s.rejected))));
+      }
     }
   }
 
