@@ -16,15 +16,16 @@ import asyncio
 import logging
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
 
 from backend import i18n
 from backend.config import Settings, add_data_dir_argument, configure
-from backend.engine.bot import Bot, StartupError, parse_duration, parse_start_ms
-from backend.ml_engine.data_collection.spool import SpoolLockedError
 from backend.venues.factory import SOURCES
-from backend.venues.replay.source import recorded_symbols
+
+if TYPE_CHECKING:
+    from backend.engine.bot import Bot
 
 __all__ = ["build_parser", "main", "settings_from_args"]
 
@@ -137,6 +138,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
     )
     settings = configure(**overrides)
     if settings.source == "replay" and args.symbols is None and not os.environ.get("LOBBOT_SYMBOLS"):
+        from backend.venues.replay.source import recorded_symbols
+
         recorded = recorded_symbols(settings.feature_store_root, settings.replay_from, settings.replay_to)
         if recorded:
             settings = configure(**dict(overrides, symbols=",".join(recorded)))
@@ -192,6 +195,11 @@ def _print_summary(bot: Bot) -> None:
 def main(argv: list[str] | None = None) -> int:
     """Run the bot; returns the exit code (0 done or stopped, 1 could not run, 2 bad arguments)."""
     args = build_parser().parse_args(argv)
+    # the engine's stack (pandas, pyarrow, TA-Lib) loads after the options parse, so --help
+    # and a bad option answer at once
+    from backend.engine.bot import Bot, StartupError, parse_duration, parse_start_ms
+    from backend.ml_engine.data_collection.spool import SpoolLockedError
+
     try:
         lang = i18n.setup(args.lang)
     except ValueError as exc:

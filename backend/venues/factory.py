@@ -6,10 +6,6 @@ import logging
 from typing import Any, Sequence
 
 from backend.metrics import Metrics
-from backend.venues.binance.source import BinanceRestSource, BinanceWsSource
-from backend.venues.bybit.source import BybitRestSource, BybitWsSource
-from backend.venues.replay.source import ReplaySource
-from backend.venues.sim.source import SimSource
 from backend.venues.source import Clock, MarketSource
 
 __all__ = ["SOURCES", "make_source", "venue_of"]
@@ -36,15 +32,23 @@ def make_source(settings: Any, symbols: Sequence[str], clock: Clock | None = Non
     ``settings`` is a ``backend.config.Settings`` (or anything with its attributes).
     Raises ``ValueError`` for an unknown source name.
     """
+    # each venue's modules are imported only when chosen: the command line (``--help``, a
+    # settings error) must not pay for every venue's stack, nor a sim run for aiohttp clients
     clock = clock or Clock()
     if settings.source == "sim":
+        from backend.venues.sim.source import SimSource
+
         if settings.fast and not clock.virtual:
             log.warning("--fast without a VirtualClock: the simulator will run in real time")
         return SimSource(symbols, clock, seed=settings.seed, book_depth=settings.book_depth, metrics=metrics)
     if settings.source == "replay":
+        from backend.venues.replay.source import ReplaySource
+
         return ReplaySource(symbols, clock, store_root=settings.feature_store_root, start=settings.replay_from,
                             end=settings.replay_to, metrics=metrics)
     if settings.source in ("binance", "binance-ws"):
+        from backend.venues.binance.source import BinanceRestSource, BinanceWsSource
+
         binance = dict(rest_url=settings.binance_rest_url, timeout_s=settings.http_timeout_s,
                        max_retries=settings.http_max_retries, book_depth=settings.book_depth, seed=settings.seed,
                        metrics=metrics)
@@ -52,6 +56,8 @@ def make_source(settings: Any, symbols: Sequence[str], clock: Clock | None = Non
             return BinanceRestSource(symbols, clock, tick_interval_s=settings.interval, **binance)
         return BinanceWsSource(symbols, clock, ws_url=settings.binance_ws_url,
                                ping_interval_s=settings.ws_ping_interval_s, **binance)
+    from backend.venues.bybit.source import BybitRestSource, BybitWsSource
+
     common = dict(
         rest_url=settings.bybit_rest_url,
         timeout_s=settings.http_timeout_s,
