@@ -317,15 +317,23 @@ _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
 _UNIT_S = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
 
 
-def duration_seconds(text: str) -> float:
+def duration_seconds(text: str, *, unit_required: bool = False, what: str = "duration") -> float:
     """``"1d"`` -> 86400.0: a number of seconds, or a number with a unit s, m, h or d.
+
+    The one duration parser of every command line (``--duration``, ``--instruments-refresh``,
+    training's ``--window``). With ``unit_required`` a bare number is refused, because
+    "24" could mean hours as easily as seconds; ``what`` names the option in the message.
 
     Raises:
         ValueError: anything else (the message shows the accepted forms).
     """
-    m = _DURATION_RE.match(text)
+    m = _DURATION_RE.match(text or "")
     if not m:
-        raise ValueError(f"invalid duration {text!r}: use seconds or e.g. 90s, 30m, 12h, 1d")
+        raise ValueError(f"invalid {what} {text!r}: use {'' if unit_required else 'seconds or '}e.g. 90s, 30m, 12h, 1d")
+    if unit_required and not m.group(2):
+        n = m.group(1)
+        raise ValueError(f"invalid {what} {text!r}: give a unit, e.g. {n}h for hours "
+                         f"({n}s, {n}m and {n}d are seconds, minutes and days)")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
 
 

@@ -8,12 +8,11 @@ Exit status: 0 trained, 1 data or tracking problem (the message says what to do)
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 
 from backend.apps import console as c
-from backend.config import add_data_dir_argument, configure
+from backend.config import add_data_dir_argument, configure, duration_seconds
 from backend.i18n import _, add_lang_argument, setup_or_exit
 from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S, HORIZONS_S
 from backend.ml_engine.training_orchestrator.config import (
@@ -158,10 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd]?)\s*$")
-_SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
-
-
 def parse_window(text: str | None) -> float | None:
     """'12h' -> 43200.0 seconds (s, m, h, d or plain seconds); None stays None (expanding).
 
@@ -170,10 +165,7 @@ def parse_window(text: str | None) -> float | None:
     """
     if text is None:
         return None
-    m = _DURATION.match(text)
-    if not m:
-        raise ValueError(f"invalid --window {text!r}: use a duration such as 90m, 12h or 2d")
-    return float(m.group(1)) * _SECONDS[m.group(2)]
+    return duration_seconds(text, what="--window")
 
 
 def _symbols(text: str | None) -> list[str] | None:

@@ -28,11 +28,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import re
 import signal
 import time
 
-from backend.config import Settings
+from backend.config import Settings, duration_seconds
 from backend.i18n import _
 from backend.engine.replay import ReplayScheduler, replay_problem
 from backend.engine.scheduler import Scheduler
@@ -51,8 +50,6 @@ __all__ = ["Bot", "StartupError", "first_sample_tick", "parse_duration", "parse_
 
 log = logging.getLogger(__name__)
 
-_DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhd])\s*$")
-_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 SYNC_PERIOD_S = 1.0  # at most one spool fsync per second of wall time
 RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # waits between start attempts with keep_retrying
 
@@ -64,15 +61,10 @@ class StartupError(RuntimeError):
 def parse_duration(text: str) -> float:
     """'24h' -> 86400.0 seconds; a number with a unit s, m, h or d. Raises ``ValueError`` otherwise.
 
-    A bare number is refused: "24" could mean hours as easily as seconds.
+    A bare number is refused: "24" could mean hours as easily as seconds
+    (``backend.config.duration_seconds`` with ``unit_required``).
     """
-    if re.match(r"^\s*\d+(?:\.\d+)?\s*$", text or ""):
-        raise ValueError(f"invalid duration {text!r}: give a unit, e.g. {text.strip()}h for hours "
-                         f"({text.strip()}s, {text.strip()}m and {text.strip()}d are seconds, minutes and days)")
-    m = _DURATION_RE.match(text or "")
-    if not m:
-        raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 30m, 24h or 2d")
-    return float(m.group(1)) * _UNIT_S[m.group(2)]
+    return duration_seconds(text, unit_required=True)
 
 
 def first_sample_tick(collection_interval: int, interval_s: float) -> int:
