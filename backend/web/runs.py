@@ -18,6 +18,7 @@ import datetime as dt
 import json
 import os
 import re
+import sqlite3
 import tempfile
 import threading
 from pathlib import Path
@@ -47,6 +48,7 @@ class RunsReader:
         self.max_runs = max_runs
         self._client = None
         self._lock = threading.Lock()
+        self._ready = False
 
     def _get_client(self):
         with self._lock:
@@ -63,9 +65,32 @@ class RunsReader:
             return self._client
 
     def _no_store_yet(self) -> bool:
-        if self.tracking_uri.startswith("sqlite:///"):
-            return not Path(self.tracking_uri[len("sqlite:///") :]).exists()
-        return False
+        """True while a SQLite store is absent or not yet set up by the process creating it.
+
+        MLflow's client creates the tables of a database that lacks them, so opening a store
+        a training child is still creating would run the same migrations from two processes
+        at once; until ``alembic_version`` holds a row (MLflow's set-up is done) the store is
+        read as empty, through a read-only connection that never writes.
+        """
+        if self._ready or not self.tracking_uri.startswith("sqlite:///"):
+            return False
+        path = Path(self.tracking_uri[len("sqlite:///") :])
+        if not path.exists():
+            return True
+        try:
+            con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=5)
+            try:
+                ready = con.execute("SELECT count(*) FROM alembic_version").fetchone()[0] > 0
+            finally:
+                con.close()
+        except sqlite3.OperationalError as exc:
+            if "no such table" in str(exc):  # being set up by the process that created it
+                return True
+            return False  # locked, unreadable: MLflow's own error explains it
+        except sqlite3.DatabaseError:  # not a database at all: MLflow's own error explains it
+            return False
+        self._ready = ready
+        return not ready
 
     def list_runs(self) -> list[dict]:
         """Runs of every active experiment, newest first (at most ``max_runs``)."""
