@@ -12,6 +12,13 @@ must be applied. What stays here is what every venue shares:
 * after either, a book whose best bid is at or above its best ask is discarded
   (``CROSSED``): it cannot be right, and only a fresh snapshot can repair it.
 
+Every message applied is also kept in a journal (``BookEvent``) that the source takes
+each tick (``drain_events``) for raw events' delta form (DESIGN.md §6.4): a replay feeds
+the same messages to a ``LocalBook`` and gets the same book, bit for bit. A taken journal
+ends with a ``checkpoint`` (the whole book) at least every ``CHECKPOINT_MS`` of book
+time, so a replay can start mid-recording, and a journal nobody takes is folded into a
+checkpoint past ``JOURNAL_MAX`` messages, so it never grows without bound.
+
 Each side is kept as two parallel sorted lists (key, size) with the best level
 first (ask price ascending, negated bid price ascending). A delta touches ~10-40
 levels, so each is placed with ``bisect`` (binary search, then a C memmove on
@@ -29,8 +36,12 @@ from bisect import bisect_left
 import numpy as np
 
 from backend.venues.orderbook import OrderBook
+from backend.venues.types import BookEvent
 
-__all__ = ["ApplyResult", "LocalBook"]
+__all__ = ["ApplyResult", "CHECKPOINT_MS", "JOURNAL_MAX", "LocalBook"]
+
+CHECKPOINT_MS = 600_000  #: a journal taken this long (book time) after the last snapshot or checkpoint ends with one
+JOURNAL_MAX = 10_000  #: messages a journal holds untaken before it is folded into one checkpoint
 
 
 class ApplyResult(str, enum.Enum):
@@ -100,6 +111,8 @@ class LocalBook:
     def __init__(self, symbol: str, depth: int = 50):
         self.symbol = symbol
         self.depth = depth
+        self._journal: list[BookEvent] = []
+        self._whole_ts: int | None = None  # book time of the last snapshot or checkpoint journalled
         self.reset()
 
     def reset(self) -> None:
@@ -119,14 +132,19 @@ class LocalBook:
         """Replace the book; ``RESET``, or ``CROSSED`` (book discarded) when the snapshot itself crosses."""
         self._bk, self._bs = _side_from_snapshot(-bids[:, 0], bids[:, 1])
         self._ak, self._as = _side_from_snapshot(asks[:, 0], asks[:, 1])
-        return self._finish(ApplyResult.RESET, update_id, ts_ms, recv_ms, cts_ms)
+        result = self._finish(ApplyResult.RESET, update_id, ts_ms, recv_ms, cts_ms)
+        if result is ApplyResult.RESET:
+            self._journal = [BookEvent("snapshot", bids, asks, int(update_id), int(ts_ms), int(recv_ms), cts_ms)]
+            self._whole_ts = int(ts_ms)
+        return result
 
     def apply_delta(self, bids: np.ndarray, asks: np.ndarray, update_id: int, ts_ms: int,
-                    recv_ms: int = 0, cts_ms: int | None = None) -> ApplyResult:
+                    recv_ms: int = 0, cts_ms: int | None = None, first_id: int | None = None,
+                    prev_id: int | None = None) -> ApplyResult:
         """Apply one in-order delta: ``APPLIED``, ``NOT_READY`` before any snapshot, or ``CROSSED``.
 
         Sequencing (duplicates, gaps) is the caller's: it passes only the delta that
-        follows ``update_id``.
+        follows ``update_id``; ``first_id``/``prev_id`` (Binance ``U``/``pu``) are only journalled.
         """
         if not self.ready:
             return ApplyResult.NOT_READY
@@ -134,7 +152,34 @@ class LocalBook:
             _apply_side(self._bk, self._bs, bids.tolist(), -1.0)
         if asks.size:
             _apply_side(self._ak, self._as, asks.tolist(), 1.0)
-        return self._finish(ApplyResult.APPLIED, update_id, ts_ms, recv_ms, cts_ms)
+        result = self._finish(ApplyResult.APPLIED, update_id, ts_ms, recv_ms, cts_ms)
+        if result is ApplyResult.APPLIED:
+            self._journal.append(BookEvent("delta", bids, asks, int(update_id), int(ts_ms), int(recv_ms), cts_ms,
+                                           first_id, prev_id))
+            if len(self._journal) > JOURNAL_MAX:
+                self._journal = [self._checkpoint()]
+        return result
+
+    def _checkpoint(self) -> BookEvent:
+        """The whole book as one event (all levels, best first)."""
+        self._whole_ts = self.ts_ms
+        bids = np.column_stack([-np.array(self._bk, dtype=np.float64), np.array(self._bs, dtype=np.float64)])
+        asks = np.column_stack([np.array(self._ak, dtype=np.float64), np.array(self._as, dtype=np.float64)])
+        return BookEvent("checkpoint", bids.reshape(-1, 2), asks.reshape(-1, 2), int(self.update_id), self.ts_ms,
+                         self.recv_ms, self.cts_ms)
+
+    def drain_events(self) -> list[BookEvent]:
+        """The messages applied since the last call, oldest first (see the module docstring).
+
+        Ends with a ``checkpoint`` of the book as it stands now when the last snapshot or
+        checkpoint is older than ``CHECKPOINT_MS`` of book time. Messages not applied
+        (duplicates, gaps, those before a snapshot) are not in it; after a reset the next
+        snapshot replaces the book anyway.
+        """
+        out, self._journal = self._journal, []
+        if self.ready and (self._whole_ts is None or self.ts_ms - self._whole_ts >= CHECKPOINT_MS):
+            out.append(self._checkpoint())
+        return out
 
     def _finish(self, result: ApplyResult, update_id: int, ts_ms: int, recv_ms: int, cts_ms: int | None) -> ApplyResult:
         if self._bk and self._ak and -self._bk[0] >= self._ak[0]:

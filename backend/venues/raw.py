@@ -18,7 +18,13 @@ when absent); ``aux`` clock offset (ms); ``x`` = ``collect | live << 1 | n_bids 
 Level rows: ``LEVEL`` (``price``, ``size``; bids then asks, or a bar's
 ``(open, volume), (high, turnover), (low, NaN), (close, NaN)``), ``TRADE`` (``vts`` =
 trade time, ``x`` = side, ``price``, ``size``), ``REASON`` (``x`` = 8 bytes of the
-UTF-8 reason text).
+UTF-8 reason text), ``IDS`` (``vts`` = a Binance diff's ``U``, then its ``pu``).
+
+A source with a local book (``MarketSnapshot.book_events`` not None: the WebSocket
+sources) is recorded in the *delta form*: each book message applied since the last
+tick is a ``book_snapshot`` / ``book_delta`` / ``book_checkpoint`` event (``x`` =
+``n_bids << 8``, its levels), and the tick's book is a ``book_ref`` header without
+levels (``x`` = flags | the most levels of a side << 8): the replay rebuilds it.
 """
 
 from __future__ import annotations
@@ -38,7 +44,11 @@ RAW_FLOATS: tuple[str, ...] = ("price", "size")
 NULL_INT = np.iinfo(np.int64).min  #: an absent optional int (update id, cts)
 
 HISTORY, TRADES, CANDLE, BOOK, NO_BOOK = (RAW_KINDS.index(k) for k in ("history", "trades", "candle", "book", "no_book"))
-LEVEL, TRADE, REASON = -1, -2, -3
+BOOK_SNAPSHOT, BOOK_DELTA, BOOK_CHECKPOINT, BOOK_REF = (
+    RAW_KINDS.index(k) for k in ("book_snapshot", "book_delta", "book_checkpoint", "book_ref"))
+_EVENT_KIND = {"snapshot": BOOK_SNAPSHOT, "delta": BOOK_DELTA, "checkpoint": BOOK_CHECKPOINT}
+_WITH_LEVELS = (BOOK, BOOK_SNAPSHOT, BOOK_DELTA, BOOK_CHECKPOINT, BOOK_REF)  # kinds whose n_bids is stored
+LEVEL, TRADE, REASON, IDS = -1, -2, -3, -4
 _NI = len(RAW_INTS)
 _K, _VTS, _SEQ, _RECV, _CTS, _AUX, _X = range(1, 8)
 
@@ -102,10 +112,14 @@ def encode_history(now_ms: int, candles: Sequence[Candle]) -> tuple[np.ndarray, 
 
 
 def _encode_snapshot(snap: MarketSnapshot, now_ms: int, collect: bool) -> tuple[np.ndarray, np.ndarray]:
-    book, trades = snap.book, snap.trades
+    book, trades, events = snap.book, snap.trades, snap.book_events
     reason = None if book is not None else _reason_words(snap.reason or "")
     n = (1 + len(trades) if trades else 0) + 5 * len(snap.candles) + 1
-    n += (len(book.bid_prices) + len(book.ask_prices)) if book is not None else len(reason)
+    if events is not None:
+        n += sum(1 + len(e.bids) + len(e.asks) + (2 if e.first_id is not None else 0) for e in events)
+        n += len(reason) if book is None else 0
+    else:
+        n += (len(book.bid_prices) + len(book.ask_prices)) if book is not None else len(reason)
     rows = _Rows(now_ms, n)
     if trades:
         rows.header(TRADES)
@@ -116,7 +130,17 @@ def _encode_snapshot(snap: MarketSnapshot, now_ms: int, collect: bool) -> tuple[
     for c in snap.candles:
         _bar(rows, CANDLE, c)
     flags = int(bool(collect)) | int(bool(snap.live)) << 1
-    if book is not None:
+    for e in events or ():
+        bids, asks = np.asarray(e.bids, np.float64).reshape(-1, 2), np.asarray(e.asks, np.float64).reshape(-1, 2)
+        rows.header(_EVENT_KIND[e.kind], vts=int(e.ts_ms), seq=int(e.update_id), recv=int(e.recv_ms), cts=_opt(e.cts_ms),
+                    x=len(bids) << 8)
+        rows.levels(LEVEL, np.concatenate([bids[:, 0], asks[:, 0]]), np.concatenate([bids[:, 1], asks[:, 1]]))
+        if e.first_id is not None:
+            rows.levels(IDS, np.zeros(2), np.zeros(2), vts=np.array([e.first_id, _opt(e.prev_id)], np.int64))
+    if book is not None and events is not None:  # the replay rebuilds the levels from the events
+        rows.header(BOOK_REF, vts=int(book.ts_ms), seq=_opt(book.update_id), recv=int(book.recv_ms), cts=_opt(book.cts_ms),
+                    aux=int(snap.clock_offset_ms), x=flags | max(len(book.bid_prices), len(book.ask_prices)) << 8)
+    elif book is not None:
         nb = len(book.bid_prices)
         rows.header(BOOK, vts=int(book.ts_ms), seq=_opt(book.update_id), recv=int(book.recv_ms), cts=_opt(book.cts_ms),
                     aux=int(snap.clock_offset_ms), x=flags | nb << 8)
@@ -184,6 +208,7 @@ def raw_table(parts: Iterable[tuple[str, str, Mapping[str, np.ndarray], Mapping[
         lkind, lvts, lx = kind[lvl], ints["vts"][lvl], ints["x"][lvl]
         is_level = lkind == LEVEL
         is_trade = lkind == TRADE
+        is_ids = lkind == IDS
         is_sized = is_level & ~np.isnan(size)
 
         def sub(mask: np.ndarray) -> np.ndarray:
@@ -210,10 +235,10 @@ def raw_table(parts: Iterable[tuple[str, str, Mapping[str, np.ndarray], Mapping[
             "collect": pa.array((x & 1).astype(bool)),
             "live": pa.array((x & 2).astype(bool)),
             "reason": pa.array(reasons, pa.string()),
-            "n_bids": pa.array(np.where(hkind == BOOK, x >> 8, 0).astype(np.int32)),
+            "n_bids": pa.array(np.where(np.isin(hkind, _WITH_LEVELS), x >> 8, 0).astype(np.int32)),
             "price": _list(sub(is_level | is_trade), price[is_level | is_trade], pa.float64()),
             "size": _list(sub(is_sized | is_trade), size[is_sized | is_trade], pa.float64()),
-            "trade_ts": _list(sub(is_trade), lvts[is_trade], pa.int64()),
+            "trade_ts": _list(sub(is_trade | is_ids), lvts[is_trade | is_ids], pa.int64()),
             "side": _list(sub(is_trade), lx[is_trade].astype(np.int8), pa.int8()),
         }, schema=RAW_EVENTS_SCHEMA))
     if not tables:

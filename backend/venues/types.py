@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from backend.venues.orderbook import OrderBook
 
 CANDLE_MS = 60_000
@@ -41,6 +43,30 @@ class Candle:
         return self.start_ms + CANDLE_MS
 
 
+@dataclass(frozen=True, slots=True)
+class BookEvent:
+    """One order-book message a local book applied, as recorded in raw events' delta form (DESIGN.md §6.4).
+
+    ``kind``: ``snapshot`` (replaced the book), ``delta`` (levels changed: size 0 deletes)
+    or ``checkpoint`` (not sent by the venue: the whole local book, written now and then
+    so a replay can start in the middle of a recording). ``bids``/``asks`` are float64
+    ``(n, 2)`` ``[price, size]`` arrays exactly as applied; ``update_id`` the venue's
+    sequence id (Bybit ``u``, Binance ``u``), ``ts_ms`` its book time, ``recv_ms`` the
+    local receive time, ``cts_ms`` the matching-engine time when given. Binance diffs
+    also carry ``first_id`` (``U``) and ``prev_id`` (``pu``).
+    """
+
+    kind: str
+    bids: np.ndarray
+    asks: np.ndarray
+    update_id: int
+    ts_ms: int
+    recv_ms: int
+    cts_ms: int | None = None
+    first_id: int | None = None
+    prev_id: int | None = None
+
+
 @dataclass(slots=True)
 class MarketSnapshot:
     """What one symbol's source produced for one tick.
@@ -69,3 +95,6 @@ class MarketSnapshot:
     reason: str | None = None
     clock_offset_ms: int = 0
     live: bool = False
+    #: None for a source without a local book; otherwise every book message its local book applied
+    #: since the previous tick (``BookEvent``), oldest first: ``book`` is that local book after them
+    book_events: list[BookEvent] | None = None

@@ -323,7 +323,8 @@ class BinanceProtocol:
         elif self._bridged[sym] and d.prev_final_id != last:
             result = ApplyResult.GAP
         else:
-            result = local.apply_delta(d.bids, d.asks, d.final_id, d.event_ms, recv_ms, d.transact_ms)
+            result = local.apply_delta(d.bids, d.asks, d.final_id, d.event_ms, recv_ms, d.transact_ms,
+                                        d.first_id, d.prev_final_id)
             self._bridged[sym] = True
         self._events.append(BookUpdate(sym, result, d.final_id))
         if result.needs_resync:

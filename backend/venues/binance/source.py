@@ -390,7 +390,8 @@ class BinanceWsSource(_RestBase):
         for sym in self.symbols:
             try:
                 ws = self._client[sym]
-                snap = MarketSnapshot(sym, None, trades=ws.drain_trades(sym), clock_offset_ms=offset)
+                snap = MarketSnapshot(sym, None, trades=ws.drain_trades(sym), clock_offset_ms=offset,
+                                      book_events=ws.drain_book_events(sym))
                 out[sym] = snap
                 book = ws.protocol.book(sym, self.book_depth)
                 if book is not None and ws.live():

@@ -50,7 +50,7 @@ from backend.venues.binance.rest import BinanceBannedError
 from backend.venues.health import Heartbeat, ReconnectPolicy
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.source import Clock
-from backend.venues.types import Candle, Trade
+from backend.venues.types import BookEvent, Candle, Trade
 
 __all__ = ["BinanceWsClient", "BookHook", "MAX_STREAMS_PER_CONNECTION", "MIN_PING_INTERVAL_S", "combined_url"]
 
@@ -182,6 +182,10 @@ class BinanceWsClient:
     def drain_candles(self, symbol: str) -> list[Candle]:
         """Closed bars received since the last call."""
         return self.protocol.drain_candles(symbol)
+
+    def drain_book_events(self, symbol: str) -> list[BookEvent]:
+        """Book messages the symbol's local book applied since the last call (raw events' delta form)."""
+        return self.protocol.books[symbol].drain_events()
 
     def live(self) -> bool:
         """True while the connection is open and answers pings within ``pong_timeout_s``."""

@@ -42,7 +42,7 @@ from backend.venues.bybit.protocol import BookUpdate, BybitProtocol, Fault, Pong
 from backend.venues.health import Heartbeat, ReconnectPolicy
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.source import Clock
-from backend.venues.types import Candle, Trade
+from backend.venues.types import BookEvent, Candle, Trade
 
 __all__ = ["BookHook", "BybitWsClient"]
 
@@ -161,6 +161,10 @@ class BybitWsClient:
     def drain_candles(self, symbol: str) -> list[Candle]:
         """Closed bars received since the last call."""
         return self.protocol.drain_candles(symbol)
+
+    def drain_book_events(self, symbol: str) -> list[BookEvent]:
+        """Book messages the symbol's local book applied since the last call (raw events' delta form)."""
+        return self.protocol.books[symbol].drain_events()
 
     def live(self) -> bool:
         """True while the connection is open and answers pings within ``pong_timeout_s``."""

@@ -8,15 +8,20 @@ events become the ``MarketSnapshot`` the source delivered then, bit for bit.
 
 from __future__ import annotations
 
+import dataclasses
+import logging
 from dataclasses import dataclass, field
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from backend.contracts.raw_events import RAW_KINDS
+from backend.contracts.raw_events import RAW_KINDS, REPLAY_RANK
+from backend.venues.local_book import LocalBook
 from backend.venues.orderbook import OrderBook
 from backend.venues.types import Candle, MarketSnapshot, Trade
+
+log = logging.getLogger(__name__)
 
 __all__ = ["ReplayRun", "ReplayTick", "RunDecoder", "decode_runs", "sort_events"]
 
@@ -39,12 +44,23 @@ class ReplayRun:
     ticks: list[ReplayTick] = field(default_factory=list)
 
 
+_RANKS = pa.array([REPLAY_RANK[k] for k in RAW_KINDS], pa.int8())
+_BOOK_EVENTS = pa.array(["book_snapshot", "book_delta", "book_checkpoint"])
+
+
 def sort_events(table: pa.Table) -> pa.Table:
-    """Rows in replay order: tick time, symbol, kind (``RAW_KINDS`` order), venue time; stable otherwise."""
-    rank = pc.index_in(table.column("kind"), value_set=pa.array(RAW_KINDS))
-    keyed = table.append_column("_rank", rank)
+    """Rows in replay order: tick time, symbol, kind (``REPLAY_RANK``), venue time; stable otherwise.
+
+    Book messages (delta form) keep their recorded order: they are applied as received.
+    """
+    kind = table.column("kind")
+    rank = pc.take(_RANKS, pc.index_in(kind, value_set=pa.array(RAW_KINDS)))
+    vts = pc.if_else(pc.is_in(kind, value_set=_BOOK_EVENTS), pa.scalar(None, table.schema.field("venue_ts").type),
+                     table.column("venue_ts"))
+    keyed = pa.table({"timestamp": table.column("timestamp"), "symbol": table.column("symbol"), "_rank": rank,
+                      "_vts": vts})
     order = pc.sort_indices(keyed, sort_keys=[("timestamp", "ascending"), ("symbol", "ascending"),
-                                              ("_rank", "ascending"), ("venue_ts", "ascending")])
+                                              ("_rank", "ascending"), ("_vts", "ascending")])
     return table.take(order)
 
 
@@ -84,6 +100,31 @@ class RunDecoder:
         self._run_has_ticks = False
         self._tick: ReplayTick | None = None
         self._pending: dict[str, MarketSnapshot] = {}
+        self._books: dict[str, LocalBook] = {}  # delta form: each symbol's book rebuilt from its events
+        self.mismatches = 0  #: ``book_ref`` ticks whose book could not be rebuilt (a recording cut before its snapshot)
+
+    def _book_event(self, kind: str, s: str, p: np.ndarray, z: np.ndarray, nb: int, seq: int, vts: int, recv: int,
+                    cts: int | None) -> None:
+        local = self._books.get(s)
+        if local is None:
+            local = self._books[s] = LocalBook(s)
+        bids, asks = np.column_stack([p[:nb], z[:nb]]), np.column_stack([p[nb:], z[nb:]])
+        if kind == "book_delta":
+            local.apply_delta(bids, asks, seq, vts, recv, cts)  # NOT_READY before a snapshot: ignored, as live
+        else:
+            local.apply_snapshot(bids, asks, seq, vts, recv, cts)
+
+    def _book_ref(self, s: str, depth: int, seq: int | None, vts: int) -> OrderBook | None:
+        local = self._books.get(s)
+        book = local.book(depth) if local is not None else None
+        if book is None or book.update_id != seq:
+            self.mismatches += 1
+            if self.mismatches == 1:
+                log.warning("%s: the recorded book (update id %s) cannot be rebuilt from the recorded book messages "
+                            "(rebuilt: %s); such ticks replay without a book", s, seq,
+                            None if book is None else book.update_id)
+            return None
+        return book if book.ts_ms == vts else dataclasses.replace(book, ts_ms=vts)
 
     def feed(self, table: pa.Table) -> list[tuple[ReplayRun, ReplayTick]]:
         """The ticks of one chunk of ``raw_events`` rows (any order within the chunk), oldest first."""
@@ -120,6 +161,7 @@ class RunDecoder:
                 if run is None or (now != run.start_ms and self._run_has_ticks):
                     run = ReplayRun(now)
                     self._run_has_ticks = False
+                    self._books = {}  # a restarted bot's books start from the venue's snapshots
                     tick = None
                 p = p_val[p_off[i]:p_off[i + 1]]
                 z = s_val[s_off[i]:s_off[i + 1]]
@@ -141,6 +183,10 @@ class RunDecoder:
                 p, z = p_val[p_off[i]:p_off[i + 1]], s_val[s_off[i]:s_off[i + 1]]
                 snap.trades = [Trade(int(a), float(b), float(c), int(d))
                                for a, b, c, d in zip(t_val[lo:hi], p, z, d_val[d_off[i]:d_off[i + 1]])]
+            elif k in ("book_snapshot", "book_delta", "book_checkpoint"):
+                nb = int(n_bids[i])
+                self._book_event(k, s, p_val[p_off[i]:p_off[i + 1]], s_val[s_off[i]:s_off[i + 1]], nb, seq[i],
+                                 int(vts[i]), int(recv[i]), cts[i])
             elif k == "candle":
                 p = p_val[p_off[i]:p_off[i + 1]]
                 z = s_val[s_off[i]:s_off[i + 1]]
@@ -150,7 +196,11 @@ class RunDecoder:
                 snap.clock_offset_ms = int(offset[i])
                 snap.live = bool(live[i])
                 tick.collect = tick.collect or bool(collect[i])
-                if k == "book":
+                if k == "book_ref":
+                    snap.book = self._book_ref(s, int(n_bids[i]), seq[i], int(vts[i]))
+                    if snap.book is None:
+                        snap.reason = "replay_book_missing"
+                elif k == "book":
                     nb = int(n_bids[i])
                     p = p_val[p_off[i]:p_off[i + 1]]
                     z = s_val[s_off[i]:s_off[i + 1]]
