@@ -651,7 +651,8 @@ class BybitWsSource(_RestBase):
                     out[sym] = MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym],
                                               clock_offset_ms=offset)
                     continue
-                snap = MarketSnapshot(sym, None, trades=ws.drain_trades(sym), clock_offset_ms=offset)
+                snap = MarketSnapshot(sym, None, trades=ws.drain_trades(sym), clock_offset_ms=offset,
+                                      book_events=ws.drain_book_events(sym))  # raw events' delta form
                 out[sym] = snap
                 book = ws.protocol.book(sym, self.book_depth)
                 if book is not None and ws.live():
