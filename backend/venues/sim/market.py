@@ -32,6 +32,9 @@ classes down/neutral/up are roughly balanced (31/35/34 %).
 Everything is deterministic for a given seed, symbol and start time: chunks of
 one hour are generated in order from one random generator per symbol, and the
 state at time t is the state of the second containing t, whatever the poll times.
+Generation may run on any thread (``SimMarket.prepare``): a per-symbol lock keeps
+each symbol's chunks generated once and in order, so which thread generates a
+chunk never changes it.
 
 Memory per symbol (so thousands of symbols fit): the current and previous hour's
 per-second scalars and trades (~0.3 MB), one minute of level sizes re-drawn on
@@ -42,7 +45,9 @@ demand from saved generator states (48 kB), and every bar as 56 bytes in numpy
 from __future__ import annotations
 
 import math
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -184,6 +189,10 @@ class SymbolSim:
         self.start_ms = int(start_ms)
         self.origin_ms = (self.start_ms // CANDLE_MS) * CANDLE_MS - history_minutes * CANDLE_MS
         self._rng = np.random.default_rng([int(seed) & 0xFFFFFFFF, zlib.crc32(symbol.encode())])
+        # the generator's constant increment, read once: ``_sizes`` must not read the state
+        # of a generator another thread may be drawing from
+        self._state_template = self._rng.bit_generator.state
+        self._gen_lock = threading.Lock()  # generation of this symbol's chunks, from any thread
         sp = self.spec
         self._dec = sp.price_decimals
         self._scale = 10**self._dec
@@ -281,7 +290,7 @@ class SymbolSim:
             out = []
             for side, sign in ((0, 1.0), (1, -1.0)):
                 state, has32, u32 = c.noise_states[side * groups + g]
-                full = self._rng.bit_generator.state  # for the generator's constant increment
+                full = {**self._state_template, "state": dict(self._state_template["state"])}
                 full["state"]["state"], full["has_uint32"], full["uinteger"] = state, has32, u32
                 rng.bit_generator.state = full
                 noise = rng.lognormal(0.0, 0.35, size=(SIZE_GROUP_S, L))
@@ -316,12 +325,18 @@ class SymbolSim:
     def _chunk(self, k: int) -> _Chunk:
         if k < 0:
             raise ValueError(f"{self.symbol}: time before the simulation origin")
-        while self._generated <= k:
-            self._generate()
+        if self._generated <= k:
+            with self._gen_lock:  # another thread may be generating it (``SimMarket.prepare``)
+                while self._generated <= k:
+                    self._generate()
         try:
             return self._chunks[k]
         except KeyError:
             raise ValueError(f"{self.symbol}: hour {k} of the simulation is no longer held") from None
+
+    def prepare(self, t_ms: int) -> None:
+        """Generate every chunk up to the one containing ``t_ms`` (any thread; see ``SimMarket.prepare``)."""
+        self._chunk((int(t_ms) - self.origin_ms) // 1000 // CHUNK_S)
 
     def _locate(self, t_ms: int) -> tuple[_Chunk, int]:
         s = (int(t_ms) - self.origin_ms) // 1000
@@ -407,7 +422,13 @@ class SymbolSim:
 
 
 class SimMarket:
-    """All simulated symbols of one run."""
+    """All simulated symbols of one run.
+
+    ``prepare(t_ms)`` generates every symbol's hours up to ``t_ms`` on worker threads
+    (the random draws release the GIL), so a caller on an event loop can have the start-up
+    history and each next hour made off the loop; a query of an hour not yet prepared
+    generates it on the spot, as before.
+    """
 
     def __init__(self, symbols, *, seed: int | None = 0, start_ms: int, history_minutes: int = 480, levels: int = 50):
         self.seed = 0 if seed is None else int(seed)
@@ -418,3 +439,14 @@ class SimMarket:
 
     def __getitem__(self, symbol: str) -> SymbolSim:
         return self.sims[symbol]
+
+    def prepare(self, t_ms: int, workers: int = 1) -> None:
+        """Generate every symbol's chunks up to the one containing ``t_ms``, on ``workers`` threads (blocking)."""
+        sims = list(self.sims.values())
+        if workers <= 1 or len(sims) < 2:
+            for sim in sims:
+                sim.prepare(t_ms)
+            return
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sim-gen") as pool:
+            for _ in pool.map(lambda sim: sim.prepare(t_ms), sims):
+                pass
