@@ -3,6 +3,7 @@
     .venv/bin/python bench/replay_bench.py               # 2 simulated hours, 3 symbols
     .venv/bin/python bench/replay_bench.py --hours 6
     .venv/bin/python bench/replay_bench.py --symbols 50 --hours 0.5
+    .venv/bin/python bench/replay_bench.py --ws 120      # also: delta-form bytes from a bybit-ws run (real time)
 
 Three in-process bot runs on a temporary data folder, each timed from ``Bot.run()`` to
 its return (imports excluded; source start, recovery and the final flush included):
@@ -19,6 +20,12 @@ its return (imports excluded; source start, recovery and the final flush include
    per wall second, the cost per replayed tick and the process's peak RSS (the replay
    decodes one group of raw-event files at a time, so the peak does not grow with the
    range), checked bit-equal with run 2's samples.
+4. With ``--ws S``: a ``bybit-ws`` bot recording for S seconds (real time, 3 s ticks)
+   against the fake exchange pushing ``orderbook.50`` every 20 ms (Bybit's rate for
+   that depth on linear contracts): the stored bytes of the *delta form* (every applied
+   snapshot and delta with its ids and times) per symbol-hour, and the events stored.
+   The fake's deltas are small (one jittered level a side, and a whole-book move once a
+   second), so a real BTCUSDT stream, whose deltas carry more levels, stores more.
 """
 
 from __future__ import annotations
@@ -26,7 +33,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import json
 import multiprocessing as mp
+import os
+import signal
+import subprocess
 import resource
 import sys
 import tempfile
@@ -103,11 +114,45 @@ def _replay_in_child(data: Path, symbols: str, day: str) -> tuple[float, int, fl
     return wall, ticks, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
 
+def _ws_delta_bytes(tmp: Path, seconds: float) -> tuple[float, int, dict[str, int]]:
+    """A bybit-ws recording against the fake exchange: (bytes per symbol-hour, raw files, events by kind)."""
+    import pyarrow.parquet as pq
+
+    repo = Path(__file__).resolve().parents[1]
+    port_file = tmp / "fake.json"
+    fake = subprocess.Popen([sys.executable, "-m", "backend.testing.fake_bybit", "--symbols", "BTCUSDT,ETHUSDT",
+                             "--port-file", str(port_file), "--push-interval", "0.02", "--log-level", "WARNING"],
+                            cwd=repo, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if fake.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError("the fake exchange did not start")
+            time.sleep(0.05)
+        info = json.loads(port_file.read_text())
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LOBBOT_")}
+        env.update(BYBIT_REST_URL=info["rest_url"], BYBIT_WS_URL=info["ws_url"])
+        data = tmp / "ws"
+        subprocess.run([sys.executable, "-m", "backend.main", "--data-dir", str(data), "--source", "bybit-ws",
+                        "--symbols", "BTCUSDT,ETHUSDT", "--interval", "3", "--max-iterations", str(int(seconds // 3)),
+                        "--stats-interval", "100000"], cwd=repo, env=env, check=True, capture_output=True)
+    finally:
+        fake.send_signal(signal.SIGTERM)
+        fake.wait(timeout=20)
+    files = sorted((data / "feature_store" / "offline" / "raw_events").glob("date=*/*.parquet"))
+    table = pq.read_table(files[0].parent.parent, columns=["kind"])
+    kinds = {k: int(n) for k, n in zip(*np.unique(table.column("kind").to_numpy(zero_copy_only=False), return_counts=True))}
+    hours = (seconds // 3) * 3 / 3600
+    return sum(f.stat().st_size for f in files) / (2 * hours), len(files), kinds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--hours", type=float, default=2.0, help="simulated hours per run (default: 2)")
     ap.add_argument("--symbols", type=int, default=3,
                     help="symbols (default: 3, BTCUSDT-like books; more are named S000USDT ...)")
+    ap.add_argument("--ws", type=float, default=0, metavar="S",
+                    help="also record a bybit-ws run against the fake exchange for S seconds (delta-form bytes)")
     args = ap.parse_args()
     logging.disable(logging.WARNING)
     n_sym = args.symbols
@@ -134,6 +179,12 @@ def main() -> None:
     print(f"replay:                              {rep_wall:7.2f} s wall  {1000 * rep_wall / rep_ticks:6.3f} ms/tick  "
           f"= {args.hours / rep_wall:.2f} simulated hours per wall second; bit-equal features: {exact}; "
           f"peak RSS {rep_rss:.0f} MB")
+    if args.ws:
+        with tempfile.TemporaryDirectory() as tmp:
+            per_hour, n_files, kinds = _ws_delta_bytes(Path(tmp), args.ws)
+        shown = ", ".join(f"{k} {v}" for k, v in sorted(kinds.items()))
+        print(f"delta form (bybit-ws vs fake, orderbook.50 every 20 ms, {args.ws:g} s, 2 symbols): "
+              f"{per_hour / 1e6:.3f} MB per symbol-hour in {n_files} file(s); events: {shown}")
 
 
 if __name__ == "__main__":
