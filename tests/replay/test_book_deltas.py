@@ -112,3 +112,22 @@ def test_journal_checkpoints_let_a_replay_start_mid_recording_and_stay_bounded()
         book.apply_delta(np.array([[9.5, float(u)]]), np.empty((0, 2)), u, T0 + CHECKPOINT_MS, 0)
     events = book.drain_events()
     assert len(events) < 20 and events[0].kind == "checkpoint"
+
+
+def test_binance_diff_ids_are_stored_beside_each_diff_and_levels_stay_in_order():
+    book = LocalBook("XUSDT")
+    book.apply_snapshot(np.array([[10.0, 1.0], [9.0, 2.0]]), np.array([[11.0, 1.0]]), 100, T0, T0 + 1)
+    book.apply_delta(np.array([[9.5, 3.0]]), np.empty((0, 2)), 105, T0 + 100, T0 + 101, None, 98, 100)
+    book.apply_delta(np.empty((0, 2)), np.array([[11.0, 0.0], [12.0, 4.0]]), 109, T0 + 200, T0 + 201, T0 + 199, 106, 105)
+    want = book.book()
+    snap = MarketSnapshot("XUSDT", want, book_events=book.drain_events(), live=True)
+    rows = encode_tick({"XUSDT": snap}, T0 + 300, True, ["XUSDT"])["XUSDT"]
+    table = raw_table([("XUSDT", "binance-ws", *_cols(*rows))])
+    assert table.column("kind").to_pylist() == ["book_snapshot", "book_delta", "book_delta", "book_ref"]
+    assert table.column("trade_ts").to_pylist() == [[], [98, 100], [106, 105], []]
+    assert table.column("seq").to_pylist() == [100, 105, 109, 109]
+    assert table.column("price").to_pylist() == [[10.0, 9.0, 11.0], [9.5], [11.0, 12.0], []]
+    assert table.column("size").to_pylist() == [[1.0, 2.0, 1.0], [3.0], [0.0, 4.0], []]
+    assert table.column("n_bids").to_pylist() == [2, 1, 0, 3]
+    (run,) = decode_runs(table)
+    _same(run.ticks[0].snapshots["XUSDT"].book, want)
