@@ -184,13 +184,18 @@ class Bot:
     def statistics_line(self) -> str:
         """The collector's statistics line (in the console language), then the warm-up progress.
 
-        The collector's fields keep their names and order; ``warmup=done`` or
-        ``warmup=<ticks>/<first sample tick>`` is appended.
+        The collector's fields keep their names and order; when samples were skipped,
+        ``skipped_by=<reason>:<n>,...`` (largest first) follows, then ``warmup=done`` or
+        ``warmup=<ticks>/<first sample tick>``.
         """
         line = self.ml_data_collector.statistics_line()
         prefix = "MLDataCollector statistics:"
         if line.startswith(prefix):
             line = _(prefix) + line[len(prefix):]
+        # the reason beside the count, so a user watching the log sees why without waiting for the summary
+        by = sorted(self.ml_data_collector.stats.skip_reasons.items(), key=lambda kv: (-kv[1], kv[0]))
+        if by:
+            line += " skipped_by=" + ",".join(f"{k}:{int(v)}" for k, v in by if v)
         w = self.warmup_progress()
         return line + (" warmup=done" if w is None else f" warmup={w[0]}/{w[1]}")
 

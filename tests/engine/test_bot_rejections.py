@@ -42,3 +42,6 @@ async def test_every_book_rejected_is_counted_by_reason_in_summary_and_registry(
     assert f"books_rejected={rejected} ({reason}={rejected})" in line, summary
     assert f"book_{reason}={rejected}" in summary  # and no sample was taken from them
     assert "collected=0" in bot.summary[0]
+    # the statistics line says why beside the count, not only the exit summary
+    stats = bot.statistics_line()
+    assert f"skipped={rejected} " in stats and f" skipped_by=book_{reason}:{rejected} " in stats, stats
