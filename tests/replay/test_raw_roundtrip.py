@@ -76,3 +76,18 @@ def test_decoding_chunk_by_chunk_finds_the_same_runs_and_ticks_as_the_whole_tabl
         assert [(t.now_ms, t.collect) for _, t in got] == [(t.now_ms, t.collect) for r in whole for t in r.ticks]
         runs = [r for i, (r, _) in enumerate(got) if i == 0 or r is not got[i - 1][0]]
         assert [(r.start_ms, r.history) for r in runs] == [(r.start_ms, r.history) for r in whole]
+
+
+def test_a_symbol_tick_cut_short_is_not_carried_into_the_next_tick():
+    """Events of a tick whose closing row is missing (a damaged recording) never leak into the next tick."""
+    t0 = 1_762_500_000_000
+    book = OrderBook("AUSDT", np.array([1.0]), np.array([2.0]), np.array([3.0]), np.array([4.0]), ts_ms=t0, recv_ms=t0)
+    first = encode_tick({"AUSDT": MarketSnapshot("AUSDT", book, [Trade(t0 - 5, 1.5, 1.0, 1)])}, t0, False, ["AUSDT"])
+    ints, floats = first["AUSDT"]
+    cut = (ints[:-3], floats[:-3])  # the book row and its levels lost
+    second = encode_tick({"AUSDT": MarketSnapshot("AUSDT", book)}, t0 + 3000, False, ["AUSDT"])["AUSDT"]
+    table = raw_table([("AUSDT", "sim", *_cols(np.concatenate([cut[0], second[0]]), np.concatenate([cut[1], second[1]])))])
+    (run,) = decode_runs(table)
+    assert [t.now_ms for t in run.ticks] == [t0, t0 + 3000]
+    assert run.ticks[0].snapshots == {}
+    assert run.ticks[1].snapshots["AUSDT"].trades == []

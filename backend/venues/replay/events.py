@@ -175,6 +175,7 @@ class RunDecoder:
                 tick = ReplayTick(now, False)
                 self._run_has_ticks = True
                 out.append((run, tick))
+                pending.clear()  # a symbol's tick cut short (a crash inside it) is not carried into this one
             snap = pending.get(s)
             if snap is None:
                 snap = pending[s] = MarketSnapshot(s, None)
