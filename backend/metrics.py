@@ -53,6 +53,8 @@ class Metrics:
                                   "sim, replay): join per-symbol series on symbol to split them by venue.",
                                   ["symbol", "venue"], registry=r)
         # the loop
+        self.symbol_changes = Counter("lobbot_symbol_changes", "Symbols that joined (listed) or left (delisted) "
+                                      "the run after start, per venue.", ["venue", "change"], registry=r)
         self.ticks = Counter("lobbot_ticks", "Ticks run by the fixed-rate scheduler.", registry=r)
         self.tick_overruns = Counter("lobbot_tick_overruns", "Ticks that ended after the next tick was due.", registry=r)
         self.loop_lag = Histogram("lobbot_loop_lag_seconds", "Event-loop lag: how late a scheduled wake-up ran.",

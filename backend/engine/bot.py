@@ -355,6 +355,7 @@ class Bot:
                 if sym in self.symbols:
                     self.symbols.remove(sym)  # its buffered rows stay and are flushed like any others
                     self.left[sym] = why
+                    self.metrics.symbol_changes.labels(venue=venue_of(self.settings.source), change="delisted").inc()
         take = getattr(self.source, "take_joined", None)
         joined = [sym for sym in (take() if take is not None else []) if sym not in self.symbols]
         if joined:
@@ -370,6 +371,7 @@ class Bot:
             self._cohorts.append(engine)
             self.symbols.extend(joined)
             self.joined.extend(joined)
+            self.metrics.symbol_changes.labels(venue=venue_of(self.settings.source), change="listed").inc(len(joined))
         if self.left:
             snaps = {sym: snap for sym, snap in snaps.items() if sym not in self.left}
         return snaps

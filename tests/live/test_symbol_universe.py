@@ -119,6 +119,30 @@ async def test_symbols_all_follows_a_listing_and_a_delisting_during_the_run(tmp_
     assert (btc > eth[-1]).sum() >= 20  # ETHUSDT stopped; BTCUSDT ticked on for a while after it
 
 
+async def test_listings_and_delistings_are_counted_in_the_registry(tmp_path):
+    """The runtime ``Bot`` counts each symbol that joined or left in ``lobbot_symbol_changes_total``,
+    labelled with the venue, equal to what its summary says."""
+    from backend.config import Settings
+    from backend.engine.bot import Bot
+
+    async with FakeBybit(["BTCUSDT", "ETHUSDT", "SOLUSDT"], seed=6, push_interval_s=0.05,
+                         unlisted=["SOLUSDT"]) as fake:
+        settings = Settings(data_dir=tmp_path / "data", source="bybit-ws", symbols_all=True, symbols=[],
+                            instruments_refresh_s=0.3, interval=0.2, collection_interval=1, max_iterations=60,
+                            BYBIT_REST_URL=fake.rest_url, BYBIT_WS_URL=fake.ws_url, http_timeout_s=2.0,
+                            http_max_retries=1, spool_fsync=False, use_legacy_format=False)
+        bot = Bot(settings)
+        run = asyncio.ensure_future(bot.run())
+        await until(lambda: fake.counts.get("rest:/v5/market/instruments-info", 0) >= 2, run)
+        fake.list_symbol("SOLUSDT")
+        fake.delist("ETHUSDT")
+        assert await run == 0
+    m = bot.metrics
+    assert m.value("lobbot_symbol_changes_total", venue="bybit", change="listed") == 1
+    assert m.value("lobbot_symbol_changes_total", venue="bybit", change="delisted") == 1
+    assert bot.joined == ["SOLUSDT"] and list(bot.left) == ["ETHUSDT"]
+
+
 async def test_explicit_symbols_delisted_during_a_run_are_dropped_by_the_refresh():
     """Without ``all`` nothing joins, but the refresh still drops a delisted symbol; on the WebSocket its
     connection's other symbols go on, and a connection left with no symbol is closed."""
