@@ -129,6 +129,7 @@ class Spool:
         self._key_ids: dict[StreamKey, int] = {}
         self._dirty = False
         self._total = sum(p.stat().st_size for p in self.segments())
+        self.written_bytes = 0  #: bytes of records this process appended (all segments; write volume)
         # what is not yet written by every sink (see ``_watermarks``)
         self._pending: dict[str, list[Range]] = {}
         self._claimed_hi: dict[StreamKey, int] = {}
@@ -328,6 +329,7 @@ class Spool:
                     self._total += written
             raise
         self._current.bytes += len(data)
+        self.written_bytes += len(data)
         self._total += len(data)
         self._dirty = True
 
