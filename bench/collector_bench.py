@@ -169,6 +169,7 @@ def bench_tick_loop(tmp: Path, symbols: list[str], prefill_ticks: int, ticks: in
             f0 = time.perf_counter()
             c.maybe_flush()
             flush_ms.append((time.perf_counter() - f0) * 1000)
+            await c.wait_for_room()  # as the bot does: backpressure when flushes fall behind the cap
             if j % 50 == 0:
                 segments_seen.update(p.name for p in spool.glob("wal_*.log"))
             await asyncio.sleep(max(0.0, gap_ms / 1000 - (loop.time() - start)))
