@@ -43,7 +43,6 @@ Book times: a book's ``ts_ms`` is the event time ``E`` of the last message appli
 from __future__ import annotations
 
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
 from backend.symbols import validate_symbol
@@ -60,41 +59,13 @@ from backend.venues.binance.messages import (
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.orderbook import OrderBook
 from backend.venues.types import Candle, Trade
+from backend.venues.ws_events import BookUpdate, Fault, ResyncNeeded
 
 __all__ = ["BinanceProtocol", "BookUpdate", "Event", "Fault", "MAX_BUFFERED_DIFFS", "ResyncNeeded"]
 
 MAX_BUFFERED_DIFFS = 2_000
 """Diff events kept per symbol while its snapshot loads (at 10 per second: over 3 minutes); older ones are
 dropped, which at worst makes the snapshot stale and fetched again."""
-
-
-@dataclass(frozen=True, slots=True)
-class BookUpdate:
-    """A depth message (diff or snapshot) was handled; ``result`` says how; ``u`` is its final update id."""
-
-    symbol: str
-    result: ApplyResult
-    u: int
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """Something the venue sent was wrong or unusable. ``reason`` is a snake_case word for counting
-    (``malformed``, ``sequence_gap``, ``stale_snapshot``, ``crossed_book``, ``unknown_stream``,
-    ``subscribe_error``, ``duplicate_trade``); ``detail`` is for a log line."""
-
-    reason: str
-    detail: str
-    symbol: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResyncNeeded:
-    """A symbol's book (or its snapshot) was discarded; a new snapshot is queued in ``snapshots_needed``."""
-
-    symbol: str
-    reason: str  # "gap", "crossed" or "stale_snapshot"
-
 
 Event = Union[BookUpdate, Fault, ResyncNeeded]
 

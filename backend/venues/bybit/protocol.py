@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import json
 from collections import deque
-from dataclasses import dataclass
 from typing import Any, Sequence, Union
 
 from backend.symbols import validate_symbol
@@ -51,45 +50,12 @@ from backend.venues.bybit.messages import (
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.orderbook import OrderBook
 from backend.venues.types import Candle, Trade
+from backend.venues.ws_events import BookUpdate, Fault, Pong, ResyncNeeded
 
 __all__ = ["BookUpdate", "BybitProtocol", "Event", "Fault", "MAX_ARGS_PER_SUBSCRIBE", "Pong", "ResyncNeeded"]
 
 MAX_ARGS_PER_SUBSCRIBE = 10  # Bybit's limit of topics per subscribe request
 _SEEN_TRADE_IDS = 20_000  # per symbol: far more than one reconnect can replay
-
-
-@dataclass(frozen=True, slots=True)
-class BookUpdate:
-    """One order-book message was handled; ``result`` says how (``ApplyResult``); ``u`` is its sequence id."""
-
-    symbol: str
-    result: ApplyResult
-    u: int
-
-
-@dataclass(frozen=True, slots=True)
-class Pong:
-    """The server answered a ping."""
-
-
-@dataclass(frozen=True, slots=True)
-class Fault:
-    """Something the venue sent was wrong. ``reason`` is a short snake_case word for counting
-    (``malformed``, ``sequence_gap``, ``crossed_book``, ``subscribe_error``, ``unknown_topic``,
-    ``duplicate_trade``); ``detail`` is for a log line."""
-
-    reason: str
-    detail: str
-    symbol: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ResyncNeeded:
-    """A symbol's book was discarded; the resubscribe requests are already queued in ``data_to_send``."""
-
-    symbol: str
-    reason: str  # the ApplyResult value that caused it: "gap" or "crossed"
-
 
 Event = Union[BookUpdate, Pong, Fault, ResyncNeeded]
 
