@@ -25,9 +25,11 @@ Rate limits (docs, "General Info > Limits" and "IP Limits"):
   ``lobbot_venue_banned_until_seconds``.
 
 Other transient faults (5xx, timeouts, dropped connections, unparseable bodies) are
-retried with exponential backoff and full jitter (``backoff_delay``, shared with
-Bybit); other 4xx answers raise ``BinanceApiError`` at once (asking again cannot fix a
-bad symbol). Every fault is counted as ``lobbot_venue_faults_total{venue,reason}``,
+retried with exponential backoff and full jitter (``backoff_delay``); the retry loop,
+the session and the ban bookkeeping are the venue-neutral ``RestClientBase``
+(``venues/rest_client.py``), shared with Bybit. Other 4xx answers raise
+``BinanceApiError`` at once (asking again cannot fix a bad symbol). Every fault is
+counted as ``lobbot_venue_faults_total{venue,reason}``,
 every re-sent request as ``lobbot_venue_retries_total{venue}``.
 
 Exchange time: ``/fapi/v1/time`` replies and the depth snapshot's ``E`` (its output
@@ -39,11 +41,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
-import time
 from typing import Any
-
-import aiohttp
 
 from backend.metrics import Metrics
 from backend.symbols import validate_symbol
@@ -59,8 +57,7 @@ from backend.venues.binance.messages import (
     parse_rest_trades,
     parse_server_time,
 )
-from backend.venues.bybit.rest import backoff_delay
-from backend.venues.health import BanState, ClockOffsetEstimator
+from backend.venues.rest_client import RestClientBase, Transient
 from backend.venues.source import Clock
 from backend.venues.types import Candle, Trade
 
@@ -118,12 +115,6 @@ class BinanceRequestError(RuntimeError):
         self.reason = reason
 
 
-class _Transient(Exception):
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-
-
 class WeightBudget:
     """The IP's request weight in the current minute, and how long a request must wait to stay inside a share of it.
 
@@ -160,79 +151,38 @@ class WeightBudget:
         self.used += weight
 
 
-class BinanceRestClient:
+class BinanceRestClient(RestClientBase):
     """GET requests to one Binance USD-M REST base URL with rate limits, bans and retries; an async context manager.
 
     ``timeout_s`` bounds one attempt; ``max_retries`` attempts follow the first. ``metrics``
     is the bot's registry (a new one when None); counts carry ``venue``.
     """
 
+    label = "Binance"
+    banned_error = BinanceBannedError
+    request_error = BinanceRequestError
+    ban_text = ("BINANCE IP BAN: %s answered HTTP 418 (this IP kept sending after being told to back off). "
+                "All REST requests to Binance stop for %.0f s, until %s, and then resume by themselves; "
+                "samples that need REST are skipped with reason 'banned' meanwhile.")
+    log = log
+
     def __init__(self, base_url: str, *, timeout_s: float = 10.0, max_retries: int = 5, backoff_base_s: float = 0.5,
                  backoff_max_s: float = 10.0, clock: Clock | None = None, seed: int | None = None,
                  metrics: Metrics | None = None, venue: str = "binance", weight_share: float = 0.8,
                  max_wait_s: float = 60.0):
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        self._init_rest(base_url, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
+                        backoff_max_s=backoff_max_s, clock=clock, seed=seed, metrics=metrics, venue=venue,
+                        ban_s=DEFAULT_BAN_S)
         self.max_wait_s = max_wait_s
-        self.clock = clock or Clock()
-        self._rng = random.Random(seed)
-        self._session: aiohttp.ClientSession | None = None
-        self.metrics = metrics if metrics is not None else Metrics()
-        self.venue = venue
-        self.ban = BanState(DEFAULT_BAN_S)
         self.weights = WeightBudget(WEIGHT_LIMIT_1M, weight_share)
-        self.offset = ClockOffsetEstimator()
         self.paused_until_ms = 0  # after a 429: no request before this (local ms)
-        self.requests_sent = 0
-
-    # --- plumbing ----------------------------------------------------------------------
-    async def __aenter__(self) -> "BinanceRestClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers={"Accept": "application/json", "User-Agent": "lob-collector-bot"},
-            )
-        return self._session
-
-    async def close(self) -> None:
-        """Close the HTTP session; safe to call twice."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
-
-    def _fault(self, reason: str) -> None:
-        self.metrics.venue_faults.labels(venue=self.venue, reason=reason).inc()
-
-    def _check_ban(self) -> None:
-        now = self.clock.now_ms()
-        if self.ban.active(now):
-            raise BinanceBannedError(self.ban.until_ms, self.ban.remaining_s(now))
-        if self.ban.until_ms:
-            self.metrics.venue_banned_until.labels(venue=self.venue).set(0)
 
     def _on_banned(self, retry_after_s: float | None) -> BinanceBannedError:
-        now = self.clock.now_ms()
+        """HTTP 418: a ban as long as its ``Retry-After`` says (``DEFAULT_BAN_S`` without one)."""
         self.ban.duration_ms = int((retry_after_s if retry_after_s is not None else DEFAULT_BAN_S) * 1000)
-        if self.ban.ban(now):
-            self.metrics.venue_bans.labels(venue=self.venue).inc()
-            self.metrics.venue_banned_until.labels(venue=self.venue).set(self.ban.until_ms / 1000.0)
-            until = time.strftime("%H:%M:%S UTC", time.gmtime(self.ban.until_ms / 1000))
-            log.error("BINANCE IP BAN: %s answered HTTP 418 (this IP kept sending after being told to back off). "
-                      "All REST requests to Binance stop for %.0f s, until %s, and then resume by themselves; "
-                      "samples that need REST are skipped with reason 'banned' meanwhile.",
-                      self.base_url, self.ban.duration_ms / 1000, until)
-        return BinanceBannedError(self.ban.until_ms, self.ban.remaining_s(now))
+        return self._banned()
 
-    async def _wait_turn(self, weight: int) -> None:
+    async def _before_send(self, weight: int) -> None:
         """Wait out a 429 pause and the minute's weight budget (bounded by ``max_wait_s``)."""
         now = self.clock.now_ms()
         wait_ms = max(self.paused_until_ms - now, 0)
@@ -255,64 +205,39 @@ class BinanceRestClient:
         HTTP 418, ``BinanceApiError`` at once for other 4xx answers, and
         ``BinanceRequestError`` when every attempt failed.
         """
-        url = self.base_url + path
-        where = f"GET {path} {params.get('symbol', '')}".rstrip()
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.metrics.venue_retries.labels(venue=self.venue).inc()
-                await asyncio.sleep(backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_max_s, self._rng))
-            self._check_ban()
-            await self._wait_turn(weight)
-            try:
-                return await self._once(url, params, where)
-            except _Transient as exc:
-                self._fault(exc.reason)
-                last = exc
-                log.debug("%s: %s (attempt %d/%d)", where, exc, attempt + 1, self.max_retries + 1)
-        self._fault("request_failed")
-        reason = last.reason if isinstance(last, _Transient) else "request_failed"
-        raise BinanceRequestError(f"{where}: failed after {self.max_retries + 1} attempts: {last}", reason) from last
+        return await self._retrying(path, params, weight)
 
     async def _once(self, url: str, params: dict[str, Any], where: str) -> tuple[Any, int, int]:
-        session = self._get_session()
-        t_send = self.clock.now_ms()
-        self.requests_sent += 1
-        try:
-            async with session.get(url, params=params) as resp:
-                body = await resp.read()
-                t_recv = self.clock.now_ms()
-                used = resp.headers.get(USED_WEIGHT_HEADER)
-                if used is not None and used.isdigit():
-                    self.weights.observe(int(used), int(t_recv + (self.offset.offset_ms(t_recv) or 0.0)))
-                retry_after = _seconds(resp.headers.get("Retry-After"))
-                if resp.status == 418:
-                    self._fault("http_418")
-                    raise self._on_banned(retry_after)
-                if resp.status == 429:
-                    pause = (retry_after if retry_after is not None else 1.0) * 1000
-                    pause += self._rng.uniform(0, 0.2 * pause + 100)  # jitter: do not all come back at once
-                    self.paused_until_ms = max(self.paused_until_ms, t_recv + int(pause))
-                    log.warning("Binance answered HTTP 429 (rate limit): all REST requests wait %.1f s", pause / 1000)
-                    raise _Transient("http_429")
-                if resp.status >= 500:
-                    raise _Transient(f"http_{resp.status}")
-                if resp.status != 200:
-                    try:
-                        payload = decode_json(body, where)
-                    except BinanceMessageError:
-                        payload = None
-                    err = parse_error_body(payload, resp.status, where)
-                    self._fault(f"http_{resp.status}")
-                    raise err
-        except asyncio.TimeoutError:
-            raise _Transient("timeout") from None
-        except aiohttp.ClientError as exc:
-            raise _Transient("connection_error", type(exc).__name__) from None
+        """One attempt: the used-weight header feeds ``weights``; HTTP 418 is a ban, 429 pauses every request
+        for its ``Retry-After`` (plus jitter), 5xx is transient, other statuses raise ``BinanceApiError``."""
+        status, headers, body, t_send, t_recv = await self._get(url, params)
+        used = headers.get(USED_WEIGHT_HEADER)
+        if used is not None and used.isdigit():
+            self.weights.observe(int(used), int(t_recv + (self.offset.offset_ms(t_recv) or 0.0)))
+        retry_after = _seconds(headers.get("Retry-After"))
+        if status == 418:
+            self._fault("http_418")
+            raise self._on_banned(retry_after)
+        if status == 429:
+            pause = (retry_after if retry_after is not None else 1.0) * 1000
+            pause += self._rng.uniform(0, 0.2 * pause + 100)  # jitter: do not all come back at once
+            self.paused_until_ms = max(self.paused_until_ms, t_recv + int(pause))
+            log.warning("Binance answered HTTP 429 (rate limit): all REST requests wait %.1f s", pause / 1000)
+            raise Transient("http_429")
+        if status >= 500:
+            raise Transient(f"http_{status}")
+        if status != 200:
+            try:
+                payload = decode_json(body, where)
+            except BinanceMessageError:
+                payload = None
+            err = parse_error_body(payload, status, where)
+            self._fault(f"http_{status}")
+            raise err
         try:
             return decode_json(body, where), t_send, t_recv
         except BinanceMessageError as exc:
-            raise _Transient("malformed_response", str(exc)[:100]) from None
+            raise Transient("malformed_response", str(exc)[:100]) from None
 
     # --- endpoints -------------------------------------------------------------------
     async def get_depth(self, symbol: str, limit: int = 1000) -> DepthSnapshot:

@@ -24,21 +24,18 @@ because asking again cannot fix it. Every fault is counted in the shared ``Metri
 as ``lobbot_venue_faults_total{venue,reason}`` (reasons ``http_429``, ``http_503``,
 ``ret_code_10006``, ``timeout``, ``connection_error``, ``malformed_response``,
 ``malformed_book``, ``request_failed``, ...) and every re-sent request as
-``lobbot_venue_retries_total{venue}``.
+``lobbot_venue_retries_total{venue}``. The retry loop, the session and the ban bookkeeping
+are the venue-neutral ``RestClientBase`` (``venues/rest_client.py``); this module says
+what Bybit's statuses, retCodes and envelopes mean.
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
-import time
 from typing import Any
 
-import aiohttp
-
 from backend.metrics import Metrics
-from backend.venues.health import BYBIT_BAN_S, BanState, ClockOffsetEstimator
+from backend.venues.health import BYBIT_BAN_S
 from backend.venues.bybit.messages import (
     BybitApiError,
     BybitMessageError,
@@ -51,6 +48,7 @@ from backend.venues.bybit.messages import (
     unwrap_envelope,
 )
 from backend.venues.orderbook import OrderBook
+from backend.venues.rest_client import RestClientBase, Transient
 from backend.venues.source import Clock
 from backend.venues.types import CANDLE_MS, Candle, Trade
 from backend.symbols import validate_symbol
@@ -89,25 +87,21 @@ class BybitRequestError(RuntimeError):
         self.reason = reason
 
 
-class _Transient(Exception):
-    def __init__(self, reason: str, retry_after: float | None = None, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.retry_after = retry_after
-
-
-def backoff_delay(attempt: int, base_s: float, max_s: float, rng: random.Random) -> float:
-    """Full jitter: uniform in [0, min(max, base * 2**attempt)], never below a tenth of the cap."""
-    cap = min(max_s, base_s * (2**attempt))
-    return rng.uniform(cap * 0.1, cap)
-
-
-class BybitRestClient:
+class BybitRestClient(RestClientBase):
     """GET requests to one Bybit REST base URL with retries; an async context manager.
 
     ``timeout_s`` bounds one attempt; ``max_retries`` attempts follow the first.
     ``metrics`` is the bot's registry (a new one when None).
     """
+
+    label = "Bybit"
+    banned_error = BybitBannedError
+    request_error = BybitRequestError
+    api_errors = (BybitApiError,)
+    ban_text = ("BYBIT IP BAN: %s answered HTTP 403 (too many requests from this IP). All REST requests to "
+                "Bybit stop for %.0f s, until %s, and then resume by themselves; samples that need REST are "
+                "skipped with reason 'banned' meanwhile.")
+    log = log
 
     def __init__(
         self,
@@ -124,61 +118,14 @@ class BybitRestClient:
         venue: str = "bybit",
         ban_s: float = BYBIT_BAN_S,
     ):
-        self.base_url = base_url.rstrip("/")
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
-        self.backoff_base_s = backoff_base_s
-        self.backoff_max_s = backoff_max_s
+        self._init_rest(base_url, timeout_s=timeout_s, max_retries=max_retries, backoff_base_s=backoff_base_s,
+                        backoff_max_s=backoff_max_s, clock=clock, seed=seed, metrics=metrics, venue=venue,
+                        ban_s=ban_s)
         self.category = category
-        self.clock = clock or Clock()
-        self._rng = random.Random(seed)
-        self._session: aiohttp.ClientSession | None = None
-        self.metrics = metrics if metrics is not None else Metrics()
-        self.venue = venue
-        self.ban = BanState(ban_s)
-        self.offset = ClockOffsetEstimator()
-        self.requests_sent = 0
 
-    def _check_ban(self) -> None:
-        now = self.clock.now_ms()
-        if self.ban.active(now):
-            raise BybitBannedError(self.ban.until_ms, self.ban.remaining_s(now))
-        if self.ban.until_ms:
-            self.metrics.venue_banned_until.labels(venue=self.venue).set(0)
-
-    def _on_forbidden(self) -> BybitBannedError:
-        now = self.clock.now_ms()
-        if self.ban.ban(now):
-            self.metrics.venue_bans.labels(venue=self.venue).inc()
-            self.metrics.venue_banned_until.labels(venue=self.venue).set(self.ban.until_ms / 1000.0)
-            until = time.strftime("%H:%M:%S UTC", time.gmtime(self.ban.until_ms / 1000))
-            log.error("BYBIT IP BAN: %s answered HTTP 403 (too many requests from this IP). All REST requests to "
-                      "Bybit stop for %.0f s, until %s, and then resume by themselves; samples that need REST are "
-                      "skipped with reason 'banned' meanwhile.", self.base_url, self.ban.duration_ms / 1000, until)
-        return BybitBannedError(self.ban.until_ms, self.ban.remaining_s(now))
-
-    def _fault(self, reason: str) -> None:
-        self.metrics.venue_faults.labels(venue=self.venue, reason=reason).inc()
-
-    async def __aenter__(self) -> "BybitRestClient":
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.close()
-
-    def _get_session(self) -> aiohttp.ClientSession:
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=self.timeout_s),
-                headers={"Accept": "application/json", "User-Agent": "lob-collector-bot"},
-            )
-        return self._session
-
-    async def close(self) -> None:
-        """Close the HTTP session; safe to call twice."""
-        if self._session is not None and not self._session.closed:
-            await self._session.close()
-        self._session = None
+    def _api_fault(self, exc: Exception) -> str:
+        """``ret_code_<n>`` for a retCode, ``http_<status>`` for an HTTP status (kept as ``-status``)."""
+        return f"ret_code_{exc.ret_code}" if exc.ret_code >= 0 else f"http_{-exc.ret_code}"
 
     async def request(self, path: str, params: dict[str, Any]) -> tuple[Any, int | None]:
         """GET ``path`` and return ``(result, server_time_ms)``, retrying transient failures.
@@ -187,60 +134,27 @@ class BybitRestClient:
         for a non-retryable retCode or HTTP status (``ret_code`` is ``-status`` then),
         ``BybitBannedError`` at once during an IP ban (nothing is sent) or on HTTP 403.
         """
-        url = self.base_url + path
-        where = f"GET {path} {params.get('symbol', '')}".rstrip()
-        last: Exception | None = None
-        for attempt in range(self.max_retries + 1):
-            if attempt:
-                self.metrics.venue_retries.labels(venue=self.venue).inc()
-                delay = backoff_delay(attempt - 1, self.backoff_base_s, self.backoff_max_s, self._rng)
-                if isinstance(last, _Transient) and last.retry_after is not None:
-                    delay = max(delay, min(last.retry_after, self.backoff_max_s))
-                await asyncio.sleep(delay)
-            self._check_ban()
-            try:
-                return await self._once(url, params, where)
-            except _Transient as exc:
-                self._fault(exc.reason)
-                last = exc
-                log.debug("%s: %s (attempt %d/%d)", where, exc, attempt + 1, self.max_retries + 1)
-            except BybitApiError as exc:
-                self._fault(f"ret_code_{exc.ret_code}" if exc.ret_code >= 0 else f"http_{-exc.ret_code}")
-                if not exc.retryable:
-                    raise
-                last = exc
-        self._fault("request_failed")
-        reason = last.reason if isinstance(last, _Transient) else (
-            f"ret_code_{last.ret_code}" if isinstance(last, BybitApiError) else "request_failed")
-        raise BybitRequestError(f"{where}: failed after {self.max_retries + 1} attempts: {last}", reason) from last
+        return await self._retrying(path, params)
 
     async def _once(self, url: str, params: dict[str, Any], where: str) -> tuple[Any, int | None]:
-        session = self._get_session()
-        t_send = self.clock.now_ms()
-        self.requests_sent += 1
-        try:
-            async with session.get(url, params=params) as resp:
-                body = await resp.read()
-                t_recv = self.clock.now_ms()
-                if resp.status == 403:
-                    self._fault("http_403")
-                    raise self._on_forbidden()
-                if resp.status == 429:
-                    ra = resp.headers.get("Retry-After")
-                    raise _Transient("http_429", float(ra) if ra and ra.replace(".", "", 1).isdigit() else None)
-                if resp.status >= 500:
-                    raise _Transient(f"http_{resp.status}")
-                if resp.status != 200:
-                    raise BybitApiError(-resp.status, f"HTTP {resp.status}: {body[:200].decode('utf-8', 'replace')}", where)
-        except asyncio.TimeoutError:
-            raise _Transient("timeout") from None
-        except aiohttp.ClientError as exc:
-            raise _Transient("connection_error", detail=type(exc).__name__) from None
+        """One attempt: HTTP 403 is a ban, 429 and 5xx are transient (429's ``Retry-After`` is honoured),
+        other statuses raise ``BybitApiError``; the envelope's ``time`` feeds the clock offset."""
+        status, headers, body, t_send, t_recv = await self._get(url, params)
+        if status == 403:
+            self._fault("http_403")
+            raise self._banned()
+        if status == 429:
+            ra = headers.get("Retry-After")
+            raise Transient("http_429", retry_after=float(ra) if ra and ra.replace(".", "", 1).isdigit() else None)
+        if status >= 500:
+            raise Transient(f"http_{status}")
+        if status != 200:
+            raise BybitApiError(-status, f"HTTP {status}: {body[:200].decode('utf-8', 'replace')}", where)
         try:
             payload = decode_json(body, where)
             result, server_ms = unwrap_envelope(payload, where)
         except BybitMessageError as exc:
-            raise _Transient("malformed_response") from exc
+            raise Transient("malformed_response") from exc
         except BybitApiError:
             t = payload.get("time") if isinstance(payload, dict) else None
             if isinstance(t, int):
