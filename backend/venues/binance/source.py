@@ -7,13 +7,14 @@
   snapshots and the ``<symbol>@depth@100ms`` diff stream; trades from ``@aggTrade``;
   closed bars from ``@kline_1m``, with REST filling any bar the stream missed.
 
-The promises are Bybit's (``venues/bybit/source.py``): ``poll()`` never raises for
-market or network faults (a symbol without a book gets ``book=None`` and a ``reason``),
-books are trimmed to ``book_depth`` and handed over unvalidated (the engine validates
-once), each closed bar is delivered once, oldest first, and faults are counted in the
-shared ``Metrics`` under ``venue="binance"``. At start the symbols are checked against
-``/fapi/v1/exchangeInfo``: an unknown or non-trading symbol stops the start with
-``UnknownSymbolError``, an IP ban (HTTP 418) with ``VenueBannedError``.
+The promises are those of ``LiveSourceBase`` (``venues/live_source.py``, shared with
+Bybit): ``poll()`` never raises for market or network faults (a symbol without a book
+gets ``book=None`` and a ``reason``), books are trimmed to ``book_depth`` and handed
+over unvalidated (the engine validates once), each closed bar is delivered once, oldest
+first, and faults are counted in the shared ``Metrics`` under ``venue="binance"``. At
+start the symbols are checked against ``/fapi/v1/exchangeInfo``: an unknown or
+non-trading symbol stops the start with ``UnknownSymbolError``, an IP ban (HTTP 418)
+with ``VenueBannedError``.
 
 Exchange time: the REST client estimates Binance's clock offset from ``/fapi/v1/time``
 (asked at start and every ``TIME_SYNC_S`` seconds) and the snapshots' ``E``; every
@@ -25,10 +26,8 @@ snapshot handed out carries it (``clock_offset_ms``), it is exported as
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import time
-from collections import deque
 from typing import Any, Sequence
 
 import numpy as np
@@ -38,17 +37,15 @@ from backend.venues.binance.messages import UNKNOWN_SYMBOL_CODE, BinanceApiError
 from backend.venues.binance.rest import (WEIGHT_LIMIT_1M, TRADES_WEIGHT, BinanceBannedError, BinanceRequestError,
                                          BinanceRestClient, depth_limit_for, depth_weight)
 from backend.venues.binance.ws import MAX_STREAMS_PER_CONNECTION, BinanceWsClient
-from backend.venues.bybit.source import CandleFeed
-from backend.venues.health import CLOCK_WARN_MS
+from backend.venues.live_source import TIME_SYNC_S, LiveSourceBase, describe
 from backend.venues.orderbook import OrderBook
-from backend.venues.source import Clock, MarketSource, UnknownSymbolError, VenueBannedError, VenueConfigError
-from backend.venues.types import CANDLE_MS, Candle, MarketSnapshot, Trade
+from backend.venues.source import Clock, UnknownSymbolError, VenueBannedError, VenueConfigError
+from backend.venues.types import MarketSnapshot
 
-__all__ = ["BinanceRestSource", "BinanceWsSource", "shard_symbols", "snapshot_book"]
+__all__ = ["BinanceRestSource", "BinanceWsSource", "TIME_SYNC_S", "shard_symbols", "snapshot_book"]
 
 log = logging.getLogger(__name__)
 
-TIME_SYNC_S = 30.0
 REST_BUDGET_SHARE = 0.5
 """Share of Binance's 2400 weight per minute the REST source may plan to use; the rest is head room for
 retries, candle fills, snapshots and other programs on the same IP."""
@@ -77,11 +74,6 @@ def snapshot_book(snap: DepthSnapshot, recv_ms: int, depth: int) -> OrderBook:
                      recv_ms=int(recv_ms), cts_ms=snap.transact_ms, update_id=snap.last_update_id)
 
 
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
-
-
 def _reason(exc: BaseException) -> str:
     if isinstance(exc, BinanceBannedError):
         return "banned"
@@ -99,65 +91,28 @@ def _ban_message(exc: BinanceBannedError) -> str:
             f"Several bots or programs on one IP share Binance's {WEIGHT_LIMIT_1M} request weight per minute.")
 
 
-class _RestBase(MarketSource):
-    """What both Binance sources share: the REST client, symbol check, clock offset and candle back-fill."""
+class _RestBase(LiveSourceBase):
+    """What both Binance sources share beyond ``LiveSourceBase``: the REST client, the symbol check and the
+    candle back-fill."""
 
     venue = "binance"
+    label = "Binance"
+    banned_error = BinanceBannedError
+    ban_status = "HTTP 418"
+    candles_on_exchange_clock = True
 
     def __init__(self, symbols: Sequence[str], clock: Clock | None = None, *, rest_url: str, timeout_s: float = 10.0,
                  max_retries: int = 5, book_depth: int = 50, backoff_base_s: float = 0.5, backoff_max_s: float = 10.0,
                  poll_timeout_s: float | None = None, seed: int | None = None, metrics: Metrics | None = None):
-        super().__init__(symbols, clock, metrics)
-        self.book_depth = book_depth
+        super().__init__(symbols, clock, metrics, book_depth=book_depth, poll_timeout_s=poll_timeout_s,
+                         timeout_s=timeout_s)
         self.rest = BinanceRestClient(rest_url, timeout_s=timeout_s, max_retries=max_retries,
                                       backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s, clock=self.clock,
                                       seed=seed, metrics=self.metrics, venue=self.venue)
-        self.poll_timeout_s = poll_timeout_s if poll_timeout_s is not None else timeout_s
-        self._feeds = {s: CandleFeed() for s in self.symbols}
-        self._initial: dict[str, list[Candle]] = {s: [] for s in self.symbols}
-        self._last_sync = float("-inf")
-        self._sync_task: asyncio.Task | None = None
 
-    def clock_offset_ms(self) -> int:
-        """Binance's clock minus ours now (ms, 0 until measured); sets the gauge and warns once above 1 s."""
-        est = self.rest.offset
-        now = self.clock.now_ms()
-        off = est.offset_ms(now)
-        if off is None:
-            return 0
-        self.metrics.clock_offset.labels(venue=self.venue).set(off / 1000.0)
-        if est.should_warn(now, CLOCK_WARN_MS):
-            err = est.error_bound_ms(now)
-            log.warning("The local clock is %.3f s %s Binance's (offset %+.3f s, measured to within %s). Book ages "
-                        "and future timestamps are judged in exchange time, so collection goes on; consider "
-                        "enabling NTP on this machine.", abs(off) / 1000.0, "behind" if off > 0 else "ahead of",
-                        off / 1000.0, "?" if err is None else f"{err / 1000.0:.3f} s")
-        return int(round(off))
-
-    async def _sync_time(self, rounds: int = 3) -> None:
-        for _ in range(rounds):
-            try:
-                await self.rest.get_server_time()
-            except BinanceBannedError:
-                raise
-            except Exception as exc:  # the offset stays as it was until a later reply
-                log.debug("Binance server time request failed: %s", _describe(exc))
-                return
-
-    def _maybe_sync_time(self, now: int) -> None:
-        if now - self._last_sync < TIME_SYNC_S * 1000 or (self._sync_task is not None and not self._sync_task.done()):
-            return
-        self._last_sync = now
-        if self.rest.ban.active(now):
-            return
-
-        async def sync() -> None:
-            try:
-                await self._sync_time(1)
-            except Exception as exc:  # a ban or a failure: the offset keeps its last value
-                log.debug("Binance server time sync failed: %s", _describe(exc))
-
-        self._sync_task = asyncio.ensure_future(sync())
+    def _reason(self, exc: BaseException) -> str:
+        """The fault word for a failed book request."""
+        return _reason(exc)
 
     async def _check_symbols(self) -> None:
         try:
@@ -165,7 +120,7 @@ class _RestBase(MarketSource):
         except BinanceBannedError as exc:
             raise VenueBannedError(_ban_message(exc)) from None
         except (BinanceApiError, BinanceRequestError) as exc:
-            log.warning("Could not check the symbols against exchangeInfo (%s); going on", _describe(exc))
+            log.warning("Could not check the symbols against exchangeInfo (%s); going on", describe(exc))
             return
         unknown = [s for s in self.symbols if s not in listed]
         closed = [s for s in self.symbols if s in listed and listed[s][0] != "TRADING"]
@@ -188,7 +143,7 @@ class _RestBase(MarketSource):
                 self._initial[sym] = self._feeds[sym].take(bars)
             except Exception as exc:  # poll() retries the back-fill
                 errors.append(exc)
-                log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, _describe(exc))
+                log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, describe(exc))
 
         await asyncio.gather(*(one(s) for s in self.symbols))
         bans = [e for e in errors if isinstance(e, BinanceBannedError)]
@@ -200,22 +155,8 @@ class _RestBase(MarketSource):
         if errors and len(errors) == len(self.symbols):
             raise errors[-1]
 
-    def initial_candles(self, symbol: str) -> list[Candle]:
-        """The back-filled closed bars, oldest first (empty when the back-fill failed)."""
-        return list(self._initial[symbol])
-
-    async def _rest_candles(self, sym: str) -> list[Candle]:
-        feed = self._feeds[sym]
-        if feed.last_start is None:
-            bars = await self.rest.get_closed_candles(sym, count=self.history_candles)
-        else:
-            bars = await self.rest.get_closed_candles(sym, after_ms=feed.last_start)
-        return feed.take(bars)
-
     async def _close_rest(self) -> None:
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
+        await self._stop_sync()
         await self.rest.close()
 
 
@@ -236,7 +177,7 @@ class BinanceRestSource(_RestBase):
         self.tick_interval_s = tick_interval_s
         self.trades_interval_s = trades_interval_s
         self.depth_limit = depth_limit_for(self.book_depth)
-        self._seen: dict[str, tuple[deque, set]] = {s: (deque(), set()) for s in self.symbols}
+        self._seen = self._new_seen()
         self._trades_since = 0
         self._last_trades_ms = -10**15
 
@@ -266,11 +207,9 @@ class BinanceRestSource(_RestBase):
     async def poll(self) -> dict[str, MarketSnapshot]:
         """Every symbol's book, new trades and new closed bars, fetched concurrently; during a ban nothing is sent."""
         now = self.clock.now_ms()
-        if self.rest.ban.active(now):
-            left = self.rest.ban.remaining_s(now)
-            return {s: MarketSnapshot(s, None, reason="banned",
-                                      error=f"Binance IP ban (HTTP 418): REST paused for {left:.0f} s more")
-                    for s in self.symbols}
+        banned = self._banned_snapshots(now)
+        if banned is not None:
+            return banned
         self._maybe_sync_time(now)
         want_trades = now - self._last_trades_ms >= self.trades_interval_s * 1000
         if want_trades:
@@ -282,48 +221,10 @@ class BinanceRestSource(_RestBase):
         return {snap.symbol: snap for snap in results}
 
     async def _poll_symbol(self, sym: str, want_trades: bool) -> MarketSnapshot:
-        try:
-            book_t = asyncio.ensure_future(self.rest.get_depth(sym, self.depth_limit))
-            trades_t = (asyncio.ensure_future(self.rest.get_recent_trades(sym, self.trade_limit))
-                        if want_trades else None)
-            candles_t = (asyncio.ensure_future(self._rest_candles(sym))
-                         if self._feeds[sym].due(self.clock.now_ms()) else None)
-            tasks = [t for t in (book_t, trades_t, candles_t) if t is not None]
-            done, pending = await asyncio.wait(tasks, timeout=self.poll_timeout_s)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                self.count_fault("poll_timeout")
-            snap = MarketSnapshot(sym, None)
-            if book_t in done and book_t.exception() is None:
-                snap.book = snapshot_book(book_t.result(), self.clock.now_ms(), self.book_depth)
-            elif book_t in done:
-                exc = book_t.exception()
-                snap.error, snap.reason = _describe(exc), _reason(exc)
-            else:
-                snap.error, snap.reason = f"depth request timed out after {self.poll_timeout_s:g} s", "poll_timeout"
-            if trades_t is not None and trades_t in done and trades_t.exception() is None:
-                snap.trades = self._new_trades(sym, trades_t.result())
-            if candles_t is not None and candles_t in done and candles_t.exception() is None:
-                snap.candles = candles_t.result()
-            return snap
-        except Exception as exc:  # poll() must never raise
-            self.count_fault("poll_error")
-            return MarketSnapshot(sym, None, error=f"{type(exc).__name__}: {_describe(exc)}", reason="poll_error")
-
-    def _new_trades(self, sym: str, items: list[tuple[int, Trade]]) -> list[Trade]:
-        order, seen = self._seen[sym]
-        out = []
-        for tid, trade in items:
-            if tid in seen or trade.ts_ms <= self._trades_since:
-                continue
-            seen.add(tid)
-            order.append(tid)
-            out.append(trade)
-        while len(order) > 4 * self.trade_limit + 1000:
-            seen.discard(order.popleft())
-        return out
+        return await self._poll_rest_symbol(
+            sym, lambda: self.rest.get_depth(sym, self.depth_limit),
+            (lambda: self.rest.get_recent_trades(sym, self.trade_limit)) if want_trades else None,
+            lambda snap: snapshot_book(snap, self.clock.now_ms(), self.book_depth), "depth")
 
     async def close(self) -> None:
         """Close the HTTP session."""
@@ -346,7 +247,6 @@ class BinanceWsSource(_RestBase):
     """
 
     name = "binance-ws"
-    kline_grace_ms = 5_000
 
     def __init__(self, symbols: Sequence[str], clock: Clock | None = None, *, ws_url: str,
                  ping_interval_s: float = 20.0, pong_timeout_s: float | None = None, ws_backoff_base_s: float = 0.5,
@@ -368,7 +268,6 @@ class BinanceWsSource(_RestBase):
                        for group in shard_symbols(self.symbols)]
         self.ws = self.shards[0]
         self._client = {sym: c for c in self.shards for sym in c.symbols}
-        self._stamp: dict[str, int] = {}
 
     async def start(self) -> None:
         """Check the symbols, measure the clock, connect, back-fill candles, wait (bounded) for every book."""
@@ -389,39 +288,10 @@ class BinanceWsSource(_RestBase):
         fill: list[str] = []
         for sym in self.symbols:
             try:
-                ws = self._client[sym]
-                snap = MarketSnapshot(sym, None, trades=ws.drain_trades(sym), clock_offset_ms=offset,
-                                      book_events=ws.drain_book_events(sym))
-                out[sym] = snap
-                book = ws.protocol.book(sym, self.book_depth)
-                if book is not None and ws.live():
-                    stamp = max(book.ts_ms, now + offset, self._stamp.get(sym, book.ts_ms))
-                    self._stamp[sym] = stamp
-                    snap.book = book if stamp == book.ts_ms else dataclasses.replace(book, ts_ms=stamp)
-                    snap.live = True
-                else:
-                    snap.reason, snap.error = ws.status(sym)
-                feed = self._feeds[sym]
-                streamed = ws.drain_candles(sym)
-                gap = bool(streamed) and feed.last_start is not None and \
-                    min(c.start_ms for c in streamed) > feed.last_start + CANDLE_MS
-                if gap or (not streamed and feed.due(now + offset, self.kline_grace_ms)):
-                    fill.append(sym)
-                else:
-                    snap.candles = feed.take(streamed, now + offset)
+                out[sym] = self._ws_symbol(sym, self._client[sym], now, offset, fill)
             except Exception as exc:  # poll() must never raise
-                self.count_fault("poll_error")
-                out[sym] = MarketSnapshot(sym, None, error=f"{type(exc).__name__}: {_describe(exc)}", reason="poll_error")
-        if fill and not self.rest.ban.active(now):
-            async def one(sym: str) -> None:
-                try:
-                    out[sym].candles = await asyncio.wait_for(self._rest_candles(sym), self.poll_timeout_s)
-                except asyncio.TimeoutError:
-                    self.count_fault("poll_timeout")
-                except Exception as exc:  # the next poll asks again; nothing is lost
-                    log.debug("%s: candle fill failed: %s", sym, _describe(exc))
-
-            await asyncio.gather(*(one(s) for s in fill))
+                out[sym] = self._poll_error(sym, exc)
+        await self._fill_candles(fill, out, now, offset)
         return out
 
     async def close(self) -> None:

@@ -11,7 +11,9 @@ gets ``book=None`` with a ``reason``; other symbols are unaffected); books are
 trimmed to ``book_depth`` and handed over as the venue gave them (the engine
 validates them, once); each closed candle is delivered exactly once, oldest first,
 across ``initial_candles`` and later snapshots, and never a forming bar. Faults are
-counted in the shared ``Metrics`` under ``venue="bybit"``.
+counted in the shared ``Metrics`` under ``venue="bybit"``. What does not depend on the
+venue (candle delivery, the clock offset, the polling and local-book hand-out) is
+``LiveSourceBase`` (``venues/live_source.py``), shared with Binance.
 
 At start both check the configured symbols against ``/v5/market/instruments-info``:
 an unknown or closed symbol stops the start with ``UnknownSymbolError`` naming it, an
@@ -50,24 +52,21 @@ import time
 from collections import deque
 from typing import Any, Sequence
 
-import dataclasses
-import math
-
 from backend.metrics import Metrics
 from backend.venues.bybit.messages import BybitApiError, trading_usdt_perpetuals
 from backend.venues.bybit.protocol import MAX_ARGS_PER_SUBSCRIBE
 from backend.venues.bybit.rest import IP_REQUESTS_PER_5S, BybitBannedError, BybitRequestError, BybitRestClient
 from backend.venues.bybit.ws import BybitWsClient
-from backend.venues.health import BYBIT_BAN_S, CLOCK_WARN_MS
-from backend.venues.source import Clock, MarketSource, UnknownSymbolError, VenueBannedError, VenueConfigError
-from backend.venues.types import CANDLE_MS, Candle, MarketSnapshot, Trade
+from backend.venues.health import BYBIT_BAN_S
+from backend.venues.live_source import TIME_SYNC_S, CandleFeed, LiveSourceBase, describe
+from backend.venues.source import Clock, UnknownSymbolError, VenueBannedError, VenueConfigError
+from backend.venues.types import Candle, MarketSnapshot
 
-__all__ = ["BybitRestSource", "BybitWsSource", "CandleFeed", "max_rest_symbols", "rest_requests_per_5s",
-           "shard_symbols"]
+__all__ = ["BybitRestSource", "BybitWsSource", "CandleFeed", "TIME_SYNC_S", "max_rest_symbols",
+           "rest_requests_per_5s", "shard_symbols"]
 
 log = logging.getLogger(__name__)
 
-TIME_SYNC_S = 30.0  # the WebSocket source asks /v5/market/time this often (s)
 REST_BUDGET_SHARE = 0.5
 """Share of Bybit's per-IP limit (``IP_REQUESTS_PER_5S``) the REST source may plan to use; the rest is
 head room for retries, candle fills and other programs on the same IP ("do not run at the very edge")."""
@@ -124,33 +123,6 @@ def max_rest_symbols(interval_s: float) -> int:
     return max(1, int(IP_REQUESTS_PER_5S * REST_BUDGET_SHARE / rest_requests_per_5s(1, interval_s)))
 
 
-class CandleFeed:
-    """Hands out each closed bar once, in order, whatever mix of sources produced it."""
-
-    def __init__(self) -> None:
-        self.last_start: int | None = None
-
-    def take(self, candles: Sequence[Candle], now_ms: int | None = None) -> list[Candle]:
-        """The bars after the last one handed out, oldest first; bars still forming at ``now_ms`` are left out."""
-        out: list[Candle] = []
-        for c in sorted(candles, key=lambda c: c.start_ms):
-            if now_ms is not None and c.close_ms > now_ms:
-                continue  # still forming
-            if self.last_start is None or c.start_ms > self.last_start:
-                out.append(c)
-                self.last_start = c.start_ms
-        return out
-
-    def due(self, now_ms: int, grace_ms: int = 0) -> bool:
-        """A bar after the last one delivered has closed (plus ``grace_ms``) and has not arrived."""
-        return self.last_start is None or now_ms >= self.last_start + 2 * CANDLE_MS + grace_ms
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc) or type(exc).__name__
-    return text if len(text) < 300 else text[:297] + "..."
-
-
 def _reason(exc: BaseException) -> str:
     """The fault word for a failed book request."""
     if isinstance(exc, BybitBannedError):
@@ -162,24 +134,25 @@ def _reason(exc: BaseException) -> str:
     return "request_error"
 
 
-class _RestBase(MarketSource):
-    """What both Bybit sources share: the REST client and the candle back-fill."""
+class _RestBase(LiveSourceBase):
+    """What both Bybit sources share beyond ``LiveSourceBase``: the REST client, the symbol checks, the
+    instruments refresh (delistings, new listings) and the candle back-fill."""
 
     venue = "bybit"
+    label = "Bybit"
+    banned_error = BybitBannedError
+    ban_status = "HTTP 403"
 
     def __init__(self, symbols: Sequence[str], clock: Clock | None = None, *, rest_url: str,
                  timeout_s: float = 10.0, max_retries: int = 5, book_depth: int = 50,
                  backoff_base_s: float = 0.5, backoff_max_s: float = 10.0, poll_timeout_s: float | None = None,
                  seed: int | None = None, metrics: Metrics | None = None, ban_s: float = BYBIT_BAN_S,
                  all_symbols: bool = False, refresh_s: float = 86_400.0):
-        super().__init__(symbols, clock, metrics)
-        self.book_depth = book_depth
+        super().__init__(symbols, clock, metrics, book_depth=book_depth, poll_timeout_s=poll_timeout_s,
+                         timeout_s=timeout_s)
         self.rest = BybitRestClient(rest_url, timeout_s=timeout_s, max_retries=max_retries,
                                     backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s,
                                     clock=self.clock, seed=seed, metrics=self.metrics, venue=self.venue, ban_s=ban_s)
-        self.poll_timeout_s = poll_timeout_s if poll_timeout_s is not None else timeout_s
-        self._feeds = {s: CandleFeed() for s in self.symbols}
-        self._initial: dict[str, list[Candle]] = {s: [] for s in self.symbols}
         self.dropped: dict[str, str] = {}  # symbol -> why it left the run (delisted)
         self.all_symbols = all_symbols
         self.refresh_s = refresh_s
@@ -189,33 +162,9 @@ class _RestBase(MarketSource):
         self._refresh_task: asyncio.Task | None = None
         self._join_warned: set[str] = set()  # new listings not taken (no room), warned about once
 
-    # --- exchange time --------------------------------------------------------------
-    def clock_offset_ms(self) -> int:
-        """The venue's clock minus ours now (ms, 0 until measured); sets the gauge and warns once above 1 s."""
-        est = self.rest.offset
-        now = self.clock.now_ms()
-        off = est.offset_ms(now)
-        if off is None:
-            return 0
-        self.metrics.clock_offset.labels(venue=self.venue).set(off / 1000.0)  # created at the first measurement
-        if est.should_warn(now, CLOCK_WARN_MS):
-            err = est.error_bound_ms(now)
-            log.warning("The local clock is %.3f s %s Bybit's (offset %+.3f s, measured to within %s). Book ages "
-                        "and future timestamps are judged in exchange time, so collection goes on; consider "
-                        "enabling NTP on this machine.", abs(off) / 1000.0, "behind" if off > 0 else "ahead of",
-                        off / 1000.0, "?" if err is None else f"{err / 1000.0:.3f} s")
-        return int(round(off))
-
-    async def _sync_time(self, rounds: int = 3) -> None:
-        """A few ``/v5/market/time`` round trips (the fastest gives the offset); failures are left to later."""
-        for _ in range(rounds):
-            try:
-                await self.rest.get_server_time()
-            except BybitBannedError:
-                raise
-            except Exception as exc:  # the offset stays unknown (0) until a later reply
-                log.debug("server time request failed: %s", _describe(exc))
-                return
+    def _reason(self, exc: BaseException) -> str:
+        """The fault word for a failed book request."""
+        return _reason(exc)
 
     # --- start-up checks ------------------------------------------------------------
     def _add_state(self, sym: str) -> None:
@@ -271,7 +220,7 @@ class _RestBase(MarketSource):
             rows = await self.rest.get_instrument_rows()
         except Exception as exc:
             log.warning("Checking Bybit's instruments-info failed (%s); the symbol list stays as it is until the "
-                        "next check in %s", _describe(exc), _every(self.refresh_s))
+                        "next check in %s", describe(exc), _every(self.refresh_s))
             return
         status = {i.symbol: i.status for i in rows}
         for sym in self.active_symbols():
@@ -287,7 +236,7 @@ class _RestBase(MarketSource):
                     await self._join(new)
                 except Exception as exc:  # e.g. the back-fill failed: they are tried again at the next refresh
                     log.warning("New Bybit listings %s could not join (%s); trying again at the next check",
-                                ", ".join(new), _describe(exc))
+                                ", ".join(new), describe(exc))
 
     def _room_for(self, new: list[str]) -> list[str]:
         """The new listings this source can take now (all by default)."""
@@ -306,7 +255,7 @@ class _RestBase(MarketSource):
             try:
                 bars[sym] = await self.rest.get_closed_candles(sym, count=self.history_candles)
             except Exception as exc:  # joins without history; poll() back-fills it (feed.due)
-                log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, _describe(exc))
+                log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, describe(exc))
 
         await _paced(one, taken)
         for sym in taken:
@@ -334,7 +283,7 @@ class _RestBase(MarketSource):
         except BybitBannedError as exc:
             raise VenueBannedError(_ban_message(exc)) from None
         except (BybitApiError, BybitRequestError) as exc:  # checked again, symbol by symbol, by the back-fill
-            log.warning("Could not check the symbols against instruments-info (%s); going on", _describe(exc))
+            log.warning("Could not check the symbols against instruments-info (%s); going on", describe(exc))
             return
         unknown = [s for s in self.symbols if s not in listed]
         closed = [f"{s} ({listed[s]})" for s in self.symbols if listed.get(s) in _CLOSED_STATUSES]
@@ -362,7 +311,7 @@ class _RestBase(MarketSource):
                 errors.append(exc)
             except Exception as exc:  # start() must not die on one symbol: poll() retries the back-fill
                 errors.append(exc)
-                log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, _describe(exc))
+                log.warning("%s: candle back-fill failed (%s); will retry while polling", sym, describe(exc))
 
         await _paced(one, self.symbols)
         if unknown:
@@ -374,19 +323,6 @@ class _RestBase(MarketSource):
         if errors and len(errors) == len(self.symbols):
             # not one symbol answered: the exchange is unreachable, which the bot reports at start
             raise errors[-1]
-
-    def initial_candles(self, symbol: str) -> list[Candle]:
-        """The back-filled closed bars, oldest first (empty when the back-fill failed)."""
-        return list(self._initial[symbol])
-
-    async def _rest_candles(self, sym: str) -> list[Candle]:
-        feed = self._feeds[sym]
-        if feed.last_start is None:
-            bars = await self.rest.get_closed_candles(sym, count=self.history_candles)
-        else:
-            bars = await self.rest.get_closed_candles(sym, after_ms=feed.last_start)
-        return feed.take(bars)
-
 
 class BybitRestSource(_RestBase):
     """Bybit REST polling: one order-book, trade and (when due) kline request per symbol per tick.
@@ -402,7 +338,7 @@ class BybitRestSource(_RestBase):
         super().__init__(*args, **kwargs)
         self.trade_limit = trade_limit
         self.tick_interval_s = tick_interval_s
-        self._seen: dict[str, tuple[deque, set]] = {s: (deque(), set()) for s in self.symbols}
+        self._seen = self._new_seen()
         self._trades_since = 0
 
     def planned_requests_per_5s(self, n: int | None = None) -> float:
@@ -460,11 +396,9 @@ class BybitRestSource(_RestBase):
         During an IP ban nothing is sent: every symbol gets reason ``banned``.
         """
         now = self.clock.now_ms()
-        if self.rest.ban.active(now):
-            left = self.rest.ban.remaining_s(now)
-            return {s: MarketSnapshot(s, None, reason="banned",
-                                      error=f"Bybit IP ban (HTTP 403): REST paused for {left:.0f} s more")
-                    for s in self.symbols}
+        banned = self._banned_snapshots(now)
+        if banned is not None:
+            return banned
         self._maybe_refresh(now)
         results = await asyncio.gather(*(self._poll_symbol(s) for s in self.symbols))
         offset = self.clock_offset_ms()
@@ -475,52 +409,14 @@ class BybitRestSource(_RestBase):
     async def _poll_symbol(self, sym: str) -> MarketSnapshot:
         if sym in self.dropped:
             return MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym])
-        try:
-            book_t = asyncio.ensure_future(self.rest.get_orderbook(sym, limit=min(200, max(1, self.book_depth)),
-                                                                   depth=self.book_depth))
-            trades_t = asyncio.ensure_future(self.rest.get_recent_trades(sym, limit=self.trade_limit))
-            candles_t = (asyncio.ensure_future(self._rest_candles(sym))
-                         if self._feeds[sym].due(self.clock.now_ms()) else None)
-            tasks = [t for t in (book_t, trades_t, candles_t) if t is not None]
-            done, pending = await asyncio.wait(tasks, timeout=self.poll_timeout_s)
-            for t in pending:
-                t.cancel()
-            if pending:
-                await asyncio.gather(*pending, return_exceptions=True)
-                self.count_fault("poll_timeout")
-            snap = MarketSnapshot(sym, None)
-            if book_t in done and book_t.exception() is None:
-                snap.book = book_t.result()
-            elif book_t in done:
-                exc = book_t.exception()
-                snap.error, snap.reason = _describe(exc), _reason(exc)
-                if isinstance(exc, BybitApiError) and exc.ret_code == 10001:
-                    self._drop(sym, f"Bybit no longer knows this symbol (retCode 10001: {exc.ret_msg})")
-            else:
-                snap.error = f"order book request timed out after {self.poll_timeout_s:g} s"
-                snap.reason = "poll_timeout"
-            if trades_t in done and trades_t.exception() is None:
-                snap.trades = self._new_trades(sym, trades_t.result())
-            if candles_t is not None and candles_t in done and candles_t.exception() is None:
-                snap.candles = candles_t.result()
-            # a failed trade or candle request was counted by the client; the next poll asks again
-            return snap
-        except Exception as exc:  # poll() must never raise; the symbol reports why
-            self.count_fault("poll_error")
-            return MarketSnapshot(sym, None, error=f"{type(exc).__name__}: {_describe(exc)}", reason="poll_error")
+        return await self._poll_rest_symbol(
+            sym, lambda: self.rest.get_orderbook(sym, limit=min(200, max(1, self.book_depth)), depth=self.book_depth),
+            lambda: self.rest.get_recent_trades(sym, limit=self.trade_limit), lambda book: book, "order book")
 
-    def _new_trades(self, sym: str, items: list[tuple[str, Trade]]) -> list[Trade]:
-        order, seen = self._seen[sym]
-        out = []
-        for exec_id, trade in items:
-            if exec_id in seen or trade.ts_ms <= self._trades_since:
-                continue
-            seen.add(exec_id)
-            order.append(exec_id)
-            out.append(trade)
-        while len(order) > 4 * self.trade_limit + 1000:
-            seen.discard(order.popleft())
-        return out
+    def _book_failed(self, sym: str, exc: BaseException) -> None:
+        """retCode 10001 on a book: Bybit no longer knows the symbol, which is dropped."""
+        if isinstance(exc, BybitApiError) and exc.ret_code == 10001:
+            self._drop(sym, f"Bybit no longer knows this symbol (retCode 10001: {exc.ret_msg})")
 
     async def close(self) -> None:
         """Stop the instruments refresh, close the HTTP session."""
@@ -547,7 +443,6 @@ class BybitWsSource(_RestBase):
     """
 
     name = "bybit-ws"
-    kline_grace_ms = 5_000  # the stream's confirm=true bar normally arrives within a second
 
     def __init__(self, symbols: Sequence[str], clock: Clock | None = None, *, ws_url: str,
                  ping_interval_s: float = 20.0, pong_timeout_s: float | None = None, ws_backoff_base_s: float = 0.5,
@@ -564,9 +459,6 @@ class BybitWsSource(_RestBase):
         self.ws: BybitWsClient | None = None
         if self.symbols:  # with all_symbols they are known at start
             self._add_shards(shard_symbols(self.symbols))
-        self._stamp: dict[str, int] = {}
-        self._last_sync = float("-inf")
-        self._sync_task: asyncio.Task | None = None
         self._closing: set[asyncio.Task] = set()
 
     def _add_shards(self, groups: list[list[str]]) -> list[BybitWsClient]:
@@ -619,21 +511,6 @@ class BybitWsSource(_RestBase):
         await self._backfill()
         await asyncio.gather(*(c.wait_synced(self.sync_timeout_s) for c in self.shards))
 
-    def _maybe_sync_time(self, now: int) -> None:
-        if now - self._last_sync < TIME_SYNC_S * 1000 or (self._sync_task is not None and not self._sync_task.done()):
-            return
-        self._last_sync = now
-        if self.rest.ban.active(now):
-            return
-
-        async def sync() -> None:
-            try:
-                await self._sync_time(1)
-            except Exception as exc:  # a ban or a failure: the offset keeps its last value
-                log.debug("server time sync failed: %s", _describe(exc))
-
-        self._sync_task = asyncio.ensure_future(sync())
-
     async def poll(self) -> dict[str, MarketSnapshot]:
         """Every symbol's current local book, trades and closed bars since the last poll."""
         now = self.clock.now_ms()
@@ -651,51 +528,24 @@ class BybitWsSource(_RestBase):
                     out[sym] = MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym],
                                               clock_offset_ms=offset)
                     continue
-                snap = MarketSnapshot(sym, None, trades=ws.drain_trades(sym), clock_offset_ms=offset,
-                                      book_events=ws.drain_book_events(sym))  # raw events' delta form
-                out[sym] = snap
-                book = ws.protocol.book(sym, self.book_depth)
-                if book is not None and ws.live():
-                    stamp = max(book.ts_ms, now + offset, self._stamp.get(sym, book.ts_ms))
-                    self._stamp[sym] = stamp
-                    snap.book = book if stamp == book.ts_ms else dataclasses.replace(book, ts_ms=stamp)
-                    snap.live = True
-                else:
-                    snap.reason, snap.error = ws.status(sym)
-                feed = self._feeds[sym]
-                streamed = ws.drain_candles(sym)
-                gap = bool(streamed) and feed.last_start is not None and min(c.start_ms for c in streamed) > feed.last_start + CANDLE_MS
-                if gap or (not streamed and feed.due(now, self.kline_grace_ms)):
-                    fill.append(sym)  # REST fetches the missing bars (and any streamed ones) in order
-                else:
-                    snap.candles = feed.take(streamed, now)
+                out[sym] = self._ws_symbol(sym, ws, now, offset, fill)
             except Exception as exc:  # poll() must never raise
-                self.count_fault("poll_error")
-                out[sym] = MarketSnapshot(sym, None, error=f"{type(exc).__name__}: {_describe(exc)}", reason="poll_error")
-        if fill and not self.rest.ban.active(now):
-            async def one(sym: str) -> None:
-                try:
-                    out[sym].candles = await asyncio.wait_for(self._rest_candles(sym), self.poll_timeout_s)
-                except asyncio.TimeoutError:
-                    self.count_fault("poll_timeout")
-                except BybitApiError as exc:
-                    if exc.ret_code == 10001:  # Bybit no longer knows it: its book will never change again
-                        self._drop(sym, f"Bybit no longer knows this symbol (retCode 10001: {exc.ret_msg})")
-                        out[sym] = MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym],
-                                                  clock_offset_ms=offset)
-                    else:
-                        log.debug("%s: candle fill failed: %s", sym, _describe(exc))
-                except Exception as exc:  # the next poll asks again; nothing is lost
-                    log.debug("%s: candle fill failed: %s", sym, _describe(exc))
-
-            await asyncio.gather(*(one(s) for s in fill))
+                out[sym] = self._poll_error(sym, exc)
+        await self._fill_candles(fill, out, now, offset)
         return out
+
+    def _fill_failed(self, sym: str, exc: Exception, out: dict[str, MarketSnapshot], offset: int) -> None:
+        """retCode 10001 on a candle fill: Bybit no longer knows the symbol (its book will never change again),
+        which is dropped; other failures are asked again at the next poll."""
+        if isinstance(exc, BybitApiError) and exc.ret_code == 10001:
+            self._drop(sym, f"Bybit no longer knows this symbol (retCode 10001: {exc.ret_msg})")
+            out[sym] = MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym], clock_offset_ms=offset)
+        else:
+            super()._fill_failed(sym, exc, out, offset)
 
     async def close(self) -> None:
         """Stop the background checks, close the WebSocket connections and the HTTP session."""
-        if self._sync_task is not None:
-            self._sync_task.cancel()
-            await asyncio.gather(self._sync_task, return_exceptions=True)
+        await self._stop_sync()
         await self._stop_refresh()
         await asyncio.gather(*self._closing, return_exceptions=True)
         for c in self.shards:
