@@ -55,9 +55,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
-import random
-import signal
 import sys
 import time
 from bisect import bisect_right
@@ -66,12 +63,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
-from backend.symbols import InvalidSymbolError, validate_symbol
+from backend.testing.fake_server import FakeServerBase, num as _num, serve, symbols_arg as _symbols_arg
 from backend.venues.orderbook import OrderBook
-from backend.venues.sim.market import SimMarket
 from backend.venues.types import CANDLE_MS
 
 log = logging.getLogger(__name__)
@@ -80,18 +75,6 @@ FAULTS = ("pu_gap", "stale_snapshot", "snapshot_delay", "http_429", "http_5xx", 
 DEPTH_LIMITS = (5, 10, 20, 50, 100, 500, 1000)
 MAX_STREAMS = 200
 MAX_INCOMING_PER_S = 10
-
-
-def _num(x: float) -> str:
-    return np.format_float_positional(float(x), trim="-")
-
-
-@dataclass
-class _Fault:
-    kind: str
-    symbol: str | None
-    count: int
-    params: dict[str, Any]
 
 
 @dataclass(eq=False)
@@ -121,82 +104,44 @@ class _State:
     agg_id: int = 1_000_000
 
 
-class FakeBinance:
+class FakeBinance(FakeServerBase):
     """The fake exchange for ``symbols`` on ``host:port`` (0: a free port); an async context manager."""
 
     def __init__(self, symbols: Iterable[str], *, seed: int = 0, host: str = "127.0.0.1", port: int = 0,
                  push_interval_s: float = 0.1, clock_offset_ms: int = 0, quiet: Iterable[str] = (),
                  close_after_connect: bool = False, server_ping_s: float = 180.0, weight_limit: int = 2400):
-        self.symbols = [validate_symbol(s) for s in symbols]
-        self.host, self.port = host, port
-        self.push_interval_s = push_interval_s
-        self.clock_offset_ms = int(clock_offset_ms)
-        self.quiet: set[str] = set(quiet)
-        self.silent = False
+        self._init_server(symbols, seed=seed, host=host, port=port, push_interval_s=push_interval_s,
+                          clock_offset_ms=clock_offset_ms, quiet=quiet)
         self.close_after_connect = close_after_connect
         self.server_ping_s = server_ping_s
         self.weight_limit = weight_limit
-        self.ban_until = 0.0  # monotonic s
-        self.banned_at: list[float] = []
-        self._rng = random.Random(seed)
-        self.market = SimMarket(self.symbols, seed=seed, start_ms=self._now())
         self._state = {s: _State(u=self._rng.randint(10**9, 2 * 10**9)) for s in self.symbols}
-        self._faults: list[_Fault] = []
-        self._conns: set[_Conn] = set()
-        self._runner: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task] = []
-        self._paused = asyncio.Event()
-        self._paused.set()
         self._minute = -1
         self._weight = 0
         self._last_trade_ms = {s: self._now() for s in self.symbols}
         self._last_kline_ms = {s: self._now() for s in self.symbols}
         self._next_kline_push = 0.0
-        self.counts: dict[str, int] = {}
+
+    label = "Binance"
+    FAULTS = FAULTS
 
     # --- lifecycle ----------------------------------------------------------------------
-    async def __aenter__(self) -> "FakeBinance":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        """Listen (``port`` is then the bound port) and start publishing."""
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
+        """The USD-M market endpoints and the combined-stream WebSocket."""
         app.router.add_get("/fapi/v1/depth", self._rest_depth)
         app.router.add_get("/fapi/v1/time", self._rest_time)
         app.router.add_get("/fapi/v1/klines", self._rest_klines)
         app.router.add_get("/fapi/v1/trades", self._rest_trades)
         app.router.add_get("/fapi/v1/exchangeInfo", self._rest_exchange_info)
         app.router.add_get("/stream", self._ws_handler)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def _started(self) -> None:
+        """Publish and record every symbol's first book; start pushing and the server's ping frames."""
         for s in self.symbols:
             self._advance(s, force=True)
             self._record(s)
-        self._tasks = [asyncio.create_task(self._push_loop()), asyncio.create_task(self._ping_loop())]
-
-    async def stop(self) -> None:
-        """Stop publishing, close every connection and the listener."""
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        for c in list(self._conns):
-            await c.ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def rest_url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self.host}:{self.port}"
+        self._spawn(self._push_loop())
+        self._spawn(self._ping_loop())
 
     @property
     def ws_url(self) -> str:
@@ -204,27 +149,9 @@ class FakeBinance:
         return f"ws://{self.host}:{self.port}"
 
     # --- control --------------------------------------------------------------------------
-    def inject(self, kind: str, symbol: str | None = None, count: int = 1, **params: Any) -> None:
-        """Apply fault ``kind`` to the next ``count`` matching events; ``ValueError`` for an unknown kind."""
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
-        self._faults.append(_Fault(kind, symbol, count, params))
-
-    def pending_faults(self) -> int:
-        """Injected fault applications not yet used."""
-        return sum(f.count for f in self._faults)
-
     def ban(self, seconds: float) -> None:
         """Answer every REST request with HTTP 418 (``Retry-After``: the seconds left) for ``seconds`` from now."""
-        self.ban_until = time.monotonic() + seconds
-
-    def pause(self) -> None:
-        """Stop publishing (the true book stays as it is)."""
-        self._paused.clear()
-
-    def resume(self) -> None:
-        """Publish again."""
-        self._paused.set()
+        super().ban(seconds)
 
     def book(self, symbol: str) -> OrderBook:
         """The true book (what the diffs have published), best level first."""
@@ -241,27 +168,6 @@ class FakeBinance:
         st = self._state[symbol]
         i = bisect_right(st.times, ts_ms)
         return st.mids[i - 1] if i else None
-
-    @property
-    def connections(self) -> int:
-        """Open WebSocket connections."""
-        return len(self._conns)
-
-    def _now(self) -> int:
-        return int(time.time() * 1000) + self.clock_offset_ms
-
-    def _count(self, key: str, n: int = 1) -> None:
-        self.counts[key] = self.counts.get(key, 0) + n
-
-    def _take(self, kind: str, symbol: str | None) -> _Fault | None:
-        for f in self._faults:
-            if f.kind == kind and (f.symbol is None or symbol is None or f.symbol == symbol):
-                f.count -= 1
-                if f.count <= 0:
-                    self._faults.remove(f)
-                self._count(f"fault_{kind}")
-                return f
-        return None
 
     # --- the true book -----------------------------------------------------------------------
     def _advance(self, sym: str, force: bool = False) -> tuple[list, list]:
@@ -301,24 +207,20 @@ class FakeBinance:
         """Count the request and its weight; the 418/429/5xx answer when one is due."""
         self._count("rest")
         self._count(f"rest:{request.path}")
-        now = time.monotonic()
-        if now < self.ban_until:
-            self._count("rest_banned")
-            if self.banned_at and now - self.banned_at[0] > 1.0:
-                self._count("rest_banned_late")
-            self.banned_at.append(now)
+        left = self._banned_request()
+        if left is not None:
             return self._reply({"code": -1003, "msg": "Way too many requests; IP banned."}, 418,
-                               {"Retry-After": str(max(1, int(self.ban_until - now + 0.999)))})
+                               {"Retry-After": str(max(1, int(left + 0.999)))})
         minute = self._now() // 60_000
         if minute != self._minute:
             self._minute, self._weight = minute, 0
         sym = request.rel_url.query.get("symbol")
-        f = self._take("http_429", sym)
+        f = self._take_fault("http_429", sym)
         if f is not None or self._weight + weight > self.weight_limit:
             ra = f.params.get("retry_after", 1) if f is not None else 60 - (self._now() // 1000) % 60
             self._count("rest_429")
             return self._reply({"code": -1003, "msg": "Too many requests."}, 429, {"Retry-After": str(ra)})
-        if self._take("http_5xx", sym) is not None:
+        if self._take_fault("http_5xx", sym) is not None:
             return web.Response(status=503, text="Service Unavailable")
         self._weight += weight
         return None
@@ -356,12 +258,12 @@ class FakeBinance:
             return bad
         if limit not in DEPTH_LIMITS:
             return self._reply({"code": -1130, "msg": "Data sent for parameter 'limit' is not valid."}, 400)
-        f = self._take("snapshot_delay", sym)
+        f = self._take_fault("snapshot_delay", sym)
         if f is not None:
             await asyncio.sleep(float(f.params.get("seconds", 0.5)))
         st = self._state[sym]
         u, E, bids, asks = st.u, st.E, st.bids, st.asks
-        f = self._take("stale_snapshot", sym)
+        f = self._take_fault("stale_snapshot", sym)
         if f is not None:
             back = int(f.params.get("events", 20))
             u, E, bids, asks = st.past[max(0, len(st.past) - 1 - back)]
@@ -439,34 +341,31 @@ class FakeBinance:
         ws = web.WebSocketResponse(autoping=False)
         await ws.prepare(request)
         conn = _Conn(ws, request, set(names))
-        self._conns.add(conn)
-        self._count("ws_connections")
-        writer = asyncio.create_task(self._writer(conn))
         if self.close_after_connect:
             asyncio.get_running_loop().call_later(0.3, lambda: asyncio.ensure_future(self._close(conn)))
-        try:
-            async for msg in ws:
-                now = time.monotonic()
-                conn.incoming.append(now)
-                while conn.incoming and conn.incoming[0] < now - 1.0:
-                    conn.incoming.popleft()
-                if len(conn.incoming) > MAX_INCOMING_PER_S:
-                    self._count("ws_rate_closed")
-                    await ws.close(code=1008, message=b"Too many requests")
-                    break
-                if msg.type == WSMsgType.PING:
-                    self._count("pings")
-                    if self.silent:
-                        self._count("pings_unanswered")
-                    else:
-                        await ws.pong(msg.data)
-                elif msg.type == WSMsgType.PONG:
-                    self._count("pongs")
-                elif msg.type == WSMsgType.TEXT:
-                    self._on_text(conn, msg.data)
-        finally:
-            self._conns.discard(conn)
-            writer.cancel()
+
+        async def on_message(msg) -> bool:
+            now = time.monotonic()
+            conn.incoming.append(now)
+            while conn.incoming and conn.incoming[0] < now - 1.0:
+                conn.incoming.popleft()
+            if len(conn.incoming) > MAX_INCOMING_PER_S:
+                self._count("ws_rate_closed")
+                await ws.close(code=1008, message=b"Too many requests")
+                return True
+            if msg.type == WSMsgType.PING:
+                self._count("pings")
+                if self.silent:
+                    self._count("pings_unanswered")
+                else:
+                    await ws.pong(msg.data)
+            elif msg.type == WSMsgType.PONG:
+                self._count("pongs")
+            elif msg.type == WSMsgType.TEXT:
+                self._on_text(conn, msg.data)
+            return False
+
+        await self._serve_conn(conn, on_message)
         return ws
 
     async def _close(self, conn: _Conn) -> None:
@@ -489,13 +388,6 @@ class FakeBinance:
             return
         conn.send(json.dumps({"result": sorted(conn.streams) if method == "LIST_SUBSCRIPTIONS" else None, "id": rid}))
 
-    async def _writer(self, conn: _Conn) -> None:
-        try:
-            while True:
-                await conn.ws.send_str(await conn.out.get())
-        except (asyncio.CancelledError, ConnectionError, RuntimeError):
-            pass
-
     async def _ping_loop(self) -> None:
         while True:
             await asyncio.sleep(self.server_ping_s)
@@ -514,19 +406,12 @@ class FakeBinance:
                 text = text or json.dumps({"stream": name, "data": event}, separators=(",", ":"))
                 c.send(text)
 
-    async def _push_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.push_interval_s)
-            await self._paused.wait()
-            if self.silent:
-                continue
-            try:
-                self._push_round()
-            except Exception:  # a bug here must not silently stop the feed
-                log.exception("fake binance push failed")
+    def _push_held(self) -> bool:
+        """A silent server pushes nothing."""
+        return self.silent
 
     def _push_round(self) -> None:
-        if self._take("ws_drop", None) is not None:
+        if self._take_fault("ws_drop", None) is not None:
             for c in list(self._conns):
                 if c.request.transport is not None:
                     c.request.transport.abort()
@@ -540,7 +425,7 @@ class FakeBinance:
                     first = pu + self._rng.randint(1, 3)  # futures ids are not contiguous across events
                     st.u = first + self._rng.randint(0, 4)
                     self._record(sym)
-                    if self._take("pu_gap", sym) is None:
+                    if self._take_fault("pu_gap", sym) is None:
                         self._publish(sym, "depth@100ms", {
                             "e": "depthUpdate", "E": st.E, "T": st.E - 2, "s": sym, "U": first, "u": st.u, "pu": pu,
                             "b": [[_num(p), _num(q)] for p, q in db], "a": [[_num(p), _num(q)] for p, q in da]})
@@ -574,16 +459,6 @@ class FakeBinance:
 # --- command line ----------------------------------------------------------------------------------
 
 
-def _symbols_arg(text: str) -> list[str]:
-    try:
-        out = [validate_symbol(s.strip()) for s in text.split(",") if s.strip()]
-    except InvalidSymbolError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not out:
-        raise argparse.ArgumentTypeError("at least one symbol is required")
-    return out
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The command line of ``python -m backend.testing.fake_binance``."""
     p = argparse.ArgumentParser(
@@ -612,34 +487,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     fake = FakeBinance(args.symbols, seed=args.seed, port=args.port, push_interval_s=args.push_interval,
                        clock_offset_ms=args.clock_offset_ms, quiet=args.quiet,
                        close_after_connect=args.close_after_connect, server_ping_s=args.server_ping_s)
-    await fake.start()
-    if args.ban_after is not None:
-        loop.call_later(args.ban_after, fake.ban, args.ban_for)
-    info = {"port": fake.port, "rest_url": fake.rest_url, "ws_url": fake.ws_url, "pid": os.getpid()}
-    if args.port_file is not None:
-        tmp = args.port_file.with_name("." + args.port_file.name + ".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, args.port_file)
-    log.info("fake Binance listening: REST %s  WS %s  symbols=%s", fake.rest_url, fake.ws_url, ",".join(args.symbols))
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
-        if args.port_file is not None:
-            try:
-                args.port_file.unlink()
-            except FileNotFoundError:
-                pass
-        if args.stats_file is not None:
-            args.stats_file.write_text(json.dumps(fake.counts))
-    return 0
+
+    def scheduled(loop: asyncio.AbstractEventLoop) -> None:
+        if args.ban_after is not None:
+            loop.call_later(args.ban_after, fake.ban, args.ban_for)
+
+    listening = f"fake Binance listening: REST {{fake.rest_url}}  WS {{fake.ws_url}}  symbols={','.join(args.symbols)}"
+    return await serve(fake, args, scheduled=scheduled, listening=listening)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -81,8 +81,6 @@ import json
 import math
 import logging
 import os
-import random
-import signal
 import sys
 import time
 import uuid
@@ -92,13 +90,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-import numpy as np
 from aiohttp import WSMsgType, web
 
+from backend.testing.fake_server import FakeServerBase, Fault as _Fault, num as _num, serve, symbols_arg as _symbols_arg
 from backend.venues.orderbook import OrderBook
-from backend.venues.sim.market import SimMarket
 from backend.venues.types import CANDLE_MS
-from backend.symbols import InvalidSymbolError, validate_symbol
 
 log = logging.getLogger(__name__)
 
@@ -115,22 +111,6 @@ OTHER_LINEAR_CONTRACTS = (
 )
 """Rows served by instruments-info besides the fake's USDT perpetuals, as on Bybit: not collectable here
 (other quote coin, dated future), so ``--symbols all`` must leave them out."""
-
-
-def _num(x: float) -> str:
-    return np.format_float_positional(float(x), trim="-")
-
-
-def _now_ms() -> int:
-    return int(time.time() * 1000)
-
-
-@dataclass
-class _Fault:
-    kind: str
-    symbol: str | None
-    count: int
-    params: dict[str, Any]
 
 
 @dataclass(eq=False)  # identity-hashed: connections live in a set
@@ -161,7 +141,7 @@ class _Published:
     sim_second: int = -1
 
 
-class FakeBybit:
+class FakeBybit(FakeServerBase):
     """The fake exchange for ``symbols`` on ``host:port`` (0: a free port); an async context manager.
 
     ``seed`` drives the simulator and random faults; ``push_interval_s`` is the period
@@ -189,31 +169,17 @@ class FakeBybit:
         close_after_snapshot: bool = False,
         unlisted: Iterable[str] = (),
     ):
-        self.symbols = [validate_symbol(s) for s in symbols]
+        self._init_server(symbols, seed=seed, host=host, port=port, push_interval_s=push_interval_s,
+                          clock_offset_ms=clock_offset_ms, quiet=quiet, sim_start_ms=sim_start_ms)
         self.book_lag_ms = int(book_lag_ms)
-        self.clock_offset_ms = int(clock_offset_ms)
-        self.quiet: set[str] = set(quiet)
-        self.silent = False
         self.close_after_snapshot = close_after_snapshot
         self.delisted: set[str] = set(unlisted)
         self.status: dict[str, str] = {}  # instruments-info status other than "Trading", per symbol
-        self.ban_until = 0.0  # monotonic s
-        self.banned_at: list[float] = []
-        self.host, self.port = host, port
-        self.push_interval_s = push_interval_s
         self.fault_rate = fault_rate
         self.ws_fault_rate = fault_rate if ws_fault_rate is None else ws_fault_rate
         self._last_fault_roll: float | None = None
-        self._rng = random.Random(seed)
-        self.market = SimMarket(self.symbols, seed=seed, start_ms=sim_start_ms or self._now())
         # u starts high like a long-running Bybit topic; u == 1 is reserved for a service restart
         self._pub = {s: _Published(u=self._rng.randint(10_000, 10_000_000)) for s in self.symbols}
-        self._faults: list[_Fault] = []
-        self._conns: set[_Conn] = set()
-        self._runner: web.AppRunner | None = None
-        self._pusher: asyncio.Task | None = None
-        self._paused = asyncio.Event()
-        self._paused.set()
         self._delay_until = 0.0
         self._last_trade_ms = {s: self._now() for s in self.symbols}
         self._last_kline_ms = {s: self._now() for s in self.symbols}
@@ -223,55 +189,27 @@ class FakeBybit:
         self.replay_interval_s = replay_interval_s
         if replay_path is not None:
             self._load_replay(Path(replay_path))
-        self.counts: dict[str, int] = {}
         self.requests: deque[str] = deque(maxlen=1000)
 
+    label = "Bybit"
+    FAULTS = FAULTS
+
     # --- lifecycle ----------------------------------------------------------------------
-    async def __aenter__(self) -> "FakeBybit":
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc) -> None:
-        await self.stop()
-
-    async def start(self) -> None:
-        """Listen (``port`` is then the bound port) and start publishing."""
-        app = web.Application()
+    def _routes(self, app: web.Application) -> None:
+        """Bybit's market endpoints and the public linear WebSocket."""
         app.router.add_get("/v5/market/orderbook", self._rest_orderbook)
         app.router.add_get("/v5/market/kline", self._rest_kline)
         app.router.add_get("/v5/market/recent-trade", self._rest_trades)
         app.router.add_get("/v5/market/time", self._rest_time)
         app.router.add_get("/v5/market/instruments-info", self._rest_instruments)
         app.router.add_get(WS_PATH, self._ws_handler)
-        self._runner = web.AppRunner(app, handle_signals=False, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        self.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    def _started(self) -> None:
+        """Publish every symbol's first book and start pushing (a replay is pushed per connection instead)."""
         for s in self.symbols:
             self._refresh_book(s, force=True)
         if not self.replay_lines:
-            self._pusher = asyncio.create_task(self._push_loop())
-
-    async def stop(self) -> None:
-        """Stop publishing, close every connection and the listener."""
-        if self._pusher is not None:
-            self._pusher.cancel()
-            try:
-                await self._pusher
-            except asyncio.CancelledError:
-                pass
-            self._pusher = None
-        for c in list(self._conns):
-            await c.ws.close()
-        if self._runner is not None:
-            await self._runner.cleanup()
-            self._runner = None
-
-    @property
-    def rest_url(self) -> str:
-        """``http://host:port``."""
-        return f"http://{self.host}:{self.port}"
+            self._spawn(self._push_loop())
 
     @property
     def ws_url(self) -> str:
@@ -279,19 +217,9 @@ class FakeBybit:
         return f"ws://{self.host}:{self.port}{WS_PATH}"
 
     # --- control ------------------------------------------------------------------------
-    def inject(self, kind: str, symbol: str | None = None, count: int = 1, **params: Any) -> None:
-        """Apply fault ``kind`` (see the module docstring) to the next ``count`` matching events; ``ValueError`` if unknown."""
-        if kind not in FAULTS:
-            raise ValueError(f"unknown fault {kind!r}; known: {', '.join(FAULTS)}")
-        self._faults.append(_Fault(kind, symbol, count, params))
-
-    def _now(self) -> int:
-        """The exchange's clock: local time plus ``clock_offset_ms`` (ms since the epoch)."""
-        return _now_ms() + self.clock_offset_ms
-
     def ban(self, seconds: float) -> None:
         """Answer every REST request with HTTP 403 for ``seconds`` from now."""
-        self.ban_until = time.monotonic() + seconds
+        super().ban(seconds)
 
     def delist(self, symbol: str) -> None:
         """Stop knowing ``symbol`` (see the module docstring)."""
@@ -313,22 +241,6 @@ class FakeBybit:
         else:
             self.status[symbol] = status
 
-    def clear_faults(self) -> None:
-        """Drop every fault injected and not yet applied."""
-        self._faults.clear()
-
-    def pending_faults(self) -> int:
-        """Injected fault applications not yet used."""
-        return sum(f.count for f in self._faults)
-
-    def pause(self) -> None:
-        """Stop publishing WebSocket updates (the published book stays as it is)."""
-        self._paused.clear()
-
-    def resume(self) -> None:
-        """Publish WebSocket updates again."""
-        self._paused.set()
-
     def book(self, symbol: str) -> OrderBook:
         """The book published on the WebSocket (what a correct client must hold)."""
         p = self._pub[symbol]
@@ -339,24 +251,6 @@ class FakeBybit:
     def update_id(self, symbol: str) -> int:
         """``u`` of the last book message published for ``symbol``."""
         return self._pub[symbol].u
-
-    @property
-    def connections(self) -> int:
-        """Open WebSocket connections."""
-        return len(self._conns)
-
-    def _count(self, key: str) -> None:
-        self.counts[key] = self.counts.get(key, 0) + 1
-
-    def _take_fault(self, kinds: tuple[str, ...], symbol: str | None) -> _Fault | None:
-        for f in self._faults:
-            if f.kind in kinds and (f.symbol is None or symbol is None or f.symbol == symbol):
-                f.count -= 1
-                if f.count <= 0:
-                    self._faults.remove(f)
-                self._count(f"fault_{f.kind}")
-                return f
-        return None
 
     def _random_rest_fault(self) -> _Fault | None:
         if self.fault_rate <= 0 or self._rng.random() >= self.fault_rate:
@@ -380,11 +274,7 @@ class FakeBybit:
         self.requests.append(request.path_qs)
         self._count("rest")
         self._count(f"rest:{request.path}")
-        if time.monotonic() < self.ban_until:
-            self._count("rest_banned")
-            if self.banned_at and time.monotonic() - self.banned_at[0] > 1.0:
-                self._count("rest_banned_late")  # sent after the client had a second to learn of the ban
-            self.banned_at.append(time.monotonic())
+        if self._banned_request() is not None:
             return web.Response(status=403, text="403 Forbidden: access too frequent")
         return None
 
@@ -525,26 +415,14 @@ class FakeBybit:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
         conn = _Conn(ws, request, str(uuid.uuid4()))
-        self._conns.add(conn)
-        self._count("ws_connections")
-        writer = asyncio.create_task(self._writer(conn))
-        try:
-            async for msg in ws:
-                if msg.type != WSMsgType.TEXT:
-                    continue
-                self._on_ws_text(conn, msg.data)
-        finally:
-            self._conns.discard(conn)
-            writer.cancel()
-        return ws
 
-    async def _writer(self, conn: _Conn) -> None:
-        try:
-            while True:
-                text = await conn.out.get()
-                await conn.ws.send_str(text)
-        except (asyncio.CancelledError, ConnectionError, RuntimeError):
-            pass
+        async def on_message(msg) -> bool:
+            if msg.type == WSMsgType.TEXT:
+                self._on_ws_text(conn, msg.data)
+            return False
+
+        await self._serve_conn(conn, on_message)
+        return ws
 
     def _ack(self, conn: _Conn, op: str, req: dict, success: bool = True, ret_msg: str = "") -> None:
         reply = {"success": success, "ret_msg": ret_msg, "conn_id": conn.conn_id, "op": op}
@@ -675,16 +553,9 @@ class FakeBybit:
         p.bids, p.asks, p.ts = new_b, new_a, now
         return db, da
 
-    async def _push_loop(self) -> None:
-        while True:
-            await asyncio.sleep(self.push_interval_s)
-            await self._paused.wait()
-            if time.monotonic() < self._delay_until:
-                continue
-            try:
-                self._push_round()
-            except Exception:  # a bug here must not silently stop the feed
-                log.exception("fake bybit push failed")
+    def _push_held(self) -> bool:
+        """True during an injected ``ws_delay``."""
+        return time.monotonic() < self._delay_until
 
     def _random_ws_fault(self) -> None:
         # ws_fault_rate is per second of wall time: the chance covers the time since the last
@@ -804,16 +675,6 @@ class FakeBybit:
 # --- command line ----------------------------------------------------------------------------------
 
 
-def _symbols_arg(text: str) -> list[str]:
-    try:
-        out = [validate_symbol(s.strip()) for s in text.split(",") if s.strip()]
-    except InvalidSymbolError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-    if not out:
-        raise argparse.ArgumentTypeError("at least one symbol is required")
-    return out
-
-
 def _rate_arg(text: str) -> float:
     v = float(text)
     if not 0.0 <= v <= 1.0:
@@ -868,16 +729,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def _serve(args: argparse.Namespace) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     fake = FakeBybit(args.symbols, seed=args.seed, port=args.port, fault_rate=args.fault_rate,
                      ws_fault_rate=args.ws_fault_rate,
                      push_interval_s=args.push_interval, replay_path=args.replay, book_lag_ms=args.book_lag_ms,
                      clock_offset_ms=args.clock_offset_ms, quiet=args.quiet,
                      close_after_snapshot=args.close_after_snapshot, unlisted=args.unlisted)
-    await fake.start()
 
     def list_new() -> None:
         for sym in args.unlisted:
@@ -889,12 +745,6 @@ async def _serve(args: argparse.Namespace) -> int:
             fake.delist(sym)
         log.info("fake Bybit: delisted %s", ",".join(symbols))
 
-    if args.list_after is not None:
-        loop.call_later(args.list_after, list_new)
-    if args.delist_after is not None:
-        when, _, names = args.delist_after.partition(":")
-        loop.call_later(float(when), delist, _symbols_arg(names))
-
     def go_silent() -> None:
         fake.silent = True
         log.info("fake Bybit: connections are silent from now on")
@@ -903,31 +753,24 @@ async def _serve(args: argparse.Namespace) -> int:
         fake.ban(args.ban_for)
         log.info("fake Bybit: IP ban (HTTP 403) for %g s", args.ban_for)
 
-    if args.silent_after is not None:
-        loop.call_later(args.silent_after, go_silent)
-    if args.ban_after is not None:
-        loop.call_later(args.ban_after, start_ban)
-    info = {"port": fake.port, "rest_url": fake.rest_url, "ws_url": fake.ws_url, "pid": os.getpid()}
-    if args.port_file is not None:
-        tmp = args.port_file.with_name("." + args.port_file.name + ".tmp")
-        tmp.write_text(json.dumps(info))
-        os.replace(tmp, args.port_file)
-    log.info("fake Bybit listening: REST %s  WS %s  symbols=%s fault_rate=%s",
-             fake.rest_url, fake.ws_url, ",".join(args.symbols), args.fault_rate)
-    try:
-        await stop.wait()
-    finally:
-        await fake.stop()
-        if args.port_file is not None:
-            try:
-                args.port_file.unlink()
-            except FileNotFoundError:
-                pass
+    def scheduled(loop: asyncio.AbstractEventLoop) -> None:
+        if args.list_after is not None:
+            loop.call_later(args.list_after, list_new)
+        if args.delist_after is not None:
+            when, _, names = args.delist_after.partition(":")
+            loop.call_later(float(when), delist, _symbols_arg(names))
+        if args.silent_after is not None:
+            loop.call_later(args.silent_after, go_silent)
+        if args.ban_after is not None:
+            loop.call_later(args.ban_after, start_ban)
+
+    def stopped() -> None:
         log.info("fake Bybit stopped; faults injected: %s",
                  {k: v for k, v in fake.counts.items() if k.startswith("fault_")} or "none")
-        if args.stats_file is not None:
-            args.stats_file.write_text(json.dumps(fake.counts))
-    return 0
+
+    listening = (f"fake Bybit listening: REST {{fake.rest_url}}  WS {{fake.ws_url}}  symbols={','.join(args.symbols)} "
+                 f"fault_rate={args.fault_rate}")
+    return await serve(fake, args, scheduled=scheduled, listening=listening, stopped=stopped)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import re
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from backend.ml_engine.feature_store.feature_store import FeatureStore
+from backend.testing.fake_server import fake_process
 
 from .bot_helpers import REPO, assert_formats_identical, bot_env, run_bot, stats_lines
 
@@ -22,22 +20,9 @@ SYMBOLS = "BTCUSDT,ETHUSDT"
 
 @pytest.fixture
 def fake_exchange(tmp_path):
-    port_file = tmp_path / "fake.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.testing.fake_bybit", "--symbols", SYMBOLS, "--port-file", str(port_file),
-         "--fault-rate", "0.05", "--ws-fault-rate", "0.2", "--seed", "5", "--push-interval", "0.05"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "fake exchange did not start"
-        time.sleep(0.05)
-    info = json.loads(port_file.read_text())
-    yield info
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
-    proc.stderr.close()
+    with fake_process("backend.testing.fake_bybit", tmp_path / "fake.json", "--symbols", SYMBOLS, "--fault-rate",
+                      "0.05", "--ws-fault-rate", "0.2", "--seed", "5", "--push-interval", "0.05", cwd=REPO) as info:
+        yield info
 
 
 @pytest.mark.slow

@@ -2,17 +2,12 @@
 
 from __future__ import annotations
 
-import json
-import signal
-import subprocess
-import sys
-import time
-
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
 from backend.ml_engine.feature_store.feature_store import FeatureStore
+from backend.testing.fake_server import fake_process
 from tests.collector.bot_helpers import REPO, bot_env, run_bot
 from tests.replay.test_replay_process import _assert_bit_equal, _samples
 
@@ -21,21 +16,9 @@ SYMBOLS = "BTCUSDT,ETHUSDT"
 
 @pytest.fixture
 def fake_exchange(tmp_path):
-    port_file = tmp_path / "fake.json"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "backend.testing.fake_bybit", "--symbols", SYMBOLS, "--port-file", str(port_file),
-         "--ws-fault-rate", "0.1", "--seed", "9", "--push-interval", "0.05"],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        assert proc.poll() is None, proc.stderr.read()
-        assert time.monotonic() < deadline, "fake exchange did not start"
-        time.sleep(0.05)
-    yield json.loads(port_file.read_text())
-    proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=20)
-    proc.stderr.close()
+    with fake_process("backend.testing.fake_bybit", tmp_path / "fake.json", "--symbols", SYMBOLS,
+                      "--ws-fault-rate", "0.1", "--seed", "9", "--push-interval", "0.05", cwd=REPO) as info:
+        yield info
 
 
 @pytest.mark.slow
