@@ -26,30 +26,9 @@ from backend.symbols import SymbolsFileError, read_symbols_file
 from backend.testing.fake_bybit import FakeBybit
 from backend.venues.bybit.source import BybitRestSource, BybitWsSource, max_rest_symbols, rest_requests_per_5s
 from backend.venues.source import VenueConfigError
+from tests.live.helpers import REPO, env_for, run_bot
 
-REPO = Path(__file__).resolve().parents[2]
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05)
-
-
-def env_for(fake: FakeBybit, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LOBBOT_") and k != "DATA_DIR"}
-    env.update(PYTHONUNBUFFERED="1", BYBIT_REST_URL=fake.rest_url, BYBIT_WS_URL=fake.ws_url,
-               LOBBOT_HTTP_TIMEOUT_S="2", LOBBOT_HTTP_MAX_RETRIES="1", LOBBOT_SPOOL_FSYNC="false")
-    env.update(extra)
-    return env
-
-
-async def run_bot(data: Path, env: dict, *args: str, timeout: float = 90) -> tuple[int, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "backend.main", "--data-dir", str(data), "--no-legacy", *args,
-        cwd=REPO, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    try:
-        out, _ = await asyncio.wait_for(proc.communicate(), timeout)
-    except asyncio.TimeoutError:
-        proc.kill()
-        out, _ = await proc.communicate()
-        raise AssertionError(out.decode()[-3000:])
-    return proc.returncode, out.decode()
 
 
 async def until(condition, bot: asyncio.Future, timeout: float = 60) -> None:
@@ -234,6 +213,15 @@ def test_a_bad_symbols_file_ends_the_bot_with_one_line(tmp_path):
     assert res.returncode == 2 and "Traceback" not in res.stderr
     errors = [x for x in res.stderr.splitlines() if "error:" in x]
     assert len(errors) == 1 and f"{f}, line 2: 'ETH/USDT' is not a symbol" in errors[0], res.stderr
+    # named as the user gave it (option and variable), not pydantic's field and "Value error,"
+    assert errors[0].startswith("error: invalid settings: --symbols (or LOBBOT_SYMBOLS): symbols file"), errors[0]
+    assert "Value error" not in res.stderr
+
+
+def test_a_symbols_file_saved_with_a_bom_reads_like_any_other(tmp_path):
+    f = tmp_path / "syms.txt"
+    f.write_bytes(b"\xef\xbb\xbfBTCUSDT\r\nETHUSDT\r\n")  # a Windows editor's UTF-8 with BOM and CRLF
+    assert read_symbols_file(f) == ["BTCUSDT", "ETHUSDT"]
 
 
 def test_symbols_all_is_for_the_bybit_sources_only():
