@@ -43,7 +43,7 @@ def read_symbols_file(path: str | os.PathLike) -> list[str]:
             or repeated entry) and what is wrong.
     """
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # Windows editors save a BOM
     except (OSError, UnicodeDecodeError) as exc:
         reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else type(exc).__name__
         raise SymbolsFileError(f"symbols file {path}: cannot read it ({reason})") from None

@@ -102,6 +102,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+# settings fields set by an option of another name (the rest share the option's dest)
+_DEST_OF_FIELD = {"instruments_refresh_s": "instruments_refresh", "use_legacy_format": "no_legacy",
+                  "enable_feature_store": "no_feature_store", "model_uri": "model",
+                  "paper_notional_quote": "paper_notional", "paper_taker_fee_bps": "paper_fee_bps"}
+
+
+def settings_problems(exc: ValidationError, parser: argparse.ArgumentParser) -> str:
+    """One ``where: why`` per invalid setting, named as the user gave it: the option and its
+    environment variable (``--interval / LOBBOT_INTERVAL``), never the internal field name."""
+    options = {a.dest: a.option_strings[0] for a in parser._actions if a.option_strings}
+    parts = []
+    for e in exc.errors():
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        field = str(e["loc"][0]) if e["loc"] else ""
+        option = options.get(_DEST_OF_FIELD.get(field, field))
+        if option:
+            parts.append(f"{option} (or LOBBOT_{field.upper()}): {msg}")
+        else:
+            parts.append(f"LOBBOT_{field.upper()}: {msg}" if field else msg)
+    return "; ".join(parts)
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     """Settings from parsed options over the environment; raises pydantic ``ValidationError`` for bad values.
 
@@ -194,7 +216,8 @@ def _print_summary(bot: Bot) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the bot; returns the exit code (0 done or stopped, 1 could not run, 2 bad arguments)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     # the engine's stack (pandas, pyarrow, TA-Lib) loads after the options parse, so --help
     # and a bad option answer at once
     from backend.engine.bot import Bot, StartupError, parse_duration, parse_start_ms
@@ -208,8 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = settings_from_args(args)
     except ValidationError as exc:
-        msgs = "; ".join(f"{'.'.join(str(p) for p in e['loc']) or 'settings'}: {e['msg']}" for e in exc.errors())
-        print(f"error: invalid settings: {msgs}", file=sys.stderr)
+        print(f"error: invalid settings: {settings_problems(exc, parser)}", file=sys.stderr)
         return 2
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
@@ -252,7 +274,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code = asyncio.run(bot.run())
     except StartupError as exc:
-        _print_summary(bot)
+        # a run refused before its first tick has nothing to sum up (unless the spool was recovered):
+        # a summary of zeros above the refusal would read as if something ran
+        if bot.ticks or bot.ml_data_collector.stats.collected:
+            _print_summary(bot)
         print(f"\n{exc}\n", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
