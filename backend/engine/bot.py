@@ -168,6 +168,7 @@ class Bot:
         self.symbols_at_start = 0
         self.joined: list[str] = []  # symbols that joined during the run, in order
         self.left: dict[str, str] = {}  # symbols dropped during the run (delisted) -> why
+        self.exit_code = 0  # 1 when the run ends because nothing is left to collect
         self.first_sample_tick = first_sample_tick(settings.collection_interval, settings.interval)
 
     @property
@@ -282,7 +283,7 @@ class Bot:
             await self._tick(self.engine, collect=collector.should_collect(tick))
             if (tick + 1) % s.stats_interval == 0:
                 log.info(self.statistics_line())
-        return 0
+        return self.exit_code
 
     async def _start_source(self) -> bool:
         """Connect the source; False when a stop came first.
@@ -394,6 +395,12 @@ class Bot:
         now_ms = self.clock.now_ms()
         if not self.replay:
             snaps = self._follow_universe(snaps)
+            if not self.symbols and self.left and not self.stop_event.is_set():
+                log.error("Every symbol has left the run (delisted: %s); nothing is left to collect, stopping. "
+                          "Check the symbols at the venue's instruments list and start again with listed ones.",
+                          ", ".join(self.left))
+                self.exit_code = 1
+                self.stop_event.set()
         if self.replay:  # the recorded tick's sampling; a recorded restart starts a fresh engine, as it did then
             collect = self.source.collect
             if self.source.run_started:
