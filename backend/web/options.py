@@ -19,7 +19,9 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
+from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S
 from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
+from backend.ml_engine.labelling.labels import DEFAULT_HORIZONS_S, LabelConfig
 from backend.symbols import InvalidSymbolError, validate_symbol
 
 GROUP_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -61,17 +63,27 @@ def _int(lo: int, hi: int) -> Callable[[Any], str]:
     return check
 
 
+def _number(v: Any) -> float:
+    if isinstance(v, bool):
+        raise ValueError(f"must be a number, got {v!r}")
+    if isinstance(v, str):
+        try:
+            v = float(v.strip())
+        except ValueError:
+            raise ValueError(f"must be a number, got {v!r}") from None
+    if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
+        raise ValueError(f"must be a finite number, got {v!r}")
+    return v
+
+
+def _finite(v: Any) -> str:
+    """Any finite number; its range is checked by a rule of the whole body (``_labelling_rule``)."""
+    return repr(float(_number(v)))
+
+
 def _float(lo: float, hi: float, *, lo_open: bool = True, hi_open: bool = False) -> Callable[[Any], str]:
     def check(v: Any) -> str:
-        if isinstance(v, bool):
-            raise ValueError(f"must be a number, got {v!r}")
-        if isinstance(v, str):
-            try:
-                v = float(v.strip())
-            except ValueError:
-                raise ValueError(f"must be a number, got {v!r}") from None
-        if not isinstance(v, (int, float)) or v != v or v in (float("inf"), float("-inf")):
-            raise ValueError(f"must be a finite number, got {v!r}")
+        v = _number(v)
         if (v <= lo if lo_open else v < lo) or (v >= hi if hi_open else v > hi):
             raise ValueError(
                 f"must be {'above' if lo_open else 'at least'} {lo:g} and {'below' if hi_open else 'at most'} {hi:g}, got {v:g}"
@@ -183,8 +195,9 @@ LABELLING_OPTIONS: dict[str, Option] = {
     "start_date": Option("--start-date", _date, "first UTC date, YYYY-MM-DD"),
     "end_date": Option("--end-date", _date, "last UTC date, YYYY-MM-DD"),
     "horizons": Option("--horizons", _horizons, "horizons in seconds"),
-    "threshold": Option("--threshold", _float(0.0, 100.0), "percent move threshold"),
-    "tolerance": Option("--tolerance", _float(0.0, min(HORIZONS_S), hi_open=True), "seconds of tolerance"),
+    # ranges: the labeller's own rule, checked by _labelling_rule on the whole body
+    "threshold": Option("--threshold", _finite, "direction threshold in percent: UP above +T, DOWN below -T"),
+    "tolerance": Option("--tolerance", _finite, "seconds after t+h in which a price must be found; below the smallest horizon"),
     "dry_run": Option("--dry-run", lambda v: _flag(v), "compute and report, write nothing"),
 }
 
@@ -195,12 +208,40 @@ def _flag(v: Any) -> str:
     return "1" if v else ""
 
 
-def validate(body: Any, spec: dict[str, Option]) -> dict[str, str]:
+def _labelling_rule(checked: dict[str, str], errors: dict[str, str]) -> dict[str, str]:
+    """The labeller's own rule on horizons, tolerance and threshold: the ``LabelConfig`` the
+    labelling command builds from the same values (fields it leaves out take the command's
+    defaults), so the page accepts exactly what the command accepts, in its words.
+
+    ``LabelConfig`` stops at its first complaint, so tolerance and threshold are checked in
+    separate configurations (each beside the other's valid default) to report both at
+    once; the tolerance is not judged while the horizons it depends on are invalid.
+    """
+    horizons = tuple(int(h) for h in checked["horizons"].split(",")) if "horizons" in checked else DEFAULT_HORIZONS_S
+    out: dict[str, str] = {}
+    trials = {"tolerance": (horizons, float(checked.get("tolerance", DEFAULT_TOLERANCE_S)), DEFAULT_THRESHOLD_PCT),
+              "threshold": (DEFAULT_HORIZONS_S, DEFAULT_TOLERANCE_S, float(checked.get("threshold", DEFAULT_THRESHOLD_PCT)))}
+    for key, args in trials.items():
+        if key not in checked or key in errors or (key == "tolerance" and "horizons" in errors):
+            continue
+        try:
+            LabelConfig(*args)
+        except ValueError as exc:
+            out[key] = str(exc).removeprefix(f"{key} ")
+    return out
+
+
+def validate(body: Any, spec: dict[str, Option],
+             rule: Callable[[dict[str, str], dict[str, str]], dict[str, str]] | None = None) -> dict[str, str]:
     """Checked argv texts of every given field; ``None`` / ``""`` values count as not given.
+
+    ``rule(checked, errors)``, when given, checks the fields together after each was
+    checked alone and returns more field -> message errors.
 
     Raises:
         OptionsError: the body is not a JSON object, a field is unknown, a value is
-            invalid, or ``start_date`` lies after ``end_date``; all problems at once.
+            invalid, ``start_date`` lies after ``end_date``, or ``rule`` objects; all
+            problems at once.
     """
     if not isinstance(body, dict):
         raise OptionsError({"body": "must be a JSON object of options, e.g. {\"epochs\": 5, \"horizon\": 60}"})
@@ -219,6 +260,8 @@ def validate(body: Any, spec: dict[str, Option]) -> dict[str, str]:
             errors[key] = str(exc)
     if "start_date" in out and "end_date" in out and out["start_date"] > out["end_date"]:
         errors["end_date"] = f"must not be before start_date ({out['start_date']}), got {out['end_date']}"
+    if rule is not None:
+        errors.update({k: v for k, v in rule(out, errors).items() if k not in errors})
     if errors:
         raise OptionsError(errors)
     return out
@@ -253,6 +296,6 @@ def labelling_argv(body: Any, *, python: str, script: str, data_dir: str) -> tup
     Raises:
         OptionsError: see ``validate``.
     """
-    checked = validate(body, LABELLING_OPTIONS)
+    checked = validate(body, LABELLING_OPTIONS, _labelling_rule)
     argv = [python, script, f"--data-dir={data_dir}", "--no-progress"]
     return argv + _argv(checked, LABELLING_OPTIONS), checked

@@ -63,5 +63,45 @@ def test_training_argv_one_item_per_option():
 def test_labelling_argv():
     argv, _ = labelling_argv({"horizons": [60, 10], "dry_run": True, "tolerance": 4}, python=PY, script="l.py", data_dir="/d")
     assert argv == [PY, "l.py", "--data-dir=/d", "--no-progress", "--horizons=10,60", "--dry-run", "--tolerance=4.0"]
-    fields = _fields({"tolerance": 10, "horizons": "5", "dry_run": "yes"}, fn=labelling_argv)
+    fields = _fields({"tolerance": "ten", "horizons": "5", "dry_run": "yes"}, fn=labelling_argv)
     assert set(fields) == {"tolerance", "horizons", "dry_run"}
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"horizons": [30, 60], "tolerance": 15},  # the trial's case: below the smallest horizon chosen
+        {"horizons": [30], "tolerance": 29.5},
+        {"tolerance": 0, "threshold": 0},
+        {"threshold": 150},
+        {"tolerance": 15},  # default horizons include 10
+        {"horizons": [30], "tolerance": 30},
+        {"horizons": "60", "tolerance": 60.5},
+        {"tolerance": -1},
+        {"threshold": -0.5},
+    ],
+)
+def test_labelling_accepts_exactly_what_the_labeller_accepts(body, tmp_path, capsys):
+    """The page's answer and the labelling command's answer to the same values agree, and a
+    refusal is worded as the command words it."""
+    from backend.apps.label import main_parquet
+
+    try:
+        argv, _ = labelling_argv(body, python=PY, script="l.py", data_dir=str(tmp_path))
+        web_error = None
+    except OptionsError as exc:
+        web_error = exc.fields
+        argv = [PY, "l.py", f"--data-dir={tmp_path}", "--no-progress"] + [
+            f"--{k}={','.join(map(str, v)) if isinstance(v, list) else v}" for k, v in body.items()]
+    capsys.readouterr()
+    try:
+        cli_rc = main_parquet(argv[2:] + ["--dry-run"])
+    except SystemExit as exc:  # argparse refuses: exit 2 with "error: <message>"
+        cli_rc = exc.code
+    cli_err = capsys.readouterr().err
+    if web_error is None:
+        assert cli_rc == 0, cli_err
+    else:
+        assert cli_rc == 2
+        ((field, message),) = web_error.items()
+        assert f"error: {field} {message}" in cli_err, (web_error, cli_err)
