@@ -16,6 +16,7 @@ Paths never depend on the current directory: ``data_dir`` defaults to
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import re
 import threading
 from pathlib import Path
@@ -206,12 +207,29 @@ class Settings(BaseSettings):
                              "choose another feature group")
         return value
 
+    @field_validator("replay_from", "replay_to")
+    @classmethod
+    def _replay_date(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        try:
+            return dt.date.fromisoformat(value.strip()).isoformat()
+        except ValueError:
+            raise ValueError(f"{value!r} is not a date: use a UTC date such as 2025-11-07") from None
+
     @model_validator(mode="after")
     def _replay_options(self) -> "Settings":
         if self.source == "replay" and self.record_raw:
             raise ValueError("--record-raw does not apply to --source replay (it replays recorded raw events)")
         if self.source != "replay" and (self.replay_from or self.replay_to):
             raise ValueError("--replay-from / --replay-to apply to --source replay only")
+        if self.replay_from and self.replay_to and self.replay_from > self.replay_to:
+            raise ValueError(f"--replay-from {self.replay_from} is after --replay-to {self.replay_to}: "
+                             "give the earlier date first")
+        if self.source == "replay" and self.use_legacy_format:
+            # the legacy format has no groups: replayed batches would sit beside the recorded ones and
+            # every legacy reader would count each sample twice; a replay writes its group only
+            object.__setattr__(self, "use_legacy_format", False)
         return self
 
     @model_validator(mode="after")

@@ -6,6 +6,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
+from pydantic import ValidationError
+
+from backend.config import configure, settings_error_text
 
 from backend.ml_engine.feature_store.feature_schema import FEATURE_SCHEMA_VERSION
 from tests.collector.bot_helpers import run_bot
@@ -67,3 +71,16 @@ def test_replay_refuses_duplicate_rows_and_other_feature_versions_writing_nothin
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     got = pq.read_table(data / "feature_store" / "offline" / "old_version", columns=["feature_version"])
     assert set(got.column(0).to_pylist()) == {FEATURE_SCHEMA_VERSION - 1, FEATURE_SCHEMA_VERSION}
+
+
+def test_replay_dates_are_checked_and_legacy_batches_never_written():
+    """Bad or reversed dates are settings errors (one line, no traceback); a replay never writes the
+    legacy format, which has no groups and would hold every replayed sample beside the recorded one."""
+    for bad, expected in ((dict(replay_from="2025-11-31"), "'2025-11-31' is not a date"),
+                          (dict(replay_from="2025-11-09", replay_to="2025-11-07"), "is after --replay-to")):
+        with pytest.raises(ValidationError) as err:
+            configure(source="replay", **bad)
+        assert expected in settings_error_text(err.value)
+    s = configure(source="replay", replay_from=" 2025-11-07", replay_to="2025-11-08", use_legacy_format=True)
+    assert s.replay_from == "2025-11-07" and s.use_legacy_format is False
+    assert configure(source="sim").use_legacy_format is True
