@@ -34,14 +34,15 @@ def build_parser() -> argparse.ArgumentParser:
     """The option parser. Option defaults are ``None`` ("not given", so settings apply); help shows the real default once."""
     p = argparse.ArgumentParser(
         prog="python -m backend.main",
-        description="Collect order-book ML training data: live from Bybit, or from the built-in simulated market.",
+        description="Collect order-book ML training data: live from Bybit or Binance USD-M, from the built-in "
+        "simulated market, or by replaying recorded raw events.",
         epilog="Every option can also be set in the environment or .env as LOBBOT_<NAME> "
         "(e.g. LOBBOT_SYMBOLS=BTCUSDT,ETHUSDT); command-line flags win.",
     )
     d = {name: f.default for name, f in Settings.model_fields.items()}
     p.add_argument("--source", choices=list(SOURCES), default=None,
                    help=f"market source: Bybit or Binance USD-M REST polling, their WebSocket local books (bybit-ws, "
-                   f"binance-ws), or the simulator (default: {d['source']})")
+                   f"binance-ws), the simulator (sim), or recorded raw events (replay) (default: {d['source']})")
     p.add_argument("--symbols", default=None, metavar="SYMS|all|@FILE",
                    help="comma-separated symbols; 'all': every trading Bybit linear USDT perpetual (instruments-info, "
                    "checked again every --instruments-refresh: new listings join, delistings leave), for --source "
@@ -55,7 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-samples-per-file", type=int, default=None,
                    help=f"samples per symbol buffered before a flush to disk (default: {d['max_samples_per_file']})")
     p.add_argument("--max-buffer-memory-mb", type=float, default=None,
-                   help=f"memory cap of all buffers; above it the largest buffer is flushed (default: {d['max_buffer_memory_mb']})")
+                   help="memory cap of everything the collector holds (buffers, queued flushes, spool bookkeeping); "
+                   f"above it the largest buffers are flushed together (default: {d['max_buffer_memory_mb']})")
     p.add_argument("--no-legacy", action="store_true", help="do not write the legacy .npy/.json batches")
     p.add_argument("--no-feature-store", action="store_true",
                    help="do not write training samples to the parquet feature store (the price tape and candles are still written)")
@@ -73,8 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="store what the venue delivered (books with sequence ids and venue times, trades, candles) "
                    "in the raw_events group, so features can be re-derived later with --source replay "
                    "(default: on for live sources, off for sim)")
-    p.add_argument("--replay-from", default=None, help="replay only: first UTC date of recorded raw events (YYYY-MM-DD)")
-    p.add_argument("--replay-to", default=None, help="replay only: last UTC date of recorded raw events (YYYY-MM-DD)")
+    p.add_argument("--replay-from", default=None, help="replay only: first UTC date of recorded raw events (YYYY-MM-DD; default: the first recorded)")
+    p.add_argument("--replay-to", default=None, help="replay only: last UTC date of recorded raw events (YYYY-MM-DD; default: the last recorded)")
     p.add_argument("--feature-store-group", default=None,
                    help=f"feature group the samples go to (default: {d['feature_store_group']})")
     p.add_argument("--allow-mixed-versions", action="store_true",
@@ -241,6 +243,9 @@ def main(argv: list[str] | None = None) -> int:
     if settings.source != "sim" and (settings.fast or settings.duration or settings.sim_start):
         print("error: --fast, --duration and --sim-start apply to --source sim only", file=sys.stderr)
         return 2
+    if args.instruments_refresh is not None and settings.source not in ("bybit", "bybit-ws"):
+        print("error: --instruments-refresh applies to the Bybit sources (bybit, bybit-ws) only", file=sys.stderr)
+        return 2
     try:
         parse_start_ms(settings.sim_start)
         if settings.duration:
@@ -279,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         if bot.ticks or bot.ml_data_collector.stats.collected:
             _print_summary(bot)
         print(f"\n{exc}\n", file=sys.stderr)
-        return 1
+        return getattr(exc, "exit_code", 1)  # 2: --api-port cannot be bound (backend.web.embed.PortUnavailable)
     except KeyboardInterrupt:
         _print_summary(bot)
         return 0
