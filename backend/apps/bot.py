@@ -98,7 +98,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="serve the ML Management page, /health and /metrics on this port (see docs/web.md); a live "
                    "source that cannot connect is then retried instead of ending the run (default: no web app)")
     p.add_argument("--api-host", default="127.0.0.1",
-                   help="address the web app binds (default: %(default)s; any other address makes every request need the token)")
+                   help="address the web app binds (default: %(default)s; any other address makes every request but the page "
+                   "itself and /health need the token, and /health then shows only ok/degraded/down)")
     p.add_argument("--lang", choices=i18n.LANGUAGES, default=None,
                    help="console language (default: $LOBBOT_LANG, else Russian under a ru_* locale, else English)")
     return p
