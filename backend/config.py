@@ -348,6 +348,8 @@ def duration_seconds(text: str, *, unit_required: bool = False, what: str = "dur
     m = _DURATION_RE.match(text or "")
     if not m:
         raise ValueError(f"invalid {what} {text!r}: use {'' if unit_required else 'seconds or '}e.g. 90s, 30m, 12h, 1d")
+    if float(m.group(1)) <= 0:
+        raise ValueError(f"invalid {what} {text!r}: must be more than zero")
     if unit_required and not m.group(2):
         n = m.group(1)
         raise ValueError(f"invalid {what} {text!r}: give a unit, e.g. {n}h for hours "

@@ -27,3 +27,10 @@ def test_other_text_is_refused_naming_the_option(text):
     with pytest.raises(ValueError, match=r"invalid --window .*e\.g\. 90s"):
         parse_window(text)
     assert parse_window(None) is None
+
+
+@pytest.mark.parametrize("text", ["0", "0h", "0.0s"])
+def test_zero_is_refused_everywhere(text):
+    for parse in (parse_duration, parse_window, duration_seconds):
+        with pytest.raises(ValueError, match="must be more than zero"):
+            parse(text)

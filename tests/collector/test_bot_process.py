@@ -155,6 +155,12 @@ def test_bad_arguments_give_clear_errors(tmp_path):
     assert res.returncode == 2 and "invalid duration" in res.stderr
     res = run_bot(tmp_path / "d", "--source", "bybit", "--fast")
     assert res.returncode == 2 and "sim only" in res.stderr
+    res = run_bot(tmp_path / "d", "--source", "sim", "--fast", "--duration", "0h")
+    assert res.returncode == 2 and "must be more than zero" in res.stderr
+    res = run_bot(tmp_path / "d", "--source", "sim", "--fast", "--duration", "1m", "--instruments-refresh", "5s")
+    assert res.returncode == 2 and "applies to the Bybit sources" in res.stderr
+    res = run_bot(tmp_path / "d", "--interval", "-1")  # named as given: the option and its variable
+    assert res.returncode == 2 and "--interval (or LOBBOT_INTERVAL):" in res.stderr and "Value error" not in res.stderr
 
 
 def test_help_documents_every_option_and_each_default_once(tmp_path):
