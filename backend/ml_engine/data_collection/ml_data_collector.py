@@ -330,18 +330,24 @@ class MLDataCollector:
     def add_candles(self, symbol: str, candles: Sequence[Candle]) -> int:
         """Closed 1-minute bars, oldest first; each bar is stored once even if a source repeats it.
 
-        Returns the bars added.
+        Several new bars at once (a back-fill: 480 per symbol at start) go to the spool as
+        one block record and into the buffer in one copy. Returns the bars added.
         """
         last = self._last_candle.get(symbol, -1)
-        added = 0
+        fresh = []
         for c in candles:
-            if c.start_ms <= last:
-                continue
-            self._append(CANDLE, symbol, (int(c.start_ms),), (c.open, c.high, c.low, c.close, c.volume, c.turnover))
-            last = c.start_ms
-            added += 1
+            if c.start_ms > last:
+                fresh.append(c)
+                last = c.start_ms
         self._last_candle[symbol] = last
-        return added
+        if len(fresh) == 1:
+            c = fresh[0]
+            self._append(CANDLE, symbol, (int(c.start_ms),), (c.open, c.high, c.low, c.close, c.volume, c.turnover))
+        elif fresh:
+            ints = np.array([[c.start_ms] for c in fresh], dtype=np.int64)
+            floats = np.array([(c.open, c.high, c.low, c.close, c.volume, c.turnover) for c in fresh], dtype=np.float64)
+            self._append_rows(CANDLE, symbol, ints, floats)
+        return len(fresh)
 
     def add_raw_events(self, symbol: str, ints: np.ndarray, floats: np.ndarray) -> None:
         """Raw venue events of one symbol's tick (``backend.venues.raw`` rows: int64 (n, 8), float64 (n, 2)).
@@ -349,10 +355,13 @@ class MLDataCollector:
         The rows reach the spool as one block record, so a crash keeps them whole or
         drops them whole; they are flushed to the ``raw_events`` group like any stream.
         """
+        if len(ints):
+            self._append_rows(RAW, symbol, ints, floats)
+
+    def _append_rows(self, stream: str, symbol: str, ints: np.ndarray, floats: np.ndarray) -> None:
+        """Rows of a stream without a vector as one spool block record, then one copy into the buffer."""
         n = len(ints)
-        if not n:
-            return
-        lane = self._lanes.get((RAW, symbol)) or self._lane(RAW, symbol)
+        lane = self._lanes.get((stream, symbol)) or self._lane(stream, symbol)
         seq = np.arange(lane.seq, lane.seq + n, dtype=np.int64)
         lane.seq += n
         if self._spool_down is None:
@@ -360,15 +369,15 @@ class MLDataCollector:
                 self.spool.append_arrays(lane.key, seq, ints, floats)
             except OSError as exc:
                 self._spool_failed("spool append", exc)
-                self._unspooled.setdefault((RAW, symbol), int(seq[0]))
+                self._unspooled.setdefault((stream, symbol), int(seq[0]))
         else:
-            self._unspooled.setdefault((RAW, symbol), int(seq[0]))
+            self._unspooled.setdefault((stream, symbol), int(seq[0]))
         buf = lane.buf
         self._buffer_bytes += buf.extend(seq, ints, floats)  # one vectorised copy, not a row at a time
         self._tick_bytes += n * buf.row_bytes + buf.row_cost  # (one vectorised block at most)
-        self._buffered_rows[RAW] += n
+        self._buffered_rows[stream] += n
         if len(buf) >= lane.spec.flush_rows:
-            self._due[(RAW, symbol)] = None
+            self._due[(stream, symbol)] = None
 
     def add_record(self, stream: str, symbol: str, ints: tuple, floats: tuple, *, source: str | None = None) -> None:
         """One row of a stream without a vector (``streams.PREDICTION``, ``streams.PAPER_TRADE``): spooled, then buffered.
