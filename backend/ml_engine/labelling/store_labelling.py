@@ -15,6 +15,12 @@ prediction's timestamp is its sample's, which is the event time of the book that
 both the sample and that tick's tape row, so the tape row with the same symbol and
 timestamp holds exactly the sample's mid. A row without such a tape row gets no price
 (NaN) and so no label.
+
+Future prices come only from rows of the sample's own source (``sources``): samples
+and tape rows are coded per (symbol, source) pair, the tape rows' source recovered
+from the samples of the day and the look-ahead days. A prediction has no ``source``
+column; predictions form one source of their own, whose tape is the runs holding a
+prediction's tick (a simulator run without ``--model`` prices none of them).
 """
 
 from __future__ import annotations
@@ -35,9 +41,18 @@ from backend.ml_engine.feature_store.feature_store import FeatureStore, partitio
 from backend.ml_engine.labelling.apply import DayInput, LabelUnit, lookahead_days
 from backend.ml_engine.labelling.labels import LabelConfig, PriceRows
 from backend.ml_engine.labelling.merge import ColumnLabels
+from backend.ml_engine.labelling.sources import UNATTRIBUTED, attribute_tape, pair_codes, run_of_file
 from backend.ml_engine.labelling.symbol_codes import sorted_universe, symbol_codes
 
 PRICE_COLUMNS = ["timestamp", "symbol", "mid_price"]
+RUN_COLUMN = "__run"  # the tape's run (``sources.run_of_file``) as an int32 id, added when the tape is read
+_EMPTY_TAPE = pa.schema([
+    pa.field("timestamp", pa.timestamp("ms", tz="UTC"), nullable=False),
+    pa.field("symbol", pa.dictionary(pa.int32(), pa.string()), nullable=False),
+    pa.field("mid_price", pa.float64(), nullable=False),
+    pa.field(RUN_COLUMN, pa.int32()),
+]).empty_table()
+PREDICTIONS_SOURCE = "predictions"  # the one source of a group without a ``source`` column
 
 
 def ts_ms(table: pa.Table) -> np.ndarray:
@@ -111,6 +126,7 @@ class StoreAdapter:
         self._tape: dict[dt.date, pa.Table] = {}
         self._refused: dict[dt.date, list[tuple[str, str]]] = {}
         self._pending: list[tuple[str, str]] = []  # bad tape files, reported with the next day loaded
+        self._runs: dict[str, int] = {}  # tape run name -> id (``RUN_COLUMN``)
 
     def count(self) -> tuple[int, list[str]]:
         """Rows and sorted symbols in the range, from the symbol column only (cheap; bad files are named later)."""
@@ -127,7 +143,7 @@ class StoreAdapter:
     # Per-day caches: a day is read once as "today" and again as look-ahead; older days are dropped.
     def _day_samples(self, day: dt.date) -> list[tuple[Path, tuple[int, int], pa.Table]]:
         if day not in self._samples:
-            cols = (PRICE_COLUMNS[:2] if self.price_from_tape else PRICE_COLUMNS) + [
+            cols = (PRICE_COLUMNS[:2] if self.price_from_tape else PRICE_COLUMNS + ["source"]) + [
                 self.config.direction_column(h) for h in self.config.horizons_s]
             cols += [self.config.movement_column(h) for h in self.config.horizons_s]
             rows, refused = [], []
@@ -148,21 +164,30 @@ class StoreAdapter:
                     continue
                 if self.price_from_tape:
                     table = table.append_column("mid_price", mid_from_tape(table, self._day_tape(day)))
+                    table = table.append_column("source", pa.repeat(PREDICTIONS_SOURCE, table.num_rows))
                 rows.append((path, stat, table))
             self._samples[day] = rows
             self._refused[day] = refused
         return self._samples[day]
 
     def _day_tape(self, day: dt.date) -> pa.Table:
+        # the day's tape rows (PRICE_COLUMNS) plus RUN_COLUMN, the run of the file each came from
         if day not in self._tape:
-            self._tape[day] = self.store.read_offline_table(
-                PRICE_TAPE,
-                day,
-                day,
-                columns=PRICE_COLUMNS,
-                dictionary_columns=["symbol"],
-                on_bad_file=lambda c: self._pending.append((str(c.path), f"price tape not used: {c.reason}; left untouched")),
-            )
+            files, bad = self.store.checked_files(PRICE_TAPE, day, day)
+            for check in bad:
+                self._pending.append((str(check.path), f"price tape not used: {check.reason}; left untouched"))
+            parts = []
+            for path in files:
+                try:
+                    t = self.store.read_file(path, PRICE_TAPE, columns=PRICE_COLUMNS, dictionary_columns=["symbol"])
+                except FileNotFoundError:
+                    continue
+                except (OSError, pa.ArrowException) as exc:
+                    self._pending.append((str(path), f"price tape not used: {str(exc).splitlines()[0][:200]}; left untouched"))
+                    continue
+                run = self._runs.setdefault(run_of_file(path.name), len(self._runs))
+                parts.append(t.append_column(RUN_COLUMN, pa.repeat(pa.scalar(run, pa.int32()), t.num_rows)))
+            self._tape[day] = pa.concat_tables(parts) if parts else _EMPTY_TAPE
         return self._tape[day]
 
     def load_day(self, day: dt.date) -> DayInput:
@@ -172,10 +197,13 @@ class StoreAdapter:
                 del cache[d]
         files = self._day_samples(day)
         ahead = [day + dt.timedelta(days=i) for i in range(1, self.lookahead_days + 1)]
-        ahead_tables = [t.select(PRICE_COLUMNS) for d in ahead for _, _, t in self._day_samples(d)]
+        with_source = PRICE_COLUMNS + ["source"]
+        ahead_tables = [t.select(with_source) for d in ahead for _, _, t in self._day_samples(d)]
         tape = pa.concat_tables([self._day_tape(d) for d in [day, *ahead]])
-        tables = [t.select(PRICE_COLUMNS) for _, _, t in files] + ahead_tables + [tape]
-        universe = sorted_universe(*[t.column("symbol") for t in tables])
+        tables = [t.select(with_source) for _, _, t in files] + ahead_tables
+        universe = sorted_universe(*[t.column("symbol") for t in tables + [tape]])
+        sources = sorted_universe(*[t.column("source") for t in tables])
+        n_src = max(len(sources), 1)
         units, failures = [], list(self._refused.get(day, [])) + self._pending
         self._pending = []
         for path, stat, table in files:
@@ -195,16 +223,53 @@ class StoreAdapter:
                 )
             )
         kept = {u.handle[0] for u in units}
-        samples = [price_rows(t, universe) for p, _, t in files if p in kept]
-        extra = [price_rows(t, universe) for t in ahead_tables if t.num_rows]
+        samples = [self._pair_rows(t, universe, sources) for p, _, t in files if p in kept]
+        extra = [self._pair_rows(t, universe, sources) for t in ahead_tables if t.num_rows]
         return DayInput(
             units=units,
             samples=PriceRows.concat(samples),
-            tape=price_rows(tape, universe) if tape.num_rows else None,
+            tape=self._tape_rows(tape, tables, universe, sources),
             extra=[PriceRows.concat(extra)] if extra else [],
-            n_codes=len(universe),
+            n_codes=len(universe) * n_src,
             failures=failures,
         )
+
+    @staticmethod
+    def _pair_rows(table: pa.Table, universe: pa.Array, sources: pa.Array) -> PriceRows:
+        """Sample price rows coded per (symbol, source) pair."""
+        rows = price_rows(table, universe)
+        src = symbol_codes(table.column("source"), sources)
+        return PriceRows(rows.ts_ms, pair_codes(rows.codes, src, max(len(sources), 1)), rows.mid)
+
+    @staticmethod
+    def _tape_rows(tape: pa.Table, samples: list[pa.Table], universe: pa.Array, sources: pa.Array) -> PriceRows | None:
+        """The tape rows whose source is known, coded per (symbol, source) pair; None when there are none.
+
+        When no tape row can be attributed at all and the samples have one source, the whole
+        tape is theirs (the labels are those of a tape without anchors, as before sources).
+        """
+        if tape.num_rows == 0 or not samples:
+            return None
+        rows = price_rows(tape, universe)
+        runs = tape.column(RUN_COLUMN).to_numpy()
+        anchors = pa.concat_tables([t.select(["timestamp", "symbol", "source"]) for t in samples])
+        src = attribute_tape(
+            rows.codes,
+            rows.ts_ms,
+            runs.astype(np.int64),
+            symbol_codes(anchors.column("symbol"), universe),
+            ts_ms(anchors),
+            symbol_codes(anchors.column("source"), sources),
+        )
+        keep = np.flatnonzero(src != UNATTRIBUTED)
+        if keep.size == 0:
+            # No tape row shares a tick with these samples: a tape not written beside them by the
+            # collector (hand-made, migrated). One source: used as before; several: cannot be told apart.
+            if len(sources) > 1:
+                return None
+            return rows
+        codes = pair_codes(rows.codes[keep], src[keep], max(len(sources), 1))
+        return PriceRows(rows.ts_ms[keep], codes, rows.mid[keep])
 
     def write(self, unit: LabelUnit, columns: dict[int, ColumnLabels], provenance: str) -> None:
         """Rewrite the unit's file with ``columns`` and ``provenance``; refuses if the file changed."""
