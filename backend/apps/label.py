@@ -4,7 +4,8 @@
 ``preprocessing_add_future_labels.py`` calls ``main_legacy``. The work is done by
 ``backend.ml_engine.labelling`` (one apply loop, a parquet and a legacy adapter);
 this module only turns arguments into a ``LabelConfig`` and prints the guide's
-console layout. Exit status: 0 done, 1 some file not labelled, 2 bad arguments.
+console layout. Exit status: 0 done (an existing group without samples too), 1 some
+file not labelled, 2 bad arguments (a feature group that does not exist among them).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from functools import partial
 
 from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure_or_exit
-from backend.contracts.groups import MARKET_GROUPS, PRICE_TAPE
+from backend.contracts.groups import MARKET_GROUPS, PRICE_TAPE, TRAINING_FEATURES
 from backend.contracts.labels import CLASS_NAMES, HORIZONS_S
 from backend.i18n import _, add_lang_argument, setup_or_exit
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
@@ -181,6 +182,26 @@ def _progress(enabled: bool):
     return partial(c.progress, enabled=enabled)
 
 
+def missing_group(store, group: str) -> str | None:
+    """None when ``group`` has a folder in ``store``; else a one-line error naming the groups present.
+
+    A typo'd ``--feature-group`` (or ``LOBBOT_FEATURE_STORE_GROUP``) must not pass as "nothing
+    to label" or "no data"; the apps check every group but the default ``training_features``,
+    whose absence in a fresh install keeps the guide's message. Groups of
+    market records (``price_tape``, ``candles``, ``raw_events``) are not offered.
+    """
+    if store.group_dir(group).is_dir():
+        return None
+    present = sorted(
+        p.name for p in (store.root.iterdir() if store.root.is_dir() else [])
+        if p.is_dir() and p.name not in MARKET_GROUPS and not p.name.startswith((".", "_"))
+    )
+    return (
+        f"feature group {group!r} does not exist under {store.root}; groups present: "
+        f"{', '.join(present) if present else 'none (collect samples first: python -m backend.main)'}"
+    )
+
+
 def _exit_code(summary: RunSummary) -> int:
     if summary.files_failed:
         c.out(f"{c.FAIL} {len(summary.files_failed)} file(s) not labelled; fix them (or re-run if they changed) and run again")
@@ -209,6 +230,13 @@ def main_parquet(argv: list[str] | None = None) -> int:
     if group in MARKET_GROUPS:
         parser.error(f"--feature-group {group!r} holds no samples to label")
     store = get_feature_store()
+    try:
+        missing = missing_group(store, group) if group != TRAINING_FEATURES else None
+    except FeatureStoreError as exc:
+        parser.error(str(exc))
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     c.header(_("PREPROCESSING: Adding Future Labels (Parquet)"))
     c.out(f"Feature group: {group} ({store.root / group})")
     _describe(args, cfg)

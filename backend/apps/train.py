@@ -2,7 +2,7 @@
 
 The work is ``backend.ml_engine.training_orchestrator.orchestrator.train_and_track``.
 Exit status: 0 trained, 1 data or tracking problem (the message says what to do),
-2 bad arguments, 130 interrupted.
+2 bad arguments (a feature group that does not exist among them), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -14,8 +14,11 @@ from pathlib import Path
 from backend.apps import console as c
 from backend.config import add_data_dir_argument, configure, duration_seconds
 from backend.i18n import _, add_lang_argument, setup_or_exit
+from backend.contracts.groups import TRAINING_FEATURES
 from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S, HORIZONS_S
 from backend.ml_engine.training_orchestrator.config import (
+    ALLOW_MIXED_SOURCES_FLAG,
+    SOURCES_FLAG,
     DEFAULT_MIN_SAMPLES,
     DEFAULT_SEQUENCE_LENGTH,
     DataConfig,
@@ -50,6 +53,11 @@ evaluation (docs/evaluation.md):
   Bonferroni level over the baselines (98.3 % for three). A model that does not beat
   persistence gets a warning. K folds train K models: about K times the training time.
 
+sources:
+  every sample records its source (bybit, binance, sim, replay). A group holding more than
+  one is refused (the message names them with their counts): choose with --sources bybit,
+  or train on all of them with --allow-mixed-sources.
+
 labels:
   the labeller stores its threshold and tolerance with the labels; training refuses
   labels made with different thresholds unless {ALLOW_MIXED_FLAG} is given, and the
@@ -61,7 +69,8 @@ tracking:
   MLFLOW_TRACKING_URI or --tracking-uri postgresql://user@host:5432/mlflow uses
   PostgreSQL through psycopg2 (see docs/mlflow_postgres.md). Passwords are never printed.
 
-exit status: 0 trained, 1 data or tracking problem (message says what to do), 2 bad arguments.
+exit status: 0 trained, 1 data or tracking problem (message says what to do), 2 bad arguments
+(e.g. a --feature-group that does not exist: the groups present are listed), 130 interrupted.
 """
 
 
@@ -121,6 +130,17 @@ def build_parser() -> argparse.ArgumentParser:
         ALLOW_MIXED_FLAG,
         action="store_true",
         help="train on labels made with different thresholds instead of refusing",
+    )
+    d.add_argument(
+        SOURCES_FLAG,
+        default=None,
+        help="comma-separated sample sources to train on, e.g. bybit (the store's source column: bybit, binance, "
+        "sim, replay); default: all, refused when the data holds more than one",
+    )
+    d.add_argument(
+        ALLOW_MIXED_SOURCES_FLAG,
+        action="store_true",
+        help="train on every source in the data together (simulated and live samples in one model)",
     )
     d.add_argument("--min-samples", type=int, default=DEFAULT_MIN_SAMPLES, help=f"refuse to train below this (default {DEFAULT_MIN_SAMPLES})")
 
@@ -194,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
             min_samples=args.min_samples,
             folds=args.folds,
             window_s=parse_window(args.window),
+            sources=_symbols(args.sources),
+            allow_mixed_sources=args.allow_mixed_sources,
         )
         tcfg = TrainConfig(
             epochs=args.epochs,
@@ -217,6 +239,16 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
     from backend.ml_engine.training_orchestrator.orchestrator import train_and_track
     from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
 
+    from backend.apps.label import missing_group
+    from backend.ml_engine.feature_store.feature_store import FeatureStoreError
+
+    try:
+        missing = missing_group(get_feature_store(), dcfg.feature_group) if dcfg.feature_group != TRAINING_FEATURES else None
+    except FeatureStoreError as exc:
+        missing = str(exc)
+    if missing:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     target = resolve_tracking(args.tracking_uri, settings.mlflow_tracking_uri, settings.data_dir, args.artifact_location)
     progress = None
     if tcfg.show_progress:

@@ -77,3 +77,15 @@ def test_attribution_rules():
     got = attribute_tape(codes, ts, run, np.array([0, 0, 0]), np.array([3_000, 900_000, 906_000]), np.array([1, 0, 1]))
     assert got.tolist() == [1, 1, 1, 1, 1, UNATTRIBUTED, UNATTRIBUTED, 0, 0, 1]
     assert run_of_file("features_235959_ab12cd.parquet") == run_of_file("features_000000_ab12cd.parquet") == "ab12cd"
+
+
+def test_a_group_that_does_not_exist_is_an_error(data_dir: Path, capsys):
+    store = FeatureStore(data_dir / "feature_store" / "offline")
+    _collect(store, "sim", T0, 95_000.0, minutes=5)
+    (store.root / "empty_group").mkdir()
+    assert main_parquet(["--data-dir", str(data_dir), "--no-progress", "--feature-group", "nope"]) == 2
+    err = capsys.readouterr().err
+    assert "feature group 'nope' does not exist" in err and "groups present: empty_group, training_features" in err
+    # an existing group without samples is still "nothing to label", exit 0
+    assert main_parquet(["--data-dir", str(data_dir), "--no-progress", "--feature-group", "empty_group"]) == 0
+    assert "nothing to label" in capsys.readouterr().out

@@ -85,3 +85,38 @@ def test_duplicate_rows_are_dropped(tmp_path):
     data = load_training_data(store, DataConfig())
     assert data.n == 700 and data.duplicates_dropped == 100
     assert np.all(np.diff(data.timestamps_ms) > 0)
+
+
+def test_cli_refuses_mixed_sources_and_names_them(run_cli, tmp_path):
+    sim = make_samples("BTCUSDT", 700)
+    live = make_samples("ETHUSDT", 650, seed=5)
+    live["source"] = "bybit"
+    write_store(tmp_path / "feature_store" / "offline", [sim, live], tape=False)
+    proc = run_cli("--epochs", "1")
+    _assert_guide_exit(proc, "Mixed sources in feature group 'training_features'")
+    assert "bybit 650, sim 700 samples" in proc.stderr and "--sources bybit" in proc.stderr, proc.stderr
+    assert "--allow-mixed-sources" in proc.stderr and proc.returncode == 1
+    assert len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_sources_choose_the_rows(tmp_path):
+    sim = make_samples("BTCUSDT", 700)
+    live = make_samples("ETHUSDT", 650, seed=5)
+    live["source"] = "bybit"
+    store = write_store(tmp_path, [sim, live], tape=False)
+    only = load_training_data(store, DataConfig(sources=["bybit"]))
+    assert only.symbols == ["ETHUSDT"] and only.n == 650 and only.facts["sources"] == "bybit"
+    both = load_training_data(store, DataConfig(allow_mixed_sources=True))
+    assert both.symbols == ["BTCUSDT", "ETHUSDT"] and both.n == 1350
+    with pytest.raises(TrainingDataError, match="no samples of source binance .*sources present: bybit 650, sim 700"):
+        load_training_data(store, DataConfig(sources=["binance"]))
+    # one source: trains exactly as before, no option needed
+    single = write_store(tmp_path / "single", [make_samples("BTCUSDT", 700)], tape=False)
+    assert load_training_data(single, DataConfig()).n == 700
+
+
+def test_cli_names_the_groups_when_the_group_does_not_exist(run_cli, tmp_path):
+    write_store(tmp_path / "feature_store" / "offline", [make_samples("BTCUSDT", 250)], tape=False)
+    proc = run_cli("--feature-group", "nope")
+    _assert_guide_exit(proc, "feature group 'nope' does not exist")
+    assert proc.returncode == 2 and "groups present: training_features" in proc.stderr, proc.stderr

@@ -20,6 +20,8 @@ from backend.contracts.labels import (
 DEFAULT_MIN_SAMPLES = 600
 DEFAULT_MIN_LABEL_COVERAGE = 0.80
 DEFAULT_SEQUENCE_LENGTH = 30
+SOURCES_FLAG = "--sources"
+ALLOW_MIXED_SOURCES_FLAG = "--allow-mixed-sources"
 
 
 @dataclass
@@ -31,7 +33,9 @@ class DataConfig:
     so the baseline classifies exactly as the labeller did (falling back to the
     labeller's defaults, with a warning, for labels made before provenance existed).
     ``allow_mixed_label_thresholds`` trains on labels made with different thresholds
-    instead of refusing. Split fractions are of the time-ordered sequences; the purge
+    instead of refusing. ``sources``: train only on samples whose ``source`` column is
+    one of these; without it a group holding several sources (a simulator run beside a
+    live one) is refused unless ``allow_mixed_sources``. Split fractions are of the time-ordered sequences; the purge
     gap between splits is one sequence span plus the horizon (see ``sequences``).
 
     ``folds``: K walk-forward folds (``evaluation.folds.walk_forward``); 1 is the single
@@ -62,6 +66,9 @@ class DataConfig:
     clip: float = 10.0
     folds: int = 1
     window_s: float | None = None  # rolling training window in seconds; None = expanding
+    # Samples of these ``source`` values only (None: all, refused when there are several unless allowed).
+    sources: list[str] | None = None
+    allow_mixed_sources: bool = False
 
     def __post_init__(self) -> None:
         if self.horizon_s not in HORIZONS_S:
@@ -99,6 +106,7 @@ class DataConfig:
                 out[key] = "from labels"
         out["symbols"] = ",".join(self.symbols) if self.symbols else "all"
         out["window_s"] = "expanding" if self.window_s is None else self.window_s
+        out["sources"] = ",".join(self.sources) if self.sources else "all"
         return out
 
 

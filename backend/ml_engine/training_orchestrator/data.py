@@ -14,6 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
 from backend.contracts.groups import TRAINING_FEATURES
@@ -26,7 +28,7 @@ from backend.ml_engine.feature_store.feature_schema import (
 )
 from backend.ml_engine.feature_store.feature_store import FeatureStore, FeatureStoreError
 from backend.ml_engine.labelling.symbol_codes import sorted_universe, symbol_codes
-from backend.ml_engine.training_orchestrator.config import DataConfig
+from backend.ml_engine.training_orchestrator.config import ALLOW_MIXED_SOURCES_FLAG, SOURCES_FLAG, DataConfig
 from backend.ml_engine.training_orchestrator.errors import TrainingDataError
 from backend.ml_engine.training_orchestrator.label_setting import (
     LABELLER_SCRIPT,
@@ -161,7 +163,11 @@ def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
     if problems:
         raise _schema_failed(problems)
     try:
-        table = store.read_offline_table(cfg.feature_group, cfg.start_date, cfg.end_date, symbols, columns)
+        sources = _choose_sources(store, cfg, symbols, where)
+        table = store.read_offline_table(
+            cfg.feature_group, cfg.start_date, cfg.end_date, symbols, columns,
+            filter=None if sources is None else ds.field("source").isin(sources),
+        )
     except (pa.ArrowException, OSError) as exc:
         raise _schema_failed([f"reading {where}: {exc}"]) from None
     if table.num_rows == 0:
@@ -208,12 +214,48 @@ def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
         provenance, cfg.horizon_s, cfg.threshold_pct, cfg.tolerance_s, allow_mixed=cfg.allow_mixed_label_thresholds
     )
     data.facts = {
+        "sources": ",".join(sources) if sources is not None else "all",
         "rows_read": total,
         "label_coverage": round(coverage, 6),
         "files": len(files),
         "feature_schema_version": FEATURE_SCHEMA_VERSION,
     }
     return data
+
+
+def source_counts(store: FeatureStore, cfg: DataConfig, symbols: list[str] | None = None) -> dict[str, int]:
+    """Samples per ``source`` value (``sim``, ``bybit``, ...) in the group, dates and symbols of ``cfg``."""
+    table = store.read_offline_table(
+        cfg.feature_group, cfg.start_date, cfg.end_date, symbols, ["source"], dictionary_columns=["source"],
+        on_bad_file=lambda _: None,  # named by the footer checks already
+    )
+    if table.num_rows == 0:
+        return {}
+    counts = pc.value_counts(table.column("source").combine_chunks().cast(pa.string())).to_pylist()
+    return {c["values"]: int(c["counts"]) for c in sorted(counts, key=lambda c: c["values"])}
+
+
+def _choose_sources(store: FeatureStore, cfg: DataConfig, symbols: list[str] | None, where: str) -> list[str] | None:
+    """The sources to read (None: every row), or ``TrainingDataError`` for a mix nobody chose."""
+    if cfg.allow_mixed_sources and not cfg.sources:
+        return None
+    counts = source_counts(store, cfg, symbols)
+    shown = ", ".join(f"{name} {n:,}" for name, n in counts.items())
+    if cfg.sources:
+        missing = [s for s in cfg.sources if s not in counts]
+        if len(missing) == len(cfg.sources):
+            raise TrainingDataError(
+                f"No training data available: no samples of source {', '.join(cfg.sources)} in {where} "
+                f"(sources present: {shown or 'none'})."
+            )
+        return list(cfg.sources)
+    if len(counts) > 1:
+        first = next(iter(counts))
+        raise TrainingDataError(
+            f"Mixed sources in {where}: {shown} samples; simulated and live markets must not train one model "
+            f"unnoticed. Choose with {SOURCES_FLAG} {first} (comma-separated for several) or {ALLOW_MIXED_SOURCES_FLAG}."
+        )
+    return None
 
 
 def _to_arrays(table: pa.Table, cfg: DataConfig) -> LoadedData:
