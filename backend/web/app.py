@@ -23,15 +23,17 @@ Routes::
     GET  /api/config             what the page needs: options' limits, MLflow UI link, bot
 
 Authorisation: POST and DELETE always need ``Authorization: Bearer <token>``; GETs need it
-too unless the server is bound to a loopback address. Refusals are counted in
-``lobbot_api_auth_failures_total{reason}``. Errors are JSON ``{"error": message, ...}``.
+too unless the server is bound to a loopback address. Open in every case: ``/`` and
+``/static/`` (the page's own code, no data; it asks for the token) and ``/health``, which
+off loopback answers only ``{"status"}`` with its HTTP code unless the request carries the
+token. Refusals are counted in ``lobbot_api_auth_failures_total{reason}``. Errors are JSON
+``{"error": message, ...}``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import logging
 import sys
@@ -44,6 +46,7 @@ from backend.metrics import CONTENT_TYPE_LATEST, Metrics
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError
 from backend.ml_engine.feature_store.inspect import StoreInspector
 from backend.ml_engine.training_orchestrator.tracking import mask_uri, scrub
+from backend.web.address import is_loopback
 from backend.web.auth import ApiToken, auth_failure_counter, bearer
 from backend.web.jobs import JobBusy, JobRunner
 from backend.web.live_store import StoredLive
@@ -93,10 +96,7 @@ class WebSettings:
     @property
     def loopback(self) -> bool:
         """True when the server binds a loopback address (read-only GETs then need no token)."""
-        try:
-            return ipaddress.ip_address(self.host).is_loopback
-        except ValueError:
-            return self.host == "localhost"
+        return is_loopback(self.host)
 
 
 def _error(status: int, message: str, **extra) -> web.Response:
@@ -112,6 +112,7 @@ KEY_RUNS = web.AppKey("runs", RunsReader)
 KEY_STOP = web.AppKey("stop", asyncio.Event)
 KEY_WARM = web.AppKey("warm", asyncio.Future)
 KEY_LIVE = web.AppKey("live", object)
+HEALTH_DETAIL = web.RequestKey("health_detail", bool)  # may /health show per-symbol detail
 
 
 def create_app(
@@ -135,8 +136,16 @@ def create_app(
 
     @web.middleware
     async def auth(request: web.Request, handler):
+        open_path = request.path in ("/", "/health") or request.path.startswith("/static/")
         needs = request.method not in ("GET", "HEAD", "OPTIONS") or not settings.loopback
-        if needs and request.path not in ("/health",) and not request.path.startswith("/static/") and request.path != "/":
+        request[HEALTH_DETAIL] = settings.loopback
+        if request.path == "/health" and not settings.loopback:
+            presented = bearer(request.headers.get("Authorization"))
+            if presented is not None:  # a probe without a token gets the status word only
+                request[HEALTH_DETAIL] = settings.token.matches(presented)
+                if not request[HEALTH_DETAIL]:
+                    failures.labels(reason="wrong").inc()
+        elif needs and not open_path:
             presented = bearer(request.headers.get("Authorization"))
             if presented is None:
                 failures.labels(reason="missing").inc()
@@ -224,8 +233,13 @@ async def index(request: web.Request) -> web.StreamResponse:
 
 
 async def get_health(request: web.Request) -> web.Response:
-    """``GET /health``: ok/degraded/down per DESIGN.md §6.3; HTTP 503 when down."""
+    """``GET /health``: ok/degraded/down per DESIGN.md §6.3; HTTP 503 when down.
+
+    Off loopback without the token only ``{"status": ...}`` (and the code) is answered:
+    enough for a probe, nothing about symbols or sources."""
     code, body = health(request.app[KEY_STATUS].status())
+    if not request.get(HEALTH_DETAIL, False):
+        body = {"status": body["status"]}
     return web.json_response(body, status=code)
 
 

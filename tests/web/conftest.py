@@ -17,11 +17,13 @@ from backend.web.auth import ApiToken  # noqa: E402
 
 @pytest.fixture
 async def serve():
-    """``await serve(data_dir, metrics=..., status_provider=..., tracking_uri=...)`` -> (base URL, app) of a
-    real server on 127.0.0.1; the tracking URI defaults to the SQLite store under ``data_dir``."""
+    """``await serve(data_dir, metrics=..., status_provider=..., tracking_uri=..., host=...)`` -> (base URL, app)
+    of a real server bound to ``host`` (default 127.0.0.1; the URL is on 127.0.0.1 either way); the
+    tracking URI defaults to the SQLite store under ``data_dir``."""
     runners = []
 
     async def _serve(data_dir: Path, **kwargs):
+        host = kwargs.pop("host", "127.0.0.1")
         settings = WebSettings(
             data_dir=Path(data_dir),
             token=ApiToken(TOKEN, "test"),
@@ -29,11 +31,12 @@ async def serve():
             events_interval_s=kwargs.pop("events_interval_s", 0.3),
             cancel_grace_s=1.0,
             mlflow_ui_url=kwargs.pop("mlflow_ui_url", None),
+            host=host,
         )
         app = create_app(settings, metrics=kwargs.pop("metrics", None) or Metrics(), **kwargs)
         runner = web.AppRunner(app, shutdown_timeout=2)
         await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
+        site = web.TCPSite(runner, host, 0)
         await site.start()
         runners.append(runner)
         port = site._server.sockets[0].getsockname()[1]

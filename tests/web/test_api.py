@@ -10,6 +10,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from helpers import TOKEN, pid_alive, samples, write
 
 from backend.metrics import Metrics
+from backend.web.app import STATIC
 from backend.web.status import MetricsStatus
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -109,6 +110,56 @@ async def test_400_per_field(tmp_path, serve):
             assert r.status == 400 and "group" in (await r.json())["error"]
         async with s.get(f"{base}/api/runs/not-a-run") as r:
             assert r.status == 400
+
+
+async def test_labelling_tolerance_follows_the_labellers_rule(tmp_path, serve):
+    """Below the smallest horizon *chosen* (the labelling command's rule), not below 10 s."""
+    base, _ = await serve(tmp_path)
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        async with s.post(f"{base}/api/labelling", json={"tolerance": 15}) as r:
+            body = await r.json()
+        assert r.status == 400
+        assert body["fields"] == {"tolerance": "must be >= 0 and smaller than the smallest horizon (10 s), got 15.0"}
+        async with s.post(f"{base}/api/labelling", json={"horizons": [30, 60], "tolerance": 15, "dry_run": True}) as r:
+            assert r.status == 202, await r.text()
+            job_id = (await r.json())["job_id"]
+        end = time.monotonic() + 60
+        while (job := (await _get(s, f"{base}/api/labelling/{job_id}"))[1])["state"] in ("queued", "running"):
+            assert time.monotonic() < end, job
+            await asyncio.sleep(0.2)
+        assert job["state"] == "succeeded" and job["exit_code"] == 0, job
+        assert "tolerance 15 s" in "".join(job["log_tail"]), job["log_tail"]
+
+
+async def test_off_loopback_only_the_page_shell_and_a_bare_health_are_open(tmp_path, serve):
+    """Bound to 0.0.0.0: every data endpoint and /metrics need the token; / and /static/ serve the
+    page that asks for it; /health answers its status word and code only, the detail with the token."""
+    metrics = Metrics()
+    metrics.book_age.labels(symbol="BTCUSDT").set(1.0)
+    provider = MetricsStatus(metrics, ["BTCUSDT"], "sim", lambda: "live", max_book_age_s=15)
+    base, _ = await serve(tmp_path, metrics=metrics, status_provider=provider, host="0.0.0.0")
+    async with aiohttp.ClientSession() as s:
+        for path in ("/metrics", "/api/config", "/api/collector", "/api/events", "/api/data", "/api/live",
+                     "/api/runs", "/api/training", "/api/labelling", "/api/training/x"):
+            async with s.get(base + path) as r:
+                assert r.status == 401, path
+                assert "missing token" in (await r.json())["error"]
+        async with s.get(base + "/") as r:
+            page = await r.text()
+            assert r.status == 200 and page == (STATIC / "index.html").read_text()  # the static shell, no data
+        async with s.get(base + "/static/app.js") as r:
+            assert r.status == 200
+        assert await _get(s, f"{base}/health") == (200, {"status": "ok"})
+        assert await _get(s, f"{base}/health", headers={"Authorization": "Bearer wrong-token-xxxxxxxx"}) == (200, {"status": "ok"})
+        code, body = await _get(s, f"{base}/health", headers=AUTH)
+        assert code == 200 and body["symbols"]["BTCUSDT"]["book_age_s"] == 1.0
+        code, body = await _get(s, f"{base}/api/collector", headers=AUTH)
+        assert code == 200 and body["symbols"][0]["symbol"] == "BTCUSDT"
+        async with s.get(f"{base}/metrics", headers=AUTH) as r:
+            text = await r.text()
+    fails = {x.labels["reason"]: x.value for f in text_string_to_metric_families(text) if f.name == "lobbot_api_auth_failures"
+             for x in f.samples if x.name.endswith("_total")}
+    assert fails == {"missing": 10.0, "wrong": 1.0}  # a probe without a token is not a failure
 
 
 async def _wait_job(s, base, job_id, pred, timeout):

@@ -172,3 +172,18 @@ async def test_page_in_russian_follows_the_browser_and_switches(tmp_path, serve)
             assert errors == []
         finally:
             await browser.close()
+
+
+async def test_off_loopback_page_asks_for_the_token_then_loads(tmp_path, serve, browser):
+    """Bound to 0.0.0.0 the page loads without data, says why, and shows everything once given the token."""
+    write(tmp_path / "feature_store" / "offline", [samples("BTCUSDT", 200)])
+    base, _ = await serve(tmp_path, host="0.0.0.0")
+    page, errors = await _open(browser, base + "/")
+    assert await page.locator("#token-box").is_visible()
+    assert "reachable from the network" in await page.locator("#message").inner_text()
+    assert await page.locator("#heatmap tr[data-symbol='BTCUSDT']").count() == 0
+    await page.fill("#token-input", TOKEN)
+    await page.click("#token-save")
+    await page.wait_for_selector("#heatmap tr[data-symbol='BTCUSDT']", timeout=60_000)
+    assert not await page.locator("#token-box").is_visible()
+    assert [e for e in errors if "401" not in e] == []  # the refused reads before the token are expected

@@ -323,11 +323,14 @@
   async function init() {
     const { status, data } = await api("GET", "/api/config");
     state.config = status === 200 ? data : { lang: "en", feature_group: "training_features" };
+    // bound beyond loopback every read needs the token: the page loads its data once it has one
+    const locked = status === 401;
     translate();
     if (!token()) $("#token-box").hidden = false;
     $("#token-save").addEventListener("click", () => {
       const v = $("#token-input").value.trim();
       if (v) { sessionStorage.setItem(TOKEN_KEY, v); $("#token-input").value = ""; $("#token-box").hidden = true; say(""); }
+      if (v && locked) location.reload();
     });
     $("#train-form").addEventListener("submit", (e) => { e.preventDefault(); startJob("training", e.target); });
     $("#label-form").addEventListener("submit", (e) => { e.preventDefault(); startJob("labelling", e.target); });
@@ -349,6 +352,7 @@
     $("#data-group").addEventListener("change", loadData);
     $("#balance-horizon").addEventListener("change", renderBalance);
     $("#runs-refresh").addEventListener("click", loadRuns);
+    if (locked) { askToken(); say(t("token_needed_reads")); document.body.setAttribute("data-ready", "1"); return; }  // nothing to read yet
     const c = await api("GET", "/api/collector"); if (c.status === 200) renderCollector(c.data);
     events();
     await loadData();

@@ -5,6 +5,7 @@ window.I18N = {
   en: {
     title: "LOB bot: ML Management", nav_collector: "Collector", nav_data: "Data", nav_ml: "ML Management",
     token_label: "API token", token_save: "Use token", token_needed: "Starting or cancelling a job needs the API token (in <data-dir>/api_token).",
+    token_needed_reads: "This server is reachable from the network, so showing anything needs the API token (in <data-dir>/api_token or $LOBBOT_API_TOKEN).",
     col_symbol: "Symbol", col_book_age: "Book age, s", col_samples: "Samples", col_last_sample: "Last sample (UTC)",
     col_skipped: "Skipped", col_rejected: "Rejected", col_venue: "Venue",
     venue_line: "{venue}: {n} symbols; reconnects {r}, resyncs {s}, retries {t}, clock offset {o}, faults {f}",
@@ -44,6 +45,7 @@ window.I18N = {
     live_realised: "Фактически", live_predicted: "Прогноз", paper_gross: "PnL брутто", paper_net: "PnL нетто",
     token_label: "API-токен", token_save: "Применить токен",
     token_needed: "Для запуска или отмены задачи нужен API-токен (в <data-dir>/api_token).",
+    token_needed_reads: "Сервер доступен из сети, поэтому для показа любых данных нужен API-токен (в <data-dir>/api_token или $LOBBOT_API_TOKEN).",
     col_symbol: "Символ", col_book_age: "Возраст стакана, с", col_samples: "Семплы", col_last_sample: "Последний семпл (UTC)",
     col_skipped: "Пропущено", col_rejected: "Отклонено", col_venue: "Биржа",
     venue_line: "{venue}: символов {n}; переподключений {r}, пересинхронизаций {s}, повторов {t}, сдвиг часов {o}, сбои {f}",
