@@ -39,11 +39,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-host",
         default="127.0.0.1",
-        help="address to bind (default 127.0.0.1; anything else makes every request, reads too, need the token)",
+        help="address to bind (default 127.0.0.1; anything else makes every request but the page itself "
+        "and /health need the token, and /health then shows only ok/degraded/down)",
     )
     p.add_argument("--feature-group", default=None, help="group shown by the Data panel (default: the configured one)")
     p.add_argument("--mlflow-ui-url", default=None, help="base URL of an MLflow UI you run, e.g. http://127.0.0.1:5000, for run links")
-    p.add_argument("--lang", choices=("en", "ru"), default=None, help="page language (default: $LOBBOT_LANG, else en)")
+    p.add_argument("--lang", choices=("en", "ru"), default=None,
+                   help="page language where the browser has saved no choice in the page's Language switch: "
+                   "ru shows Russian; en (the default unless $LOBBOT_LANG=ru) follows the browser's language")
     return p
 
 
@@ -62,13 +65,17 @@ def _check_url(url: str | None) -> str | None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the web app until SIGINT/SIGTERM; exit code 0, or 2 on bad arguments."""
+    """Serve the web app until SIGINT/SIGTERM; exit code 0, or 2 on bad arguments or a port that cannot be bound.
+
+    The banner (URL, token location, and a warning off loopback) is printed only once the
+    socket is bound; when it cannot be, one ``error:`` line and nothing else."""
     import os
 
     from aiohttp import web
 
     from backend.config import configure
     from backend.ml_engine.training_orchestrator.tracking import mask_uri, resolve_tracking
+    from backend.web.address import exposure_warning, page_url
     from backend.web.app import WebSettings, create_app
     from backend.web.auth import TokenError, describe_token, load_or_create_token
 
@@ -96,13 +103,21 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     app = create_app(web_settings)
-    print(f"ML Management: http://{args.api_host}:{args.port}/  (data: {settings.data_dir}, MLflow: {mask_uri(target.uri)})")
-    print(describe_token(token), flush=True)
+
+    def banner(_aiohttp_line: str) -> None:  # run_app calls it once every site is bound
+        print(f"ML Management: {page_url(args.api_host, args.port)}  (data: {settings.data_dir}, MLflow: {mask_uri(target.uri)})")
+        print(describe_token(token))
+        warning = exposure_warning(args.api_host, args.port)
+        if warning:
+            print(warning)
+        sys.stdout.flush()
+
     try:
-        web.run_app(app, host=args.api_host, port=args.port, print=None, handle_signals=True, shutdown_timeout=5)
+        web.run_app(app, host=args.api_host, port=args.port, print=banner, handle_signals=True, shutdown_timeout=5)
     except OSError as exc:
-        print(f"error: cannot listen on {args.api_host}:{args.port}: {exc}", file=sys.stderr)
-        return 1
+        print(f"error: cannot listen on {args.api_host}:{args.port}: {exc.strerror or exc}; choose another --port",
+              file=sys.stderr)
+        return 2
     return 0
 
 

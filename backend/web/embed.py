@@ -13,19 +13,28 @@ import logging
 from aiohttp import web
 
 from backend.engine.bot import StartupError
+from backend.web.address import exposure_warning, page_url
 from backend.web.app import WebSettings, create_app
 from backend.web.status import MetricsStatus
 
-__all__ = ["BotServer"]
+__all__ = ["BotServer", "PortUnavailable"]
 
 log = logging.getLogger("lobbot.web")
+
+
+class PortUnavailable(StartupError):
+    """``--api-port`` cannot be bound (taken, or not allowed): the bot ends with this one
+    line and ``exit_code`` 2 (a bad argument: choose another port) before collecting."""
+
+    exit_code = 2
 
 
 class BotServer:
     """Serves ``create_app`` on ``host:port`` for the lifetime of a bot run.
 
-    ``start`` raises ``StartupError`` when the port cannot be bound (the bot then ends
-    with that message before collecting anything).
+    ``start`` raises ``PortUnavailable`` (a ``StartupError``) when the port cannot be bound
+    (the bot then ends with that message before collecting anything); the page's address
+    is logged only once the socket is bound.
     """
 
     def __init__(self, settings: WebSettings, port: int, shutdown_timeout_s: float = 2.0):
@@ -36,7 +45,7 @@ class BotServer:
         self.bound_port: int | None = None
 
     async def start(self, bot) -> None:
-        """Bind the site on the running loop; raises OSError when the port is taken."""
+        """Bind the site on the running loop; raises ``PortUnavailable`` when the port cannot be bound."""
         s = bot.settings
         provider = MetricsStatus(
             bot.metrics, bot.symbols, s.source, lambda: bot.source_state,
@@ -51,13 +60,16 @@ class BotServer:
             await site.start()
         except OSError as exc:
             await runner.cleanup()
-            raise StartupError(f"cannot serve the web app on {self.settings.host}:{self.port}: {exc.strerror or exc}; "
-                               "choose another --api-port") from None
+            raise PortUnavailable(f"cannot serve the web app on {self.settings.host}:{self.port}: {exc.strerror or exc}; "
+                                  "choose another --api-port") from None
         self.runner = runner
         self.bound_port = site._server.sockets[0].getsockname()[1] if site._server and site._server.sockets else self.port
-        log.info("ML Management page: http://%s:%d/ (/health, /metrics, API token: %s)",
-                 self.settings.host, self.bound_port, "from $LOBBOT_API_TOKEN" if self.settings.token.source == "env"
-                 else f"in {self.settings.token.source}")
+        log.info("ML Management page: %s (/health, /metrics, API token: %s)",
+                 page_url(self.settings.host, self.bound_port), "from $LOBBOT_API_TOKEN"
+                 if self.settings.token.source == "env" else f"in {self.settings.token.source}")
+        warning = exposure_warning(self.settings.host, self.bound_port)
+        if warning:
+            log.warning("%s", warning.removeprefix("warning: "))
 
     async def stop(self) -> None:
         """Cancel a running job and close the site; safe to call twice."""
