@@ -2,13 +2,16 @@
 
 The work is ``backend.ml_engine.training_orchestrator.orchestrator.train_and_track``.
 Exit status: 0 trained, 1 data or tracking problem (the message says what to do),
-2 bad arguments (a feature group that does not exist among them), 130 interrupted.
+2 bad arguments (a feature group that does not exist among them), 130 interrupted (SIGINT),
+143 terminated (SIGTERM); both end the MLflow run as KILLED.
 """
 
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from backend.apps import console as c
@@ -70,7 +73,8 @@ tracking:
   PostgreSQL through psycopg2 (see docs/mlflow_postgres.md). Passwords are never printed.
 
 exit status: 0 trained, 1 data or tracking problem (message says what to do), 2 bad arguments
-(e.g. a --feature-group that does not exist: the groups present are listed), 130 interrupted.
+(e.g. a --feature-group that does not exist: the groups present are listed), 130 interrupted
+(Ctrl+C), 143 terminated (kill); either way the MLflow run is marked KILLED and nothing is registered.
 """
 
 
@@ -194,8 +198,31 @@ def _symbols(text: str | None) -> list[str] | None:
     return [s for s in text.replace(" ", "").split(",") if s]
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process stands so it ends like Ctrl+C (the MLflow run marked KILLED)."""
+
+
+def _on_sigterm(signum, frame) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the run's KILLED record short
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Parse ``argv``, train, print the summary; returns the exit status."""
+    """Parse ``argv``, train, print the summary; returns the exit status.
+
+    SIGTERM (a plain ``kill``; the web app's cancel after its SIGINT) interrupts the run like
+    SIGINT: the MLflow run is ended as KILLED, exit status 143 (130 for SIGINT).
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return _main(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     setup_or_exit(parser, args.lang)
@@ -272,9 +299,12 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
     except ValueError as exc:  # e.g. --device cuda without CUDA, a bad date
         print(f"\nerror: {scrub(str(exc), target.uri)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        print("\nInterrupted: nothing was registered; the MLflow run (if any) is marked KILLED.", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        run_id = getattr(exc, "mlflow_run_id", None)
+        what = "Terminated" if isinstance(exc, Terminated) else "Interrupted"
+        tail = f"the MLflow run {run_id} is marked KILLED" if run_id else "no MLflow run had been started"
+        print(f"\n{what}: nothing was registered; {tail}.", file=sys.stderr)
+        return 143 if isinstance(exc, Terminated) else 130
 
     print()
     print(summary.report)

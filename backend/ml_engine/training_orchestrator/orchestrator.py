@@ -19,6 +19,7 @@ Progress lines go through the ``out`` callback; nothing here prints.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -299,8 +300,7 @@ def train_and_track(
 
     with tempfile.TemporaryDirectory(prefix="lob_train_") as tmp_name:
         tmp = Path(tmp_name)
-        run_ctx = mlflow.start_run(experiment_id=experiment_id) if mlflow else _NullCtx()
-        with run_ctx as run:
+        with tracked_run(mlflow, experiment_id) as run:
             if mlflow:
                 mlflow.log_params({**dcfg.as_params(), **tcfg.as_params()})
                 mlflow.log_params({f"data_{k}": v for k, v in facts.items()})
@@ -396,12 +396,29 @@ def _epoch_logger(out: Callable[[str], None], mlflow, epochs: int, k: int, K: in
     return on_epoch
 
 
-class _NullCtx:
-    def __enter__(self):
-        return None
+@contextlib.contextmanager
+def tracked_run(mlflow, experiment_id: str | None):
+    """An MLflow run around the block (nothing when ``mlflow`` is None), ended with the status it earned.
 
-    def __exit__(self, *exc):
-        return False
+    FINISHED when the block completes; KILLED when it is interrupted (``KeyboardInterrupt``:
+    SIGINT, or SIGTERM through the training app's handler), and then the run id is set on the
+    exception as ``mlflow_run_id`` so the app can say which run it marked; FAILED for any
+    other exception. (MLflow's own context manager records FAILED for an interrupt too.)
+    """
+    if mlflow is None:
+        yield None
+        return
+    run = mlflow.start_run(experiment_id=experiment_id)
+    try:
+        yield run
+    except KeyboardInterrupt as exc:
+        mlflow.end_run(status="KILLED")
+        exc.mlflow_run_id = run.info.run_id
+        raise
+    except BaseException:
+        mlflow.end_run(status="FAILED")
+        raise
+    mlflow.end_run()
 
 
 def _log_results(mlflow, tmp: Path, summary: RunSummary, p: PreparedData, dcfg, tcfg, result, register_model, NormalizedModel, seconds) -> None:
