@@ -110,7 +110,7 @@ def _record_map(data: bytes) -> list[tuple[int, int, list[tuple]]]:
     return out
 
 
-def _check_case(case: Path, baseline: dict, allowed_loss: set, damaged_name: str) -> int:
+def _check_case(case: Path, baseline: dict, allowed_loss: set, damaged_name: str | None) -> int:
     got, rec = _recovered_rows(case)
     extra = set(got) - set(baseline)
     assert not extra, f"rows that were already flushed came back (duplicates): {sorted(extra)[:5]}"
@@ -118,7 +118,8 @@ def _check_case(case: Path, baseline: dict, allowed_loss: set, damaged_name: str
         assert v == baseline[k], k
     lost = set(baseline) - set(got)
     assert lost <= allowed_loss, f"{len(lost - allowed_loss)} rows lost outside the damaged records"
-    assert any(p.name == damaged_name for p in rec.damage), "the damage was not reported"
+    if damaged_name is not None:
+        assert any(p.name == damaged_name for p in rec.damage), "the damage was not reported"
     return len(lost)
 
 
@@ -147,8 +148,12 @@ def test_bit_flips_and_truncations_cost_only_the_damaged_records(recorded, tmp_p
         case.mkdir()
         for p in segments:
             (case / p.name).write_bytes(bytes(data) if p == seg else p.read_bytes())
-        total_lost += _check_case(case, baseline, allowed, seg.name)
-        if case_no % 25 == 0:
+        # a cut exactly at a record's start leaves whole records only: a shorter, valid
+        # segment, as a crash before those records leaves it, so there is no damage to report
+        # (where the records fall varies with the flush thread's timing)
+        clean_cut = case_no >= FLIPS and any(r[0] == at for r in maps[seg.name])
+        total_lost += _check_case(case, baseline, allowed, None if clean_cut else seg.name)
+        if case_no % 25 == 0 and not clean_cut:
             # the whole start-up path: good records go to a new segment, the damaged one is kept aside unchanged
             sp = Spool(case, _layouts(), fsync=False)
             rec = sp.recover()
