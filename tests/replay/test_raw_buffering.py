@@ -41,6 +41,20 @@ def test_extend_holds_the_same_rows_as_appending_them_one_by_one():
     assert len(many) == 0 and many.nbytes == 0
 
 
+def test_extend_near_the_cap_allocates_only_what_the_rows_need():
+    """With no room left, a new block holds exactly the rows given (no doubling reserve), as ``append``
+    then does; with room, blocks still grow ahead so small appends do not each allocate."""
+    tight, roomy = RowBuffer(LAYOUT), RowBuffer(LAYOUT)
+    ints = np.zeros((3, len(RAW_INTS)), dtype=np.int64)
+    floats = np.zeros((3, len(RAW_FLOATS)))
+    seq = np.arange(3)
+    assert tight.extend(seq, ints, floats, room=0) == tight.row_cost + 2 * tight.row_bytes  # 3 rows, one block
+    assert roomy.extend(seq, ints, floats) > roomy.row_cost + 2 * roomy.row_bytes  # reserves ahead
+    for _ in range(5):  # every further block is one block of exactly what comes
+        grown = tight.extend(seq + 3, ints, floats, room=0)
+        assert grown == tight.row_cost + 2 * tight.row_bytes
+
+
 def test_collected_raw_blocks_are_stored_whole_and_once(tmp_path):
     """Rows added as blocks reach the ``raw_events`` group once each, and decode to the ticks given."""
     syms = ["AUSDT", "BUSDT"]

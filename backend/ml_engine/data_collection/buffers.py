@@ -199,11 +199,12 @@ class RowBuffer:
         self._rows += 1
         return grown
 
-    def extend(self, seq: np.ndarray, ints: np.ndarray, floats: np.ndarray) -> int:
+    def extend(self, seq: np.ndarray, ints: np.ndarray, floats: np.ndarray, room: int = 1 << 62) -> int:
         """Append many rows at once (no vector): seq (n,), ints (n, len(layout.ints)), floats (n, len(layout.floats)).
 
         The rows fill what is left of the last block, then go into one new block sized to
-        hold the rest (at least the next block size), each part one vectorised copy.
+        hold the rest (the next block size when that is larger and fits in ``room``, the
+        bytes a new block may take, as in ``append``), each part one vectorised copy.
         Returns the bytes newly allocated.
         """
         n = len(seq)
@@ -218,6 +219,8 @@ class RowBuffer:
         while done < n:
             if block is None or block.n == block.cap:
                 rows = FIRST_BLOCK_ROWS if block is None else min(BLOCK_ROWS, 2 * block.cap)
+                if rows * self.row_bytes + BLOCK_OVERHEAD > room:  # near the cap: only what the rows need
+                    rows = 1
                 block = _Block(len(lay.ints), len(lay.floats), 0, max(rows, n - done))
                 self._blocks.append(block)
                 grown += block.nbytes

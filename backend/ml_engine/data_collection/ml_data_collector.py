@@ -373,7 +373,8 @@ class MLDataCollector:
         else:
             self._unspooled.setdefault((stream, symbol), int(seq[0]))
         buf = lane.buf
-        self._buffer_bytes += buf.extend(seq, ints, floats)  # one vectorised copy, not a row at a time
+        room = self._tick_base + self._tick_bytes - self._buffer_bytes - self._job_bytes - self._spool_book
+        self._buffer_bytes += buf.extend(seq, ints, floats, room)  # one vectorised copy, not a row at a time
         self._tick_bytes += n * buf.row_bytes + buf.row_cost  # (one vectorised block at most)
         self._buffered_rows[stream] += n
         if len(buf) >= lane.spec.flush_rows:
