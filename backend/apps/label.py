@@ -98,8 +98,8 @@ def _common(parser: argparse.ArgumentParser) -> None:
         "--tolerance",
         type=float,
         default=core.DEFAULT_TOLERANCE_S,
-        help=f"seconds after t+h in which a price must be found; below the smallest horizon "
-        f"(default: {core.DEFAULT_TOLERANCE_S:g})",
+        help=f"seconds after t+h in which a price must be found: 0 <= T < the smallest of --horizons, "
+        f"fractions allowed (default: {core.DEFAULT_TOLERANCE_S:g})",
     )
     parser.add_argument("--dry-run", action="store_true", help="compute and report, write nothing")
     parser.add_argument("--no-progress", action="store_true", help="hide progress bars")
