@@ -12,16 +12,17 @@ currency, as the strings Binance sends.
 A malformed payload raises ``BinanceMessageError`` naming the message, the field and
 what is wrong, so callers count and skip it instead of crashing on a ``KeyError``.
 An error body (``{"code": -1121, "msg": "Invalid symbol."}``) is ``BinanceApiError``.
+The checks of JSON strings, numbers and book levels are shared with Bybit (``venues/wire.py``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from backend.venues import wire
 from backend.venues.types import CANDLE_MS, Candle, Trade
 
 __all__ = ["AggTrade", "BinanceApiError", "BinanceMessageError", "DepthDiff", "DepthSnapshot", "decode_json",
@@ -96,19 +97,11 @@ class AggTrade:
 
 def decode_json(text: str | bytes, where: str = "message") -> Any:
     """``json.loads``, raising ``BinanceMessageError`` (naming ``where`` and the text's start) instead."""
-    try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        preview = text[:80] if isinstance(text, str) else text[:80].decode("utf-8", "replace")
-        raise BinanceMessageError(f"{where}: malformed JSON ({exc}): {preview!r}") from None
+    return wire.decode_json(text, where, BinanceMessageError)
 
 
 def _field(obj: Any, key: str, where: str) -> Any:
-    if not isinstance(obj, dict):
-        raise BinanceMessageError(f"{where}: expected an object, got {type(obj).__name__}")
-    if key not in obj:
-        raise BinanceMessageError(f"{where}: missing field {key!r}")
-    return obj[key]
+    return wire.field(obj, key, where, BinanceMessageError)
 
 
 def _int(value: Any, what: str) -> int:
@@ -121,39 +114,12 @@ def _int(value: Any, what: str) -> int:
 
 
 def _float(value: Any, what: str) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        out = float(value)
-    except (TypeError, ValueError):
-        raise BinanceMessageError(f"{what}: expected a number, got {value!r}") from None
-    if not np.isfinite(out):
-        raise BinanceMessageError(f"{what}: not finite: {value!r}")
-    return out
+    return wire.number(value, what, BinanceMessageError)
 
 
 def parse_levels(raw: Any, where: str) -> np.ndarray:
     """``[["price", "qty"], ...]`` -> float64 ``(n, 2)``; rejects junk, NaN, prices <= 0 and negative quantities."""
-    if not isinstance(raw, list):
-        raise BinanceMessageError(f"{where}: expected a list of [price, qty], got {type(raw).__name__}")
-    if not raw:
-        return np.empty((0, 2), dtype=np.float64)
-    try:
-        arr = np.array(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        for i, level in enumerate(raw):
-            if not isinstance(level, (list, tuple)) or len(level) != 2:
-                raise BinanceMessageError(f"{where}[{i}]: expected [price, qty], got {level!r}") from None
-            _float(level[0], f"{where}[{i}] price")
-            _float(level[1], f"{where}[{i}] qty")
-        raise BinanceMessageError(f"{where}: levels are not [price, qty] pairs") from None
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise BinanceMessageError(f"{where}: expected [price, qty] pairs, got shape {arr.shape}")
-    bad = ~np.isfinite(arr).all(axis=1) | (arr[:, 0] <= 0) | (arr[:, 1] < 0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise BinanceMessageError(f"{where}[{i}]: invalid level {raw[i]!r} (price must be > 0, qty >= 0)")
-    return arr
+    return wire.levels(raw, where, BinanceMessageError, "qty")
 
 
 # --- REST ---------------------------------------------------------------------------------

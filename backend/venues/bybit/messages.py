@@ -4,12 +4,12 @@ Everything here turns already-decoded JSON (dicts and lists) into the
 project's records: ``OrderBook``, ``Trade``, ``Candle`` and ``BookMessage``
 (one order-book snapshot or delta). Malformed payloads raise
 ``BybitMessageError`` naming the field and what is wrong, so the caller can
-count and skip them instead of crashing on a ``KeyError``.
+count and skip them instead of crashing on a ``KeyError``. The checks of JSON strings,
+numbers and book levels are shared with Binance (``venues/wire.py``).
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +17,7 @@ import numpy as np
 
 from backend.symbols import SYMBOL_RE
 from backend.venues.orderbook import OrderBook
+from backend.venues import wire
 from backend.venues.types import CANDLE_MS, Candle, Trade
 
 # retCodes that mean "slow down / try again": 10006 per-UID rate limit,
@@ -59,19 +60,11 @@ class BookMessage:
 
 def decode_json(text: str | bytes, where: str = "message") -> Any:
     """``json.loads``, raising ``BybitMessageError`` (naming ``where`` and the text's start) instead."""
-    try:
-        return json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
-        preview = text[:80] if isinstance(text, str) else text[:80].decode("utf-8", "replace")
-        raise BybitMessageError(f"{where}: malformed JSON ({exc}): {preview!r}") from None
+    return wire.decode_json(text, where, BybitMessageError)
 
 
 def _field(obj: Any, key: str, where: str) -> Any:
-    if not isinstance(obj, dict):
-        raise BybitMessageError(f"{where}: expected an object, got {type(obj).__name__}")
-    if key not in obj:
-        raise BybitMessageError(f"{where}: missing field {key!r}")
-    return obj[key]
+    return wire.field(obj, key, where, BybitMessageError)
 
 
 def _int(value: Any, what: str) -> int:
@@ -84,39 +77,12 @@ def _int(value: Any, what: str) -> int:
 
 
 def _float(value: Any, what: str) -> float:
-    try:
-        if isinstance(value, bool):
-            raise TypeError
-        out = float(value)
-    except (TypeError, ValueError):
-        raise BybitMessageError(f"{what}: expected a number, got {value!r}") from None
-    if not np.isfinite(out):
-        raise BybitMessageError(f"{what}: not finite: {value!r}")
-    return out
+    return wire.number(value, what, BybitMessageError)
 
 
 def parse_levels(raw: Any, where: str) -> np.ndarray:
     """``[["price", "size"], ...]`` -> float64 ``(n, 2)``; rejects junk, NaN and negatives."""
-    if not isinstance(raw, list):
-        raise BybitMessageError(f"{where}: expected a list of [price, size], got {type(raw).__name__}")
-    if not raw:
-        return np.empty((0, 2), dtype=np.float64)
-    try:
-        arr = np.array(raw, dtype=np.float64)
-    except (TypeError, ValueError):
-        for i, level in enumerate(raw):
-            if not isinstance(level, (list, tuple)) or len(level) != 2:
-                raise BybitMessageError(f"{where}[{i}]: expected [price, size], got {level!r}") from None
-            _float(level[0], f"{where}[{i}] price")
-            _float(level[1], f"{where}[{i}] size")
-        raise BybitMessageError(f"{where}: levels are not [price, size] pairs") from None
-    if arr.ndim != 2 or arr.shape[1] != 2:
-        raise BybitMessageError(f"{where}: expected [price, size] pairs, got shape {arr.shape}")
-    bad = ~np.isfinite(arr).all(axis=1) | (arr[:, 0] <= 0) | (arr[:, 1] < 0)
-    if bad.any():
-        i = int(np.argmax(bad))
-        raise BybitMessageError(f"{where}[{i}]: invalid level {raw[i]!r} (price must be > 0, size >= 0)")
-    return arr
+    return wire.levels(raw, where, BybitMessageError, "size")
 
 
 # --- REST ----------------------------------------------------------------------
