@@ -2,16 +2,20 @@
 
 ``venues/bybit/protocol.py`` and ``venues/binance/protocol.py`` both turn frames into these
 (Bybit also reports ``Pong``, its application-level ping answer); ``venues/ws_driver.py``
-counts and logs them the same way for both.
+counts and logs them the same way for both. ``ProtocolOutput`` is how both protocols hand out
+events, books, trades and bars.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Sequence
 
-from backend.venues.local_book import ApplyResult
+from backend.venues.local_book import ApplyResult, LocalBook
+from backend.venues.orderbook import OrderBook
+from backend.venues.types import Candle, Trade
 
-__all__ = ["BookUpdate", "Fault", "Pong", "ResyncNeeded"]
+__all__ = ["BookUpdate", "Fault", "Pong", "ProtocolOutput", "ResyncNeeded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,3 +52,38 @@ class ResyncNeeded:
 
     symbol: str
     reason: str
+
+
+class ProtocolOutput:
+    """What a venue's sans-I/O protocol hands its driver, the same for every venue: a mixin for a protocol
+    with ``symbols``, ``books`` (symbol -> ``LocalBook``), ``_events`` (a list of the events above) and
+    ``_trades``/``_candles`` (symbol -> list)."""
+
+    symbols: list[str]
+    books: dict[str, LocalBook]
+    _events: list
+    _trades: dict[str, list[Trade]]
+    _candles: dict[str, list[Candle]]
+
+    def events_received(self) -> list:
+        """Events since the last call, oldest first; each is returned once."""
+        out, self._events = self._events, []
+        return out
+
+    def book(self, symbol: str, depth: int | None = None) -> OrderBook | None:
+        """The symbol's top ``depth`` levels, or None while it waits for a snapshot."""
+        return self.books[symbol].book(depth)
+
+    def synced(self, symbols: Sequence[str] | None = None) -> bool:
+        """True when every (given) symbol has a book."""
+        return all(self.books[s].ready for s in (symbols or self.symbols))
+
+    def drain_trades(self, symbol: str) -> list[Trade]:
+        """Trades received since the last call, each trade id once, in arrival order."""
+        out, self._trades[symbol] = self._trades[symbol], []
+        return out
+
+    def drain_candles(self, symbol: str) -> list[Candle]:
+        """Closed 1-minute bars received since the last call (may repeat a bar; the source hands each out once)."""
+        out, self._candles[symbol] = self._candles[symbol], []
+        return out

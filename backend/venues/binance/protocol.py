@@ -57,9 +57,8 @@ from backend.venues.binance.messages import (
     split_combined,
 )
 from backend.venues.local_book import ApplyResult, LocalBook
-from backend.venues.orderbook import OrderBook
 from backend.venues.types import Candle, Trade
-from backend.venues.ws_events import BookUpdate, Fault, ResyncNeeded
+from backend.venues.ws_events import BookUpdate, Fault, ProtocolOutput, ResyncNeeded
 
 __all__ = ["BinanceProtocol", "BookUpdate", "Event", "Fault", "MAX_BUFFERED_DIFFS", "ResyncNeeded"]
 
@@ -70,7 +69,7 @@ dropped, which at worst makes the snapshot stale and fetched again."""
 Event = Union[BookUpdate, Fault, ResyncNeeded]
 
 
-class BinanceProtocol:
+class BinanceProtocol(ProtocolOutput):
     """The state of one Binance USD-M combined-stream connection for a fixed list of symbols.
 
     ``depth`` levels per side are handed out by ``book``; the local book keeps every
@@ -228,29 +227,7 @@ class BinanceProtocol:
         except BinanceMessageError as exc:
             self._events.append(Fault("malformed", str(exc)))
 
-    # --- output ------------------------------------------------------------------------------
-    def events_received(self) -> list[Event]:
-        """Events since the last call, oldest first; each is returned once."""
-        out, self._events = self._events, []
-        return out
-
-    def book(self, symbol: str, depth: int | None = None) -> OrderBook | None:
-        """The symbol's top ``depth`` levels, or None while it waits for a snapshot."""
-        return self.books[symbol].book(depth)
-
-    def synced(self, symbols: Sequence[str] | None = None) -> bool:
-        """True when every (given) symbol has a book."""
-        return all(self.books[s].ready for s in (symbols or self.symbols))
-
-    def drain_trades(self, symbol: str) -> list[Trade]:
-        """Trades received since the last call, each aggregate trade once, in arrival order."""
-        out, self._trades[symbol] = self._trades[symbol], []
-        return out
-
-    def drain_candles(self, symbol: str) -> list[Candle]:
-        """Closed 1-minute bars received since the last call (the source hands each out once)."""
-        out, self._candles[symbol] = self._candles[symbol], []
-        return out
+    # --- output: events, books, trades and bars are ProtocolOutput's (venues/ws_events.py) ----------
 
     # --- internals -----------------------------------------------------------------------------
     def _reset_all(self) -> None:

@@ -48,9 +48,8 @@ from backend.venues.bybit.messages import (
     topic_kind,
 )
 from backend.venues.local_book import ApplyResult, LocalBook
-from backend.venues.orderbook import OrderBook
 from backend.venues.types import Candle, Trade
-from backend.venues.ws_events import BookUpdate, Fault, Pong, ResyncNeeded
+from backend.venues.ws_events import BookUpdate, Fault, Pong, ProtocolOutput, ResyncNeeded
 
 __all__ = ["BookUpdate", "BybitProtocol", "Event", "Fault", "MAX_ARGS_PER_SUBSCRIBE", "Pong", "ResyncNeeded"]
 
@@ -60,7 +59,7 @@ _SEEN_TRADE_IDS = 20_000  # per symbol: far more than one reconnect can replay
 Event = Union[BookUpdate, Pong, Fault, ResyncNeeded]
 
 
-class BybitProtocol:
+class BybitProtocol(ProtocolOutput):
     """The state of one Bybit public WebSocket session for a fixed list of symbols.
 
     ``books`` maps each symbol to its ``LocalBook`` (depth ``depth`` levels per side
@@ -142,33 +141,10 @@ class BybitProtocol:
         except BybitMessageError as exc:
             self._events.append(Fault("malformed", str(exc)))
 
-    # --- output ------------------------------------------------------------------------------
+    # --- output (events, books, trades and bars: ProtocolOutput, venues/ws_events.py) ------------
     def data_to_send(self) -> list[str]:
         """The JSON texts to send now, oldest first; each is returned once."""
         out, self._out = self._out, []
-        return out
-
-    def events_received(self) -> list[Event]:
-        """Events since the last call, oldest first; each is returned once."""
-        out, self._events = self._events, []
-        return out
-
-    def book(self, symbol: str, depth: int | None = None) -> OrderBook | None:
-        """The symbol's top ``depth`` levels, or None while it waits for a snapshot."""
-        return self.books[symbol].book(depth)
-
-    def synced(self, symbols: Sequence[str] | None = None) -> bool:
-        """True when every (given) symbol has a book."""
-        return all(self.books[s].ready for s in (symbols or self.symbols))
-
-    def drain_trades(self, symbol: str) -> list[Trade]:
-        """Trades received since the last call, each trade id once, in arrival order."""
-        out, self._trades[symbol] = self._trades[symbol], []
-        return out
-
-    def drain_candles(self, symbol: str) -> list[Candle]:
-        """Closed 1-minute bars received since the last call (may repeat a bar; the source de-duplicates)."""
-        out, self._candles[symbol] = self._candles[symbol], []
         return out
 
     # --- internals -----------------------------------------------------------------------------
