@@ -75,7 +75,9 @@ class LiveSourceBase(MarketSource):
     client's ban exception), ``ban_status`` (the HTTP status of a ban, for snapshots' errors),
     assigns ``self.rest`` (a client with ``offset``, ``ban``, ``get_server_time`` and
     ``get_closed_candles``) after calling this ``__init__``, and overrides the hooks it needs.
-    REST polling sources also set ``trade_limit``, ``_seen`` and ``_trades_since``.
+    REST polling sources also set ``trade_limit``, ``_seen`` and ``_trades_since``; WebSocket sources set
+    ``shards`` (their clients), ``_client`` (symbol -> client) and ``sync_timeout_s``, and implement
+    ``_check_symbols`` and ``_backfill`` for ``_start_streams``.
     """
 
     label = "venue"
@@ -239,6 +241,36 @@ class LiveSourceBase(MarketSource):
         return {s: (deque(), set()) for s in self.symbols}
 
     # --- WebSocket local books ------------------------------------------------------
+    async def _start_streams(self) -> None:
+        """The WebSocket sources' start: check the symbols, measure the clock (3 round trips), connect every
+        shard (``self.shards``), back-fill candles over REST, wait up to ``sync_timeout_s`` for every book."""
+        await self._check_symbols()
+        await self._sync_time(3)
+        self._last_sync = self.clock.now_ms()
+        for c in self.shards:
+            await c.start()
+        await self._backfill()
+        await asyncio.gather(*(c.wait_synced(self.sync_timeout_s) for c in self.shards))
+
+    def _ws_skipped(self, sym: str, ws: Any, offset: int) -> MarketSnapshot | None:
+        """A symbol's snapshot when it is not collected any more (Bybit: delisted); None to collect it."""
+        return None
+
+    async def _poll_streams(self, now: int) -> dict[str, MarketSnapshot]:
+        """Every symbol's current local book, trades and closed bars from its WebSocket client (``self._client``),
+        the bars the stream missed fetched over REST."""
+        offset = self.clock_offset_ms()
+        out: dict[str, MarketSnapshot] = {}
+        fill: list[str] = []
+        for sym in self.symbols:
+            try:
+                ws = self._client[sym]
+                out[sym] = self._ws_skipped(sym, ws, offset) or self._ws_symbol(sym, ws, now, offset, fill)
+            except Exception as exc:  # poll() must never raise
+                out[sym] = self._poll_error(sym, exc)
+        await self._fill_candles(fill, out, now, offset)
+        return out
+
     def _ws_symbol(self, sym: str, ws: Any, now: int, offset: int, fill: list[str]) -> MarketSnapshot:
         """One symbol's snapshot from its WebSocket client: its live book (stamped), trades and bars; the symbol
         joins ``fill`` when REST must fetch bars the stream missed."""

@@ -271,28 +271,13 @@ class BinanceWsSource(_RestBase):
 
     async def start(self) -> None:
         """Check the symbols, measure the clock, connect, back-fill candles, wait (bounded) for every book."""
-        await self._check_symbols()
-        await self._sync_time(3)
-        self._last_sync = self.clock.now_ms()
-        for c in self.shards:
-            await c.start()
-        await self._backfill()
-        await asyncio.gather(*(c.wait_synced(self.sync_timeout_s) for c in self.shards))
+        await self._start_streams()
 
     async def poll(self) -> dict[str, MarketSnapshot]:
         """Every symbol's current local book, trades and closed bars since the last poll."""
         now = self.clock.now_ms()
         self._maybe_sync_time(now)
-        offset = self.clock_offset_ms()
-        out: dict[str, MarketSnapshot] = {}
-        fill: list[str] = []
-        for sym in self.symbols:
-            try:
-                out[sym] = self._ws_symbol(sym, self._client[sym], now, offset, fill)
-            except Exception as exc:  # poll() must never raise
-                out[sym] = self._poll_error(sym, exc)
-        await self._fill_candles(fill, out, now, offset)
-        return out
+        return await self._poll_streams(now)
 
     async def close(self) -> None:
         """Close the WebSocket connections and the HTTP session."""

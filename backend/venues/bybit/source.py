@@ -503,36 +503,22 @@ class BybitWsSource(_RestBase):
         if self.all_symbols:
             await self._resolve_all()
             self._add_shards(shard_symbols(self.symbols))
-        await self._check_symbols()
-        await self._sync_time(3)
-        self._last_sync = self.clock.now_ms()
-        for c in self.shards:
-            await c.start()
-        await self._backfill()
-        await asyncio.gather(*(c.wait_synced(self.sync_timeout_s) for c in self.shards))
+        await self._start_streams()
 
     async def poll(self) -> dict[str, MarketSnapshot]:
         """Every symbol's current local book, trades and closed bars since the last poll."""
         now = self.clock.now_ms()
         self._maybe_sync_time(now)
         self._maybe_refresh(now)
-        offset = self.clock_offset_ms()
-        out: dict[str, MarketSnapshot] = {}
-        fill: list[str] = []
-        for sym in self.symbols:
-            try:
-                ws = self._client[sym]
-                if sym in self.dropped:  # its topics are ignored: whatever still arrives is thrown away
-                    ws.drain_trades(sym)
-                    ws.drain_candles(sym)
-                    out[sym] = MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym],
-                                              clock_offset_ms=offset)
-                    continue
-                out[sym] = self._ws_symbol(sym, ws, now, offset, fill)
-            except Exception as exc:  # poll() must never raise
-                out[sym] = self._poll_error(sym, exc)
-        await self._fill_candles(fill, out, now, offset)
-        return out
+        return await self._poll_streams(now)
+
+    def _ws_skipped(self, sym: str, ws: Any, offset: int) -> MarketSnapshot | None:
+        """A delisted symbol: its topics are ignored (whatever still arrives is thrown away), reason ``delisted``."""
+        if sym not in self.dropped:
+            return None
+        ws.drain_trades(sym)
+        ws.drain_candles(sym)
+        return MarketSnapshot(sym, None, reason="delisted", error=self.dropped[sym], clock_offset_ms=offset)
 
     def _fill_failed(self, sym: str, exc: Exception, out: dict[str, MarketSnapshot], offset: int) -> None:
         """retCode 10001 on a candle fill: Bybit no longer knows the symbol (its book will never change again),
