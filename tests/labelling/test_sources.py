@@ -89,3 +89,23 @@ def test_a_group_that_does_not_exist_is_an_error(data_dir: Path, capsys):
     # an existing group without samples is still "nothing to label", exit 0
     assert main_parquet(["--data-dir", str(data_dir), "--no-progress", "--feature-group", "empty_group"]) == 0
     assert "nothing to label" in capsys.readouterr().out
+
+
+def test_legacy_batches_never_take_another_sources_price(data_dir: Path):
+    from backend.apps.label import main_legacy
+    from backend.ml_engine.feature_store.legacy_format import LegacyBatchWriter, list_batches, read_batch
+    from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES
+
+    store = FeatureStore(data_dir / "feature_store" / "offline")
+    _collect(store, "sim", T0, 95_000.0)
+    _collect(store, "bybit", T0 + 1_500, 87_000.0)
+    writer = LegacyBatchWriter(data_dir / "ml_training", fsync=False)
+    for source in ("sim", "bybit"):
+        df = store.read_offline_features("training_features")
+        df = df[df["source"] == source].sort_values("timestamp")
+        writer.write_batch("BTCUSDT", df[list(FEATURE_NAMES)].to_numpy(np.float32), _ms(df["timestamp"]),
+                           df["mid_price"].to_numpy(), source)
+    assert main_legacy(["--data-dir", str(data_dir), "--no-progress"]) == 0
+    moves = [r["future_movement_10s"] for ref in list_batches(data_dir / "ml_training", "BTCUSDT")
+             for r in read_batch(ref, load_features=False).labels if r["future_movement_10s"] is not None]
+    assert len(moves) > 30 and max(abs(m) for m in moves) < 0.01

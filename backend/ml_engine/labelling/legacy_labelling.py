@@ -2,7 +2,8 @@
 
 Price rows are the store's ``price_tape`` of the symbol plus the legacy samples
 themselves, exactly as for the parquet store, so both scripts give identical labels
-on the same samples. The .npy files are never touched. A batch whose labels change
+on the same samples; as there, a label's price comes only from rows of its batch's
+``source`` (metadata), the tape rows' source recovered from the batches' ticks. The .npy files are never touched. A batch whose labels change
 is rewritten in three atomic steps, each refusing if its file changed since read:
 metadata recording the union of the old and new provenance, the labels file, then
 metadata recording the new provenance. A crash between steps leaves metadata that
@@ -20,7 +21,6 @@ from typing import Any, Callable
 import numpy as np
 import pyarrow as pa
 
-from backend.contracts.groups import PRICE_TAPE
 from backend.contracts.labels import (
     LABEL_PROVENANCE_KEY,
     Provenance,
@@ -41,7 +41,7 @@ from backend.ml_engine.feature_store.legacy_format import (
 from backend.ml_engine.labelling.apply import DayInput, LabelUnit, Progress, lookahead_days, no_progress
 from backend.ml_engine.labelling.labels import LabelConfig, PriceRows
 from backend.ml_engine.labelling.merge import ColumnLabels
-from backend.ml_engine.labelling.store_labelling import PRICE_COLUMNS, ts_ms
+from backend.ml_engine.labelling.store_labelling import RUN_COLUMN, attributed_tape, read_tape_day, ts_ms
 from backend.ml_engine.labelling.summary import LabelEvent
 
 
@@ -72,10 +72,17 @@ def apply_to_rows(rows: list[dict], columns: dict[int, ColumnLabels], config: La
     return new_rows
 
 
-def _rows(batches: list[LegacyBatch]) -> PriceRows:
+def _source(batch: LegacyBatch) -> str:
+    return str(batch.metadata.get("source") or "")
+
+
+def _rows(batches: list[LegacyBatch], source_code: dict[str, int]) -> PriceRows:
+    """Price rows of ``batches``, coded by their source (the one symbol needs no code)."""
     ts = np.concatenate([b.timestamps_ms for b in batches]) if batches else np.empty(0, np.int64)
     mid = np.concatenate([b.mid_prices for b in batches]) if batches else np.empty(0)
-    return PriceRows(ts, np.zeros(ts.size, np.int32), mid)
+    codes = np.concatenate([np.full(b.timestamps_ms.size, source_code[_source(b)], np.int32) for b in batches]) \
+        if batches else np.empty(0, np.int32)
+    return PriceRows(ts, codes, mid)
 
 
 class LegacyAdapter:
@@ -110,6 +117,7 @@ class LegacyAdapter:
         self._by_date: dict[dt.date, list[LegacyBatch]] | None = None
         self._failures: dict[dt.date, list[tuple[str, str]]] = defaultdict(list)
         self._tape: dict[dt.date, pa.Table] = {}
+        self._runs: dict[str, int] = {}  # tape run name -> id (``store_labelling.RUN_COLUMN``)
 
     def _in_range(self, day: dt.date) -> bool:
         return (self.start_date is None or day >= self.start_date) and (self.end_date is None or day <= self.end_date)
@@ -137,10 +145,10 @@ class LegacyAdapter:
         self._by_date = by_date
         return by_date
 
-    def _bad_tape(self, check) -> None:
-        text = f"price tape file {check.path} not used: {check.reason}; left untouched"
+    def _bad_tape(self, bad: tuple[str, str]) -> None:
+        path, reason = bad
         if self.on_event is not None:
-            self.on_event(LabelEvent("note", text, str(check.path)))
+            self.on_event(LabelEvent("note", f"file {path}: {reason}", path))
 
     def days(self) -> list[dt.date]:
         """Days in range with a batch (readable or not), oldest first."""
@@ -155,9 +163,7 @@ class LegacyAdapter:
             del self._tape[d]
         for d in [day, *ahead]:
             if d not in self._tape:
-                self._tape[d] = self.store.read_offline_table(
-                    PRICE_TAPE, d, d, symbols=[self.symbol], columns=PRICE_COLUMNS, on_bad_file=self._bad_tape
-                )
+                self._tape[d] = read_tape_day(self.store, d, self._runs, self._bad_tape, symbols=[self.symbol])
         tape = pa.concat_tables([self._tape[d] for d in [day, *ahead]])
         failures = list(self._failures.get(day, []))
         units, good = [], []
@@ -178,14 +184,19 @@ class LegacyAdapter:
                     handle=b,
                 )
             )
-        extra = [_rows(by_date[d]) for d in ahead if by_date.get(d)]
+        ahead_batches = [b for d in ahead for b in by_date.get(d, [])]
+        sources = sorted({_source(b) for b in [*by_date.get(day, []), *ahead_batches]})
+        code = {name: i for i, name in enumerate(sources)}
+        extra = [_rows(ahead_batches, code)] if ahead_batches else []
+        anchors = _rows([*by_date.get(day, []), *ahead_batches], code)
         tape_rows = PriceRows(ts_ms(tape), np.zeros(tape.num_rows, np.int32), tape.column("mid_price").to_numpy())
         return DayInput(
             units=units,
-            samples=_rows(good),
-            tape=tape_rows if tape.num_rows else None,
+            samples=_rows(good, code),
+            tape=attributed_tape(tape_rows, tape.column(RUN_COLUMN).to_numpy(), np.zeros(anchors.ts_ms.size, np.int32),
+                                 anchors.ts_ms, anchors.codes, len(sources)),
             extra=extra,
-            n_codes=1,
+            n_codes=max(len(sources), 1),
             failures=failures,
         )
 

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -81,6 +82,58 @@ def mid_from_tape(table: pa.Table, tape: pa.Table) -> pa.Array:
     prices = frame(tape, ["mid_price"]).drop_duplicates(["symbol", "ts"])
     mid = rows.merge(prices, how="left", on=["symbol", "ts"])["mid_price"].to_numpy(np.float64)
     return pa.array(mid, pa.float64())
+
+
+def read_tape_day(
+    store: FeatureStore, day: dt.date, runs: dict[str, int], on_bad: Callable[[tuple[str, str]], None],
+    symbols: list[str] | None = None,
+) -> pa.Table:
+    """The day's tape rows (``PRICE_COLUMNS``, ``symbol`` dictionary-encoded) plus ``RUN_COLUMN``.
+
+    ``runs`` maps run names (``sources.run_of_file``) to the int32 ids stored in
+    ``RUN_COLUMN``; new names are added, so one dict gives one id space over many days.
+    A file that cannot be used is passed to ``on_bad`` as (path, reason) and skipped;
+    ``symbols`` keeps only their rows.
+    """
+    files, bad = store.checked_files(PRICE_TAPE, day, day)
+    for check in bad:
+        on_bad((str(check.path), f"price tape not used: {check.reason}; left untouched"))
+    parts = []
+    for path in files:
+        try:
+            t = store.read_file(path, PRICE_TAPE, columns=PRICE_COLUMNS, dictionary_columns=["symbol"])
+        except FileNotFoundError:
+            continue
+        except (OSError, pa.ArrowException) as exc:
+            on_bad((str(path), f"price tape not used: {str(exc).splitlines()[0][:200]}; left untouched"))
+            continue
+        if symbols is not None:
+            t = t.filter(pc.is_in(t.column("symbol").cast(pa.string()), value_set=pa.array(symbols, pa.string())))
+        run = runs.setdefault(run_of_file(path.name), len(runs))
+        parts.append(t.append_column(RUN_COLUMN, pa.repeat(pa.scalar(run, pa.int32()), t.num_rows)))
+    return pa.concat_tables(parts) if parts else _EMPTY_TAPE
+
+
+def attributed_tape(
+    rows: PriceRows, runs: np.ndarray, anchor_codes: np.ndarray, anchor_ts: np.ndarray, anchor_src: np.ndarray,
+    n_sources: int,
+) -> PriceRows | None:
+    """The tape ``rows`` whose source is known, coded per (symbol, source) pair; None when none is left.
+
+    ``runs``: (m,) run id of each tape row; ``anchor_*``: symbol codes, ms timestamps and
+    source codes of the samples (``sources.attribute_tape``). When no tape row can be
+    attributed at all (a tape not written beside these samples: hand-made, migrated) and
+    the samples have one source, the whole tape is theirs, as before sources existed; with
+    several sources such a tape cannot be told apart and is not used.
+    """
+    if rows.ts_ms.size == 0:
+        return None
+    src = attribute_tape(rows.codes, rows.ts_ms, runs.astype(np.int64), anchor_codes, anchor_ts, anchor_src)
+    keep = np.flatnonzero(src != UNATTRIBUTED)
+    if keep.size == 0:
+        return rows if n_sources <= 1 else None
+    codes = pair_codes(rows.codes[keep], src[keep], max(n_sources, 1))
+    return PriceRows(rows.ts_ms[keep], codes, rows.mid[keep])
 
 
 def read_existing_labels(table: pa.Table, config: LabelConfig) -> dict[int, ColumnLabels]:
@@ -171,23 +224,8 @@ class StoreAdapter:
         return self._samples[day]
 
     def _day_tape(self, day: dt.date) -> pa.Table:
-        # the day's tape rows (PRICE_COLUMNS) plus RUN_COLUMN, the run of the file each came from
         if day not in self._tape:
-            files, bad = self.store.checked_files(PRICE_TAPE, day, day)
-            for check in bad:
-                self._pending.append((str(check.path), f"price tape not used: {check.reason}; left untouched"))
-            parts = []
-            for path in files:
-                try:
-                    t = self.store.read_file(path, PRICE_TAPE, columns=PRICE_COLUMNS, dictionary_columns=["symbol"])
-                except FileNotFoundError:
-                    continue
-                except (OSError, pa.ArrowException) as exc:
-                    self._pending.append((str(path), f"price tape not used: {str(exc).splitlines()[0][:200]}; left untouched"))
-                    continue
-                run = self._runs.setdefault(run_of_file(path.name), len(self._runs))
-                parts.append(t.append_column(RUN_COLUMN, pa.repeat(pa.scalar(run, pa.int32()), t.num_rows)))
-            self._tape[day] = pa.concat_tables(parts) if parts else _EMPTY_TAPE
+            self._tape[day] = read_tape_day(self.store, day, self._runs, self._pending.append)
         return self._tape[day]
 
     def load_day(self, day: dt.date) -> DayInput:
@@ -243,33 +281,18 @@ class StoreAdapter:
 
     @staticmethod
     def _tape_rows(tape: pa.Table, samples: list[pa.Table], universe: pa.Array, sources: pa.Array) -> PriceRows | None:
-        """The tape rows whose source is known, coded per (symbol, source) pair; None when there are none.
-
-        When no tape row can be attributed at all and the samples have one source, the whole
-        tape is theirs (the labels are those of a tape without anchors, as before sources).
-        """
+        """The tape rows whose source is known, coded per (symbol, source) pair (``attributed_tape``)."""
         if tape.num_rows == 0 or not samples:
             return None
-        rows = price_rows(tape, universe)
-        runs = tape.column(RUN_COLUMN).to_numpy()
         anchors = pa.concat_tables([t.select(["timestamp", "symbol", "source"]) for t in samples])
-        src = attribute_tape(
-            rows.codes,
-            rows.ts_ms,
-            runs.astype(np.int64),
+        return attributed_tape(
+            price_rows(tape, universe),
+            tape.column(RUN_COLUMN).to_numpy(),
             symbol_codes(anchors.column("symbol"), universe),
             ts_ms(anchors),
             symbol_codes(anchors.column("source"), sources),
+            len(sources),
         )
-        keep = np.flatnonzero(src != UNATTRIBUTED)
-        if keep.size == 0:
-            # No tape row shares a tick with these samples: a tape not written beside them by the
-            # collector (hand-made, migrated). One source: used as before; several: cannot be told apart.
-            if len(sources) > 1:
-                return None
-            return rows
-        codes = pair_codes(rows.codes[keep], src[keep], max(len(sources), 1))
-        return PriceRows(rows.ts_ms[keep], codes, rows.mid[keep])
 
     def write(self, unit: LabelUnit, columns: dict[int, ColumnLabels], provenance: str) -> None:
         """Rewrite the unit's file with ``columns`` and ``provenance``; refuses if the file changed."""
