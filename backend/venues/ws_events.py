@@ -2,20 +2,20 @@
 
 ``venues/bybit/protocol.py`` and ``venues/binance/protocol.py`` both turn frames into these
 (Bybit also reports ``Pong``, its application-level ping answer); ``venues/ws_driver.py``
-counts and logs them the same way for both. ``ProtocolOutput`` is how both protocols hand out
-events, books, trades and bars.
+counts and logs them the same way for both. ``StreamProtocol`` is how both protocols decode frames and
+hand out events, books, trades and bars.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Sequence
 
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.orderbook import OrderBook
 from backend.venues.types import Candle, Trade
 
-__all__ = ["BookUpdate", "Fault", "Pong", "ProtocolOutput", "ResyncNeeded"]
+__all__ = ["BookUpdate", "Fault", "Pong", "StreamProtocol", "ResyncNeeded"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,16 +54,37 @@ class ResyncNeeded:
     reason: str
 
 
-class ProtocolOutput:
-    """What a venue's sans-I/O protocol hands its driver, the same for every venue: a mixin for a protocol
-    with ``symbols``, ``books`` (symbol -> ``LocalBook``), ``_events`` (a list of the events above) and
-    ``_trades``/``_candles`` (symbol -> list)."""
+class StreamProtocol:
+    """What a venue's sans-I/O protocol does the same for every venue: decoding frames and handing its
+    driver events, books, trades and bars. A mixin for a protocol with ``symbols``, ``books`` (symbol ->
+    ``LocalBook``), ``_events`` (a list of the events above), ``_trades``/``_candles`` (symbol -> list),
+    ``message_error`` (its parsers' exception), ``_decode(raw)`` and ``receive(msg, recv_ms)``."""
+
+    message_error: type[Exception] = ValueError
 
     symbols: list[str]
     books: dict[str, LocalBook]
     _events: list
     _trades: dict[str, list[Trade]]
     _candles: dict[str, list[Candle]]
+
+    def _decode(self, raw: str | bytes) -> Any:
+        """One frame's JSON (raising ``message_error`` when it is not JSON)."""
+        raise NotImplementedError
+
+    def receive(self, msg: Any, recv_ms: int) -> None:
+        """Feed one decoded message; never raises for bad payloads."""
+        raise NotImplementedError
+
+    def receive_text(self, raw: str | bytes, recv_ms: int) -> None:
+        """Feed one frame as received; ``recv_ms`` is the local receive time (ms since the epoch). A frame that
+        is not JSON is a ``Fault("malformed")``."""
+        try:
+            msg = self._decode(raw)
+        except self.message_error as exc:
+            self._events.append(Fault("malformed", str(exc)))
+            return
+        self.receive(msg, recv_ms)
 
     def events_received(self) -> list:
         """Events since the last call, oldest first; each is returned once."""

@@ -58,7 +58,7 @@ from backend.venues.binance.messages import (
 )
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.types import Candle, Trade
-from backend.venues.ws_events import BookUpdate, Fault, ProtocolOutput, ResyncNeeded
+from backend.venues.ws_events import BookUpdate, Fault, ResyncNeeded, StreamProtocol
 
 __all__ = ["BinanceProtocol", "BookUpdate", "Event", "Fault", "MAX_BUFFERED_DIFFS", "ResyncNeeded"]
 
@@ -69,7 +69,7 @@ dropped, which at worst makes the snapshot stale and fetched again."""
 Event = Union[BookUpdate, Fault, ResyncNeeded]
 
 
-class BinanceProtocol(ProtocolOutput):
+class BinanceProtocol(StreamProtocol):
     """The state of one Binance USD-M combined-stream connection for a fixed list of symbols.
 
     ``depth`` levels per side are handed out by ``book``; the local book keeps every
@@ -179,14 +179,11 @@ class BinanceProtocol(ProtocolOutput):
                 return
 
     # --- input ------------------------------------------------------------------------------
-    def receive_text(self, raw: str | bytes, recv_ms: int) -> None:
-        """Feed one frame as received; ``recv_ms`` is the local receive time (ms since the epoch)."""
-        try:
-            msg = decode_json(raw, "websocket frame")
-        except BinanceMessageError as exc:
-            self._events.append(Fault("malformed", str(exc)))
-            return
-        self.receive(msg, recv_ms)
+    message_error = BinanceMessageError
+
+    def _decode(self, raw: str | bytes) -> Any:
+        """One frame's JSON; ``BinanceMessageError`` when it is not JSON (for ``StreamProtocol.receive_text``)."""
+        return decode_json(raw, "websocket frame")
 
     def receive(self, msg: Any, recv_ms: int) -> None:
         """Feed one decoded message as Binance sends it on a combined stream; never raises for bad payloads."""
@@ -227,7 +224,7 @@ class BinanceProtocol(ProtocolOutput):
         except BinanceMessageError as exc:
             self._events.append(Fault("malformed", str(exc)))
 
-    # --- output: events, books, trades and bars are ProtocolOutput's (venues/ws_events.py) ----------
+    # --- output: events, books, trades and bars are StreamProtocol's (venues/ws_events.py) ----------
 
     # --- internals -----------------------------------------------------------------------------
     def _reset_all(self) -> None:

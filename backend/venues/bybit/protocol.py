@@ -49,7 +49,7 @@ from backend.venues.bybit.messages import (
 )
 from backend.venues.local_book import ApplyResult, LocalBook
 from backend.venues.types import Candle, Trade
-from backend.venues.ws_events import BookUpdate, Fault, Pong, ProtocolOutput, ResyncNeeded
+from backend.venues.ws_events import BookUpdate, Fault, Pong, ResyncNeeded, StreamProtocol
 
 __all__ = ["BookUpdate", "BybitProtocol", "Event", "Fault", "MAX_ARGS_PER_SUBSCRIBE", "Pong", "ResyncNeeded"]
 
@@ -59,7 +59,7 @@ _SEEN_TRADE_IDS = 20_000  # per symbol: far more than one reconnect can replay
 Event = Union[BookUpdate, Pong, Fault, ResyncNeeded]
 
 
-class BybitProtocol(ProtocolOutput):
+class BybitProtocol(StreamProtocol):
     """The state of one Bybit public WebSocket session for a fixed list of symbols.
 
     ``books`` maps each symbol to its ``LocalBook`` (depth ``depth`` levels per side
@@ -108,14 +108,11 @@ class BybitProtocol(ProtocolOutput):
         self._request("ping")
 
     # --- input ------------------------------------------------------------------------------
-    def receive_text(self, raw: str | bytes, recv_ms: int) -> None:
-        """Feed one frame as received; ``recv_ms`` is the local receive time (ms since the epoch)."""
-        try:
-            msg = decode_json(raw, "websocket frame")
-        except BybitMessageError as exc:
-            self._events.append(Fault("malformed", str(exc)))
-            return
-        self.receive(msg, recv_ms)
+    message_error = BybitMessageError
+
+    def _decode(self, raw: str | bytes) -> Any:
+        """One frame's JSON; ``BybitMessageError`` when it is not JSON (for ``StreamProtocol.receive_text``)."""
+        return decode_json(raw, "websocket frame")
 
     def receive(self, msg: Any, recv_ms: int) -> None:
         """Feed one decoded message (a dict as Bybit sends it); never raises for bad payloads."""
@@ -141,7 +138,7 @@ class BybitProtocol(ProtocolOutput):
         except BybitMessageError as exc:
             self._events.append(Fault("malformed", str(exc)))
 
-    # --- output (events, books, trades and bars: ProtocolOutput, venues/ws_events.py) ------------
+    # --- output (events, books, trades and bars: StreamProtocol, venues/ws_events.py) ------------
     def data_to_send(self) -> list[str]:
         """The JSON texts to send now, oldest first; each is returned once."""
         out, self._out = self._out, []
