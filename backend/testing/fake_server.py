@@ -255,8 +255,9 @@ class FakeServerBase:
 
 
 
-async def serve(fake: FakeServerBase, args: argparse.Namespace, *, scheduled: Callable[[asyncio.AbstractEventLoop], None],
-                listening: str, stopped: Callable[[], None] | None = None) -> int:
+async def serve(fake: FakeServerBase, args: argparse.Namespace, *,
+                scheduled: Callable[[asyncio.AbstractEventLoop], None], listening: str,
+                stopped: Callable[[], None] | None = None) -> int:
     """The command line's server: start ``fake``, run ``scheduled(loop)`` (the timed states), write the port
     file atomically (``args.port_file``), log ``listening``, serve until SIGTERM/SIGINT, then stop, remove the
     port file, call ``stopped`` and write ``args.stats_file``."""

@@ -8,6 +8,7 @@ import time
 import numpy as np
 
 from backend.venues.bybit.messages import BookMessage
+from backend.venues.orderbook import books_equal
 
 
 class DictBook:
@@ -49,3 +50,17 @@ async def wait_for(cond, timeout: float = 5.0, step: float = 0.01) -> bool:
             return True
         await asyncio.sleep(step)
     return bool(cond())
+
+
+async def assert_in_sync(fake, client, symbols) -> None:
+    """With the fake's publishing paused, the client's local book of every symbol catches up with the fake's
+    (same last update id) and equals it level by level."""
+    fake.pause()
+    try:
+        ok = await wait_for(lambda: all(client.books[s].ready and client.books[s].update_id == fake.update_id(s)
+                                        for s in symbols), 5)
+        assert ok, {s: (client.books[s].update_id, fake.update_id(s)) for s in symbols}
+        for s in symbols:
+            assert books_equal(client.books[s].book(), fake.book(s)), s  # level by level
+    finally:
+        fake.resume()

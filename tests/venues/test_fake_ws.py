@@ -8,10 +8,10 @@ from backend.engine.tick import TickEngine
 from backend.metrics import Metrics
 from backend.venues.bybit.source import BybitWsSource
 from backend.venues.bybit.ws import BybitWsClient
-from backend.venues.orderbook import books_equal, validate_book
+from backend.venues.orderbook import validate_book
 from backend.testing.fake_bybit import FakeBybit
 
-from .helpers import wait_for
+from .helpers import assert_in_sync, wait_for
 
 SYMS = ["BTCUSDT", "4USDT"]
 
@@ -51,20 +51,9 @@ def faults(ws, reason):
     return count(ws, "lobbot_venue_faults_total", reason=reason)
 
 
-async def assert_in_sync(fake, ws):
-    fake.pause()
-    try:
-        ok = await wait_for(lambda: all(ws.books[s].ready and ws.books[s].update_id == fake.update_id(s) for s in SYMS), 5)
-        assert ok, {s: (ws.books[s].update_id, fake.update_id(s)) for s in SYMS}
-        for s in SYMS:
-            assert books_equal(ws.books[s].book(), fake.book(s)), s  # level by level
-    finally:
-        fake.resume()
-
-
 async def test_subscribes_syncs_and_pings(fake, ws):
     await asyncio.sleep(0.5)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert count(ws, "lobbot_ws_messages_total", kind="pong") >= 1 and fake.counts["pings"] >= 1
     assert count(ws, "lobbot_ws_messages_total", kind="book_applied") > 5
     assert ws.metrics.total("lobbot_venue_faults_total") == 0
@@ -76,14 +65,14 @@ async def test_gap_or_crossed_book_resyncs_to_the_servers_book(fake, ws, fault, 
     assert await wait_for(lambda: count(ws, "lobbot_ws_resyncs_total") >= 1, 3)
     assert faults(ws, reason) == 1
     assert await ws.wait_synced(3)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert count(ws, "lobbot_ws_reconnects_total") == 0  # resync by resubscribing, not by reconnecting
 
 
 async def test_u_equal_1_restart_resets_the_book(fake, ws):
     fake.inject("restart", symbol="4USDT")
     assert await wait_for(lambda: ws.books["4USDT"].update_id is not None and ws.books["4USDT"].update_id < 10 and fake.update_id("4USDT") < 10, 3)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert count(ws, "lobbot_ws_resyncs_total") == 0
 
 
@@ -91,14 +80,14 @@ async def test_dropped_connection_reconnects_and_resubscribes(fake, ws):
     fake.inject("ws_drop")
     assert await wait_for(lambda: count(ws, "lobbot_ws_reconnects_total") >= 1, 5)
     assert await ws.wait_synced(3)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert faults(ws, "connection_error") + faults(ws, "closed_by_server") >= 1
 
 
 async def test_malformed_frame_is_counted_and_skipped(fake, ws):
     fake.inject("ws_malformed", symbol="BTCUSDT")
     assert await wait_for(lambda: faults(ws, "malformed") >= 1, 3)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
 
 
 async def test_ws_source_quiet_books_stay_current_silent_connection_does_not_then_recovers(fake):

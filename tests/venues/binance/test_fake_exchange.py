@@ -12,11 +12,11 @@ from backend.metrics import Metrics
 from backend.venues.binance.rest import BinanceBannedError, BinanceRestClient, WeightBudget
 from backend.venues.binance.source import BinanceRestSource, BinanceWsSource, shard_symbols
 from backend.venues.binance.ws import BinanceWsClient, combined_url
-from backend.venues.orderbook import books_equal, validate_book
+from backend.venues.orderbook import validate_book
 from backend.venues.source import UnknownSymbolError, VenueConfigError
 from backend.testing.fake_binance import FakeBinance
 
-from ..helpers import wait_for
+from ..helpers import assert_in_sync, wait_for
 
 SYMS = ["BTCUSDT", "4USDT"]
 FAST = dict(backoff_base_s=0.01, backoff_max_s=0.05)
@@ -153,20 +153,9 @@ def count(c, name, **labels):
     return c.metrics.value(name, venue="binance", **labels)
 
 
-async def assert_in_sync(fake, c):
-    fake.pause()
-    try:
-        ok = await wait_for(lambda: all(c.books[s].ready and c.books[s].update_id == fake.update_id(s) for s in SYMS), 5)
-        assert ok, {s: (c.books[s].update_id, fake.update_id(s)) for s in SYMS}
-        for s in SYMS:
-            assert books_equal(c.books[s].book(), fake.book(s)), s
-    finally:
-        fake.resume()
-
-
 async def test_ws_keeps_the_true_book_and_pings(fake, ws):
     await asyncio.sleep(0.5)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert count(ws, "lobbot_ws_messages_total", kind="pong") >= 1 and fake.counts["pings"] >= 1
     assert count(ws, "lobbot_ws_messages_total", kind="book_applied") > 5
     assert ws.metrics.total("lobbot_venue_faults_total") == 0
@@ -179,7 +168,7 @@ async def test_diffs_buffered_while_a_slow_snapshot_loads_are_dropped_or_applied
     assert await wait_for(lambda: count(ws, "lobbot_ws_resyncs_total") >= 1, 3)
     assert await ws.wait_synced(3)
     assert count(ws, "lobbot_ws_messages_total", kind="book_not_ready") >= 4
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert count(ws, "lobbot_ws_reconnects_total") == 0
 
 
@@ -188,7 +177,7 @@ async def test_pu_gap_resyncs_from_a_new_snapshot(fake, ws):
     assert await wait_for(lambda: count(ws, "lobbot_ws_resyncs_total") >= 1, 3)
     assert faults(ws.metrics) == {"sequence_gap": 1}
     assert await ws.wait_synced(3)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert count(ws, "lobbot_ws_reconnects_total") == 0  # a resync is not a reconnect
 
 
@@ -197,7 +186,7 @@ async def test_stale_snapshot_is_fetched_again(fake, ws):
     fake.inject("pu_gap", symbol="BTCUSDT")
     assert await wait_for(lambda: faults(ws.metrics).get("stale_snapshot", 0) >= 1, 3), faults(ws.metrics)
     assert await ws.wait_synced(3)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     assert fake.pending_faults() == 0
 
 
@@ -205,7 +194,7 @@ async def test_dropped_connection_reconnects_and_flapping_backs_off(fake, ws):
     fake.inject("ws_drop")
     assert await wait_for(lambda: count(ws, "lobbot_ws_reconnects_total") >= 1, 5)
     assert await ws.wait_synced(3)
-    await assert_in_sync(fake, ws)
+    await assert_in_sync(fake, ws, SYMS)
     fake.close_after_connect = True
     fake.inject("ws_drop")
     before = count(ws, "lobbot_ws_reconnects_total")
