@@ -168,6 +168,22 @@ def _horizons(v: Any) -> str:
     return ",".join(str(h) for h in sorted(out))
 
 
+_SOURCE_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+
+
+def _sources(v: Any) -> str:
+    items = v.split(",") if isinstance(v, str) else v
+    if not isinstance(items, list) or not all(isinstance(x, str) for x in items):
+        raise ValueError("must be a list of sources or a comma-separated string, e.g. bybit,binance")
+    items = [x.strip() for x in items if x.strip()]
+    if not items:
+        raise ValueError("is empty: give at least one source (bybit, binance, sim, replay) or leave the field out")
+    bad = [x for x in items if not _SOURCE_RE.match(x)]
+    if bad:
+        raise ValueError(f"{bad[0]!r} is not a source name: the store's source column holds e.g. bybit, binance, sim, replay")
+    return ",".join(dict.fromkeys(items))
+
+
 TRAINING_OPTIONS: dict[str, Option] = {
     "epochs": Option("--epochs", _int(1, 1000), "maximum epochs"),
     "batch_size": Option("--batch-size", _int(1, 65536), "sequences per batch"),
@@ -188,6 +204,8 @@ TRAINING_OPTIONS: dict[str, Option] = {
     "experiment": Option("--experiment", _experiment, "MLflow experiment"),
     "folds": Option("--folds", _int(1, 20), "walk-forward folds (5 recommended, docs/evaluation.md)"),
     "window": Option("--window", _window, "rolling training window per fold, e.g. 12h"),
+    "sources": Option("--sources", _sources, "sample sources to train on, e.g. bybit (a store holding several needs a choice)"),
+    "allow_mixed_sources": Option("--allow-mixed-sources", lambda v: _flag(v), "train on every source in the store"),
 }
 
 LABELLING_OPTIONS: dict[str, Option] = {
@@ -271,7 +289,7 @@ def _argv(checked: dict[str, str], spec: dict[str, Option]) -> list[str]:
     argv = []
     for key, text in checked.items():
         flag = spec[key].flag
-        if key == "dry_run":
+        if key in ("dry_run", "allow_mixed_sources"):  # flags without a value
             if text:
                 argv.append(flag)
             continue

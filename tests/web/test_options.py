@@ -60,6 +60,21 @@ def test_training_argv_one_item_per_option():
     assert checked["symbols"] == "BTCUSDT,ETHUSDT"
 
 
+def test_training_source_choice_reaches_the_cli():
+    """A store holding several sources needs a choice (training refuses otherwise): the form's
+    sources and allow_mixed_sources become the CLI's --sources and --allow-mixed-sources."""
+    argv, _ = training_argv({"sources": " bybit, binance,bybit", "allow_mixed_sources": True}, python=PY, data_dir="/d")
+    assert argv[5:] == ["--sources=bybit,binance", "--allow-mixed-sources"]
+    argv, _ = training_argv({"allow_mixed_sources": False}, python=PY, data_dir="/d")
+    assert argv[5:] == []
+    fields = _fields({"sources": "../etc", "allow_mixed_sources": "yes"})
+    assert set(fields) == {"sources", "allow_mixed_sources"} and "not a source name" in fields["sources"]
+    from backend.apps.train import build_parser  # the flags exist in the CLI the child runs
+
+    args = build_parser().parse_args(["--sources=bybit,binance", "--allow-mixed-sources"])
+    assert args.sources == "bybit,binance" and args.allow_mixed_sources
+
+
 def test_labelling_argv():
     argv, _ = labelling_argv({"horizons": [60, 10], "dry_run": True, "tolerance": 4}, python=PY, script="l.py", data_dir="/d")
     assert argv == [PY, "l.py", "--data-dir=/d", "--no-progress", "--horizons=10,60", "--dry-run", "--tolerance=4.0"]
