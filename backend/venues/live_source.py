@@ -251,6 +251,12 @@ class LiveSourceBase(MarketSource):
             await c.start()
         await self._backfill()
         await asyncio.gather(*(c.wait_synced(self.sync_timeout_s) for c in self.shards))
+        never = [c for c in self.shards if not c.ever_connected]
+        if never:
+            # REST answered but no WebSocket connection ever opened (a wrong URL or path, a blocked port):
+            # said at start like an unreachable REST endpoint, instead of reconnecting silently forever
+            raise ConnectionError(f"no WebSocket connection opened within {self.sync_timeout_s:g} s "
+                                  f"({never[0].last_error or 'no answer'})")
 
     def _ws_skipped(self, sym: str, ws: Any, offset: int) -> MarketSnapshot | None:
         """A symbol's snapshot when it is not collected any more (Bybit: delisted); None to collect it."""

@@ -109,6 +109,7 @@ class WsDriver:
         self.last_error: str | None = None
         self.last_disconnect: str | None = None
         self.connected = asyncio.Event()
+        self.ever_connected = False  #: a connection opened at least once (start-up tells "unreachable" by it)
         self._rng = random.Random(seed)
         self.policy = ReconnectPolicy(backoff_base_s, backoff_max_s, HEALTHY_AFTER_S, rate_window_s=300.0,
                                       warn_per_window=RECONNECT_WARN_PER_5MIN, rng=self._rng)
@@ -224,6 +225,7 @@ class WsDriver:
                     self.policy.connected(time.monotonic())
                     self.protocol.connection_opened()
                     await self._opened(ws)
+                    self.ever_connected = True
                     self.connected.set()
                     pinger = asyncio.create_task(self._ping_loop(ws))
                     async for raw in ws:
