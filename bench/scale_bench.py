@@ -192,6 +192,10 @@ def run_one(n: int, minutes: float, interval: float) -> dict:
             if [i for i in minute_ticks if i >= 5] else None,
             "backpressure_s": round(collector.backpressure_s, 2),
             "spool_bytes_per_symbol_day": int(spool_day / n),
+            # the acceptance run must pass the spool's segment size at least once (a rotation)
+            "spool_written_mb": round(collector.spool.written_bytes / 1e6, 1),
+            "spool_segment_limit_mb": round(collector.spool.segment_limit / 1e6, 1),
+            "spool_rotations": collector.spool.rotations,
             "sampling_ticks": sampling,
             "store_bytes_per_symbol_day": int((samples_b * sample_day + tape_b * day) / n),
             "legacy_bytes_per_symbol_day": int(legacy_b * sample_day / n),

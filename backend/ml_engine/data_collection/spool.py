@@ -130,6 +130,7 @@ class Spool:
         self._dirty = False
         self._total = sum(p.stat().st_size for p in self.segments())
         self.written_bytes = 0  #: bytes of records this process appended (all segments; write volume)
+        self.rotations = 0  #: segments this process opened past ``segment_limit`` (``rotate`` calls that ran)
         # what is not yet written by every sink (see ``_watermarks``)
         self._pending: dict[str, list[Range]] = {}
         self._claimed_hi: dict[StreamKey, int] = {}
@@ -503,6 +504,7 @@ class Spool:
                     return
                 low = self._watermarks_locked()
                 old_fd = self._open_segment_locked(low, {k: list(v) for k, v in self._done_spans.items()})
+                self.rotations += 1
                 done_spans = {k: list(v) for k, v in self._done_spans.items()}
                 old = list(self._old.values())
             if old_fd is not None:
