@@ -21,12 +21,12 @@ import sys
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from backend.config import add_data_dir_argument, configure_or_exit
 from backend.contracts.groups import PAPER_TRADES, PREDICTIONS
 from backend.contracts.labels import DEFAULT_TOLERANCE_S
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
+from backend.ml_engine.live.records import column_numpy as _np
 from backend.ml_engine.live.live_metrics import fills_pnl, live_report, live_scores
 from backend.ml_engine.live.model_loader import ModelLoadError, label_threshold, resolve_run_id
 from backend.ml_engine.training_orchestrator.baselines import persistence_predictions, read_tape
@@ -63,15 +63,6 @@ def _date(parser: argparse.ArgumentParser, text: str | None) -> dt.date | None:
         return dt.date.fromisoformat(text)
     except ValueError:
         parser.error(f"invalid date {text!r}: use YYYY-MM-DD")
-
-
-def _np(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name)
-    if pa.types.is_timestamp(col.type):
-        col = col.cast(pa.int64())
-    if pa.types.is_dictionary(col.type):
-        col = pc.cast(col, pa.string())
-    return col.to_numpy(zero_copy_only=False)
 
 
 def model_report(store, uri: str, preds: pa.Table, trades: pa.Table, test_metrics: dict, threshold_pct: float) -> dict:

@@ -34,11 +34,11 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 from backend.contracts.groups import PAPER_TRADES, PREDICTIONS
 from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
 from backend.ml_engine.feature_store.feature_store import FeatureStore
+from backend.ml_engine.live.records import column_numpy as _np
 from backend.ml_engine.live.live_metrics import fills_pnl, rolling_macro_f1
 
 __all__ = ["StoredLive"]
@@ -50,15 +50,6 @@ ROLLING_WINDOW = 100
 MAX_POINTS = 2000
 #: MLflow facts of a model are read again after this many seconds (a failure too)
 RUN_TTL_S = 60.0
-
-
-def _np(table: pa.Table, name: str) -> np.ndarray:
-    col = table.column(name)
-    if pa.types.is_timestamp(col.type):
-        col = col.cast(pa.int64())
-    if pa.types.is_dictionary(col.type):
-        col = pc.cast(col, pa.string())
-    return col.to_numpy(zero_copy_only=False)
 
 
 def _num(v):

@@ -13,6 +13,7 @@ from typing import Sequence
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from backend.contracts.groups import PAPER_TRADES, PREDICTIONS
 from backend.ml_engine.feature_store.feature_schema import (
@@ -22,7 +23,8 @@ from backend.ml_engine.feature_store.feature_schema import (
     TIMESTAMP_TYPE,
 )
 
-__all__ = ["PAPER_TRADES", "PAPER_TRADES_SCHEMA", "PREDICTIONS", "PREDICTIONS_SCHEMA", "prediction_table", "trade_table"]
+__all__ = ["PAPER_TRADES", "PAPER_TRADES_SCHEMA", "PREDICTIONS", "PREDICTIONS_SCHEMA", "column_numpy", "prediction_table",
+           "trade_table"]
 
 
 def prediction_table(batches: Sequence) -> pa.Table:
@@ -60,3 +62,14 @@ def trade_table(trades: Sequence) -> pa.Table:
         "model_uri": pa.array([t.model_uri for t in trades], pa.string()),
     }
     return pa.table(cols, schema=PAPER_TRADES_SCHEMA)
+
+
+def column_numpy(table: pa.Table, name: str) -> np.ndarray:
+    """A column of a stored predictions/paper_trades table as numpy: timestamps as int64 ms
+    since the epoch, dictionary-encoded strings as plain strings (object array)."""
+    col = table.column(name)
+    if pa.types.is_timestamp(col.type):
+        col = col.cast(pa.int64())
+    if pa.types.is_dictionary(col.type):
+        col = pc.cast(col, pa.string())
+    return col.to_numpy(zero_copy_only=False)
