@@ -130,12 +130,15 @@ def run_one(n: int, minutes: float, interval: float) -> dict:
                 # back-filled history, and the warm-up (100 ticks) writes no samples
                 if "spool0" not in marks and bot.warmup_progress() is None:
                     marks["spool0"], marks["tick0"] = bot.ml_data_collector.spool.written_bytes, len(durations)
+                if len(durations) == 1:  # after the start's recovery checkpoint
+                    marks["rotations0"] = bot.ml_data_collector.spool.rotations
                 if len(durations) == ticks:  # the last tick: the run's writes, before the shutdown flush
                     c = bot.ml_data_collector
                     marks["spool1"] = c.spool.written_bytes
                     marks["files"] = {(st, sk): bot.metrics.value("lobbot_files_written_total", stream=st, sink=sk)
                                       for st in ("sample", "tape") for sk in ("parquet", "legacy")}
                     marks["book"] = c.spool.bookkeeping_bytes
+                    marks["rotations"] = c.spool.rotations  # during the run (start and close checkpoint too)
 
         bot._tick = timed_tick
         lags: list[float] = []
@@ -195,7 +198,7 @@ def run_one(n: int, minutes: float, interval: float) -> dict:
             # the acceptance run must pass the spool's segment size at least once (a rotation)
             "spool_written_mb": round(collector.spool.written_bytes / 1e6, 1),
             "spool_segment_limit_mb": round(collector.spool.segment_limit / 1e6, 1),
-            "spool_rotations": collector.spool.rotations,
+            "spool_rotations_in_run": marks.get("rotations", 0) - marks.get("rotations0", 0),
             "sampling_ticks": sampling,
             "store_bytes_per_symbol_day": int((samples_b * sample_day + tape_b * day) / n),
             "legacy_bytes_per_symbol_day": int(legacy_b * sample_day / n),
