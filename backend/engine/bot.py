@@ -50,6 +50,8 @@ __all__ = ["Bot", "StartupError", "first_sample_tick", "parse_duration", "parse_
 
 log = logging.getLogger(__name__)
 
+#: raw events' delta form at BTCUSDT-like activity: ~6.3 MB per symbol-hour (bench/replay_bench.py --ws)
+RAW_DELTA_MB_PER_SYMBOL_DAY = 150
 SYNC_PERIOD_S = 1.0  # at most one spool fsync per second of wall time
 RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # waits between start attempts with keep_retrying
 
@@ -261,6 +263,12 @@ class Bot:
         )
         if not await self._start_source():
             return 0  # stopped before the source came up
+        if self.record_raw and s.source.endswith("-ws"):
+            # the delta form keeps every book message: say what that costs on disk before days of it pile up
+            n = len(self.source.symbols)
+            log.info("Recording raw events (every book message, docs/replay.md) for %d symbol%s: up to about %.1f GB "
+                     "a day at BTCUSDT-like activity (%d MB per symbol-day); --no-record-raw turns it off",
+                     n, "" if n == 1 else "s", n * RAW_DELTA_MB_PER_SYMBOL_DAY / 1000, RAW_DELTA_MB_PER_SYMBOL_DAY)
         if s.symbols_all:
             self.symbols[:] = self.source.symbols  # in place: services hold this list
         self.symbols_at_start = len(self.symbols)
