@@ -151,16 +151,21 @@ def print_totals(summary: RunSummary, title: str, *, dry_run: bool, unit: str = 
     c.out(f"{c.OK} " + _("Samples processed: {n}").format(n=f"{summary.total:,}"))
     c.out(f"{c.OK} " + _("Future labels added: {n}").format(n=f"{summary.labelled:,}"))
     c.out("  " + _("Label percentage: {pct}").format(pct=c.pct(summary.labelled, summary.total)))
-    verb = "would be rewritten" if dry_run else "rewritten"
-    c.out(f"  {unit.capitalize()} {verb}: {summary.files_changed:,} of {summary.files_total:,} (others unchanged)")
+    # whole sentences per case, so a translation never has to glue an English word in
+    rewritten = {("files", False): _("Files rewritten: {changed} of {total} (others unchanged)"),
+                 ("files", True): _("Files that would be rewritten: {changed} of {total} (others unchanged)"),
+                 ("label files", False): _("Label files rewritten: {changed} of {total} (others unchanged)"),
+                 ("label files", True): _("Label files that would be rewritten: {changed} of {total} (others unchanged)")}
+    c.out("  " + rewritten[(unit, dry_run)].format(changed=f"{summary.files_changed:,}", total=f"{summary.files_total:,}"))
     if summary.kept_existing:
         c.out(f"  Existing labels kept where no price was found now: {summary.kept_existing:,}")
     if summary.files_failed:
         c.out(f"{c.FAIL} {unit.capitalize()} skipped with errors: {len(summary.files_failed):,} (see above)")
     c.out()
     c.out(
-        f"Class balance (threshold ±{cfg.threshold_pct:g}%, tolerance {cfg.tolerance_s:g} s; "
-        f"0={CLASS_NAMES[0]} 1={CLASS_NAMES[1]} 2={CLASS_NAMES[2]}):"
+        _("Class balance (threshold ±{threshold}%, tolerance {tolerance} s; {classes}):").format(
+            threshold=f"{cfg.threshold_pct:g}", tolerance=f"{cfg.tolerance_s:g}",
+            classes=f"0={CLASS_NAMES[0]} 1={CLASS_NAMES[1]} 2={CLASS_NAMES[2]}")
     )
     warnings = []
     for h in cfg.horizons_s:

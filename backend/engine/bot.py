@@ -457,24 +457,25 @@ class Bot:
             f"recovered={recovered} flush_failures={flush_failures}",
         ]
         if skips:
-            lines.append("Skipped samples by reason: " + format_reasons(skips))
+            lines.append(_("Skipped samples by reason:") + " " + format_reasons(skips))
         if self.source is not None:
             venue = self.source.venue
             faults = m.by_label("lobbot_venue_faults_total", "reason", venue=venue)
             lines.append(
-                f"Source: {self.source.name} faults={int(sum(faults.values()))} ({format_reasons(faults)}) "
+                _("Source:") + f" {self.source.name} faults={int(sum(faults.values()))} ({format_reasons(faults)}) "
                 f"reconnects={int(m.value('lobbot_ws_reconnects_total', venue=venue))} "
                 f"resyncs={int(m.value('lobbot_ws_resyncs_total', venue=venue))} "
                 f"retries={int(m.value('lobbot_venue_retries_total', venue=venue))}"
             )
             if self.joined or self.left or self.settings.symbols_all:
-                lines.append(f"Symbols: {self.symbols_at_start} at start, listed during the run: {len(self.joined)}"
-                             f"{' (' + ', '.join(self.joined) + ')' if self.joined else ''}, delisted: {len(self.left)}"
-                             f"{' (' + ', '.join(self.left) + ')' if self.left else ''}")
+                lines.append(_("Symbols: {start} at start, listed during the run: {listed}, delisted: {left}").format(
+                    start=self.symbols_at_start,
+                    listed=f"{len(self.joined)}{' (' + ', '.join(self.joined) + ')' if self.joined else ''}",
+                    left=f"{len(self.left)}{' (' + ', '.join(self.left) + ')' if self.left else ''}"))
             offset = [v for labels, v in m.samples("lobbot_exchange_clock_offset_seconds") if labels.get("venue") == venue]
             if offset:
-                lines.append(f"Exchange clock: {venue} minus local = {offset[0]:+.3f} s "
-                             f"(staleness and future timestamps judged in exchange time)")
+                lines.append(_("Exchange clock: {venue} minus local = {offset} s (staleness and future timestamps "
+                               "judged in exchange time)").format(venue=venue, offset=f"{offset[0]:+.3f}"))
         lines.append(_("All collected samples are on disk.") if clean else
                      _("Some rows could not be written; they stay in the spool and are flushed on the next start."))
         return lines

@@ -59,6 +59,7 @@ def test_bot_migration_and_labelling_print_the_guides_russian_lines(tmp_path):
                "--data-dir", data, "--stats-interval", "600", "--max-samples-per-file", "100", env=ru)
     assert "MLDataCollector статистика: collected=" in bot.stdout  # what the guide tells users to grep
     assert "warmup=done" in bot.stdout and "Все собранные семплы записаны на диск." in bot.stdout
+    assert "Пропущено семплов по причинам: warming_up=" in bot.stdout  # the summary's own lines too
     en = _run("-m", "backend.main", "--source", "sim", "--max-iterations", "0", "--data-dir", data, env=_env(LANG="ru_RU.UTF-8", LOBBOT_LANG="en"))
     assert "MLDataCollector statistics: collected=" in en.stdout
 
@@ -69,6 +70,7 @@ def test_bot_migration_and_labelling_print_the_guides_russian_lines(tmp_path):
     lab = _run("preprocessing_add_future_labels_parquet.py", "--data-dir", data, "--no-progress", env=_env(LOBBOT_LANG="ru"))
     assert "PREPROCESSING: Добавление Future Labels (Parquet)" in lab.stdout
     assert "ИТОГИ PREPROCESSING" in lab.stdout and "✓ Помечено future labels: " in lab.stdout
+    assert "Файлов перезаписано: " in lab.stdout and "Баланс классов (порог ±" in lab.stdout
 
 
 def test_training_prints_its_title_in_russian(tmp_path):
