@@ -75,6 +75,15 @@ def test_training_source_choice_reaches_the_cli():
     assert args.sources == "bybit,binance" and args.allow_mixed_sources
 
 
+def test_training_threshold_and_tolerance_accept_zero_as_training_does():
+    argv, _ = training_argv({"threshold": 0, "tolerance": 0}, python=PY, data_dir="/d")
+    assert argv[5:] == ["--threshold=0.0", "--tolerance=0.0"]
+    from backend.ml_engine.training_orchestrator.config import DataConfig
+
+    DataConfig(threshold_pct=0.0, tolerance_s=0.0)  # what the child builds from them: accepted
+    assert set(_fields({"threshold": -0.1, "tolerance": -1})) == {"threshold", "tolerance"}
+
+
 def test_labelling_argv():
     argv, _ = labelling_argv({"horizons": [60, 10], "dry_run": True, "tolerance": 4}, python=PY, script="l.py", data_dir="/d")
     assert argv == [PY, "l.py", "--data-dir=/d", "--no-progress", "--horizons=10,60", "--dry-run", "--tolerance=4.0"]
