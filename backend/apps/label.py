@@ -153,9 +153,9 @@ def print_totals(summary: RunSummary, title: str, *, dry_run: bool, unit: str = 
     c.out("  " + _("Label percentage: {pct}").format(pct=c.pct(summary.labelled, summary.total)))
     # whole sentences per case, so a translation never has to glue an English word in
     rewritten = {("files", False): _("Files rewritten: {changed} of {total} (others unchanged)"),
-                 ("files", True): _("Files that would be rewritten: {changed} of {total} (others unchanged)"),
+                 ("files", True): _("Files would be rewritten: {changed} of {total} (others unchanged)"),
                  ("label files", False): _("Label files rewritten: {changed} of {total} (others unchanged)"),
-                 ("label files", True): _("Label files that would be rewritten: {changed} of {total} (others unchanged)")}
+                 ("label files", True): _("Label files would be rewritten: {changed} of {total} (others unchanged)")}
     c.out("  " + rewritten[(unit, dry_run)].format(changed=f"{summary.files_changed:,}", total=f"{summary.files_total:,}"))
     if summary.kept_existing:
         c.out(f"  Existing labels kept where no price was found now: {summary.kept_existing:,}")
