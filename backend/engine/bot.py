@@ -178,6 +178,15 @@ class Bot:
         """Ticks run so far."""
         return self.scheduler.ticks if self.scheduler is not None else 0
 
+    def book_age_s(self, symbol: str) -> float | None:
+        """Seconds since the symbol's last accepted book, on the bot's clock, computed now (None before its first).
+
+        Unlike the ``lobbot_book_age_seconds`` gauge, which ticks update, this grows while a
+        tick is stuck (a hung poll), so /health can see a stalled bot.
+        """
+        last = self._last_book_ms.get(symbol)
+        return None if last is None else max(0.0, (self.clock.now_ms() - last) / 1000.0)
+
     def warmup_progress(self) -> tuple[int, int] | None:
         """``(ticks done, first sample tick)`` while no sample has been taken yet, ``None`` after."""
         if self.metrics.total("lobbot_samples_collected_total") > 0:

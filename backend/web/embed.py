@@ -49,7 +49,7 @@ class BotServer:
         s = bot.settings
         provider = MetricsStatus(
             bot.metrics, bot.symbols, s.source, lambda: bot.source_state,
-            max_book_age_s=float(s.max_book_age_s), warmup=bot.warmup_progress,
+            max_book_age_s=float(s.max_book_age_s), warmup=bot.warmup_progress, live_age=bot.book_age_s,
         )
         live = next((svc.live_view for svc in getattr(bot, "services", ()) if hasattr(svc, "live_view")), None)
         app = create_app(self.settings, metrics=bot.metrics, status_provider=provider, live_provider=live)

@@ -130,6 +130,9 @@ class MetricsStatus:
     source_state: Callable[[], SourceState]
     max_book_age_s: float = 15.0
     warmup: Callable[[], tuple[int, int] | None] | None = None
+    #: symbol -> seconds since its last book computed at call time (the bot's ``book_age_s``): a
+    #: stuck tick does not update the gauge, so /health takes the larger of the two
+    live_age: Callable[[str], float | None] | None = None
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
     venue: str = ""
     _published: set = field(default_factory=set, init=False, repr=False)
@@ -161,6 +164,9 @@ class MetricsStatus:
         rows = []
         for s in self.symbols:
             age = m.get("lobbot_book_age_seconds", symbol=s)
+            now_age = self.live_age(s) if self.live_age is not None else None
+            if now_age is not None and (age is None or math.isnan(age) or now_age > age):
+                age = now_age
             last = m.get("lobbot_last_sample_timestamp_ms", symbol=s)
             rows.append(
                 SymbolStatus(

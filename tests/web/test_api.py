@@ -261,3 +261,21 @@ def test_symbol_venue_follows_the_symbol_list():
     symbols.remove("BTCUSDT")
     provider.status()
     assert {labels["symbol"] for labels, _ in metrics.samples("lobbot_symbol_venue")} == {"SOLUSDT"}
+
+
+def test_health_sees_a_stuck_tick_through_the_live_book_age():
+    """The age gauge is updated by ticks; a tick stuck in a hung poll never updates it. With the
+    bot's live age the status goes 503 anyway once the last book is older than the limit."""
+    from backend.web.status import health
+
+    metrics = Metrics()
+    metrics.book_age.labels(symbol="BTCUSDT").set(0.5)  # what the last tick before the hang set
+    ages = {"BTCUSDT": 0.5}
+    provider = MetricsStatus(metrics, ["BTCUSDT"], "bybit", lambda: "live", max_book_age_s=2.0, live_age=ages.get)
+    code, body = health(provider.status())
+    assert code == 200 and body["symbols"]["BTCUSDT"]["book_age_s"] == 0.5
+    ages["BTCUSDT"] = 7.0  # seconds pass; no tick ends
+    code, body = health(provider.status())
+    assert code == 503 and body["symbols"]["BTCUSDT"]["book_age_s"] == 7.0
+    plain = MetricsStatus(metrics, ["BTCUSDT"], "bybit", lambda: "live", max_book_age_s=2.0)
+    assert health(plain.status())[0] == 200  # the gauge alone cannot tell
