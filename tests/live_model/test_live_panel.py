@@ -42,6 +42,25 @@ async def _serve(data_dir: Path, live_provider):
     return runner, f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"
 
 
+@contextlib.asynccontextmanager
+async def _live_page(tmp_path: Path, base: str):
+    """Headless Chromium on the page, the Live Model panel shown; yields (page, page errors)."""
+    async with playwright_api.async_playwright() as p:
+        ctx = await p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                         headless=True, args=CHROMIUM_ARGS,
+                                                         viewport={"width": 1280, "height": 900})
+        try:
+            page = await ctx.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            await page.goto(base + "/")
+            await page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+            await page.wait_for_selector("#live-body:not([hidden])", timeout=10_000)
+            yield page, errors
+        finally:
+            await ctx.close()
+
+
 async def test_live_panel_renders_a_real_run(sim_run, tmp_path):
     assert os.path.exists(CHROMIUM), "headless tests need Debian's chromium: apt-get install -y chromium"
     symbols = ["BTCUSDT", "ETHUSDT"]
@@ -60,37 +79,25 @@ async def test_live_panel_renders_a_real_run(sim_run, tmp_path):
             async with http.get(base + "/api/live") as resp:
                 body = await resp.json()
         assert body["loaded"] is True and body["model_uri"] == f"models:/{sim_run.name}/1"
-        async with playwright_api.async_playwright() as p:
-            ctx = await p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                             headless=True, args=CHROMIUM_ARGS,
-                                                             viewport={"width": 1280, "height": 900})
-            try:
-                page = await ctx.new_page()
-                errors = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(base + "/")
-                await page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-                await page.wait_for_selector("#live-body:not([hidden])", timeout=10_000)
-                assert f"models:/{sim_run.name}/1" in await page.locator("#live-state").inner_text()
-                summary = await page.locator("#live-summary").inner_text()
-                assert str(view["predictions"]) in summary
-                test_f1 = f"{view['test_macro_f1']:.3f}"
-                assert await page.locator("#live-summary dd[data-key='test_macro_f1']").inner_text() == test_f1
-                live_f1 = await page.locator("#live-summary dd[data-key='live_macro_f1']").inner_text()
-                assert 0 <= float(live_f1) <= 1
-                rows = page.locator("#live-preds tbody tr")
-                assert await rows.count() == 20
-                realised = await page.locator("#live-preds tbody td:nth-child(7)").all_inner_texts()
-                assert set(realised) <= {"DOWN", "NEUTRAL", "UP", "pending"} and set(realised) - {"pending"}
-                # both charts drew (uPlot canvases with their series legends)
-                assert await page.locator("#live-f1-chart canvas").count() >= 1
-                assert await page.locator("#live-equity-chart canvas").count() >= 1
-                legend = await page.locator("#live-equity-chart").inner_text()
-                assert "Gross PnL" in legend and "Net PnL" in legend
-                await page.locator("#live").screenshot(path=str(tmp_path / "live.png"))
-                assert errors == []
-            finally:
-                await ctx.close()
+        async with _live_page(tmp_path, base) as (page, errors):
+            assert f"models:/{sim_run.name}/1" in await page.locator("#live-state").inner_text()
+            summary = await page.locator("#live-summary").inner_text()
+            assert str(view["predictions"]) in summary
+            test_f1 = f"{view['test_macro_f1']:.3f}"
+            assert await page.locator("#live-summary dd[data-key='test_macro_f1']").inner_text() == test_f1
+            live_f1 = await page.locator("#live-summary dd[data-key='live_macro_f1']").inner_text()
+            assert 0 <= float(live_f1) <= 1
+            rows = page.locator("#live-preds tbody tr")
+            assert await rows.count() == 20
+            realised = await page.locator("#live-preds tbody td:nth-child(7)").all_inner_texts()
+            assert set(realised) <= {"DOWN", "NEUTRAL", "UP", "pending"} and set(realised) - {"pending"}
+            # both charts drew (uPlot canvases with their series legends)
+            assert await page.locator("#live-f1-chart canvas").count() >= 1
+            assert await page.locator("#live-equity-chart canvas").count() >= 1
+            legend = await page.locator("#live-equity-chart").inner_text()
+            assert "Gross PnL" in legend and "Net PnL" in legend
+            await page.locator("#live").screenshot(path=str(tmp_path / "live.png"))
+            assert errors == []
     finally:
         with contextlib.suppress(Exception):
             await runner.cleanup()
@@ -199,25 +206,13 @@ async def test_standalone_app_shows_the_stored_predictions(sim_run, tmp_path):
         assert body["sequence_length"] == model.spec.sequence_length and body["run_id"] == sim_run.run_id
         assert np.isfinite(body["baselines"]["persistence"])
 
-        async with playwright_api.async_playwright() as p:
-            ctx = await p.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                             headless=True, args=CHROMIUM_ARGS,
-                                                             viewport={"width": 1280, "height": 900})
-            try:
-                page = await ctx.new_page()
-                errors = []
-                page.on("pageerror", lambda e: errors.append(str(e)))
-                await page.goto(base + "/")
-                await page.wait_for_selector("body[data-ready='1']", timeout=60_000)
-                await page.wait_for_selector("#live-body:not([hidden])", timeout=10_000)
-                assert await page.get_attribute("#live-source", "data-source") == "store"
-                assert await page.locator("#live-summary dd[data-key='live_predictions']").inner_text() == str(len(stored))
-                assert await page.locator("#live-summary dd[data-key='paper_fills']").inner_text() == str(trader.fills)
-                realised = await page.locator("#live-preds tbody td:nth-child(7)").all_inner_texts()
-                assert set(realised) - {"pending"}  # some rows show their realised class
-                await page.locator("#live").screenshot(path=str(tmp_path / "live_stored.png"))
-                assert errors == []
-            finally:
-                await ctx.close()
+        async with _live_page(tmp_path, base) as (page, errors):
+            assert await page.get_attribute("#live-source", "data-source") == "store"
+            assert await page.locator("#live-summary dd[data-key='live_predictions']").inner_text() == str(len(stored))
+            assert await page.locator("#live-summary dd[data-key='paper_fills']").inner_text() == str(trader.fills)
+            realised = await page.locator("#live-preds tbody td:nth-child(7)").all_inner_texts()
+            assert set(realised) - {"pending"}  # some rows show their realised class
+            await page.locator("#live").screenshot(path=str(tmp_path / "live_stored.png"))
+            assert errors == []
     finally:
         await runner.cleanup()
