@@ -28,6 +28,10 @@ def small_disk(tmp_path):
     res = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(mnt)], capture_output=True, text=True)
     if res.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {res.stderr.strip()}")
+    # a reserve taken before the bot starts: deleting it always gives space back, even when the bot
+    # (fast, many small files) fills the disk before the test's own filler does
+    with open(mnt / "filler", "wb") as f:
+        f.write(b"\0" * (8 << 20))
     try:
         yield mnt
     finally:
@@ -46,15 +50,38 @@ def _wait_for(log: Path, proc, predicate, what: str, timeout_s: float = 120.0) -
 
 
 def _fill(mnt: Path) -> Path:
-    filler = mnt / "filler"
-    with open(filler, "wb") as f:
+    filler = mnt / "filler"  # the fixture's reserve, grown until the disk is full
+    # unbuffered: a buffered file keeps the bytes its last write could not place and raises
+    # ENOSPC again when it is closed (the intermittent failure at this line)
+    with open(filler, "ab", buffering=0) as f:
         try:
             while True:
                 f.write(b"\0" * 65536)
-                f.flush()
         except OSError:
             pass
     return filler
+
+
+def _outage_then_space(log: Path, proc, filler: Path, text: str, during=lambda: None) -> None:
+    """From the bot's report of the full disk: it keeps collecting, ``during()`` is checked, the
+    filler is deleted, and the bot says it persists again; then SIGTERM."""
+    try:
+        before = stats_lines(text)[-1]["collected"]
+        _wait_for(log, proc, lambda t: stats_lines(t)[-1]["collected"] > before + 20, "collection during the outage")
+        during()
+        filler.unlink()
+        _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+
+
+def _assert_clean_exit_said_once(out: str, proc) -> None:
+    assert proc.returncode == 0, out[-3000:]
+    assert "Traceback" not in out, out[-3000:]
+    assert out.count("CANNOT PERSIST") == 1  # said once
+    assert "Disk: could not persist" in out and "ENOSPC" in out
 
 
 def test_bot_survives_a_full_disk_and_stores_every_collected_row_once(small_disk, tmp_path):
@@ -67,20 +94,13 @@ def test_bot_survives_a_full_disk_and_stores_every_collected_row_once(small_disk
         _wait_for(log, proc, lambda t: len(stats_lines(t)) >= 2, "statistics line")
         filler = _fill(small_disk)
         text = _wait_for(log, proc, lambda t: "CANNOT PERSIST" in t, "report of the full disk")
-        # it keeps collecting while nothing can be written
-        before = stats_lines(text)[-1]["collected"]
-        _wait_for(log, proc, lambda t: stats_lines(t)[-1]["collected"] > before + 20, "collection during the outage")
-        filler.unlink()
-        _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    except BaseException:
+        proc.kill()
         proc.wait(timeout=120)
+        raise
+    _outage_then_space(log, proc, filler, text)  # it keeps collecting while nothing can be written
     out = log.read_text()
-    assert proc.returncode == 0, out[-3000:]
-    assert "Traceback" not in out, out[-3000:]
-    assert out.count("CANNOT PERSIST") == 1  # said once
-    assert "Disk: could not persist" in out and "ENOSPC" in out
+    _assert_clean_exit_said_once(out, proc)
     final = stats_lines(out)[-1]
     df = assert_formats_identical(data)
     assert not df.duplicated(["symbol", "timestamp"]).any()
@@ -122,21 +142,17 @@ def test_bot_started_on_a_full_disk_keeps_collecting_and_stores_every_row_once(s
     try:
         text = _wait_for(log, proc, lambda t: "CANNOT PERSIST" in t and len(stats_lines(t)) >= 2,
                          "report of the full disk")
-        before = stats_lines(text)[-1]["collected"]
-        _wait_for(log, proc, lambda t: stats_lines(t)[-1]["collected"] > before + 20, "collection during the outage")
-        # nothing could be written: the earlier run's segments are all still there, unchanged
-        assert all(p.exists() for p in segments)
-        filler.unlink()
-        _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
-        time.sleep(0.5)
-    finally:
-        proc.send_signal(signal.SIGTERM)
+    except BaseException:
+        proc.kill()
         proc.wait(timeout=120)
+        raise
+
+    def segments_kept() -> None:  # nothing could be written: the earlier run's segments are all still there
+        assert all(p.exists() for p in segments)
+
+    _outage_then_space(log, proc, filler, text, segments_kept)
     out = log.read_text()
-    assert proc.returncode == 0, out[-3000:]
-    assert "Traceback" not in out, out[-3000:]
-    assert out.count("CANNOT PERSIST") == 1  # said once
-    assert "Disk: could not persist" in out and "ENOSPC" in out
+    _assert_clean_exit_said_once(out, proc)
     recovered = re.search(r"Spool recovery: (\d+) samples recovered", out)
     assert recovered and int(recovered.group(1)) > 0, out[-3000:]
     final = stats_lines(out)[-1]
