@@ -44,7 +44,7 @@ from backend.ml_engine.features.trade_window import TRADE_WINDOW_MS
 from backend.credentials import mask_url, scrub
 from backend.venues.factory import make_source, venue_of
 from backend.venues.raw import encode_history, encode_tick
-from backend.venues.source import Clock, MarketSource, OffsetClock, VenueStartupError, VirtualClock
+from backend.venues.source import Clock, MarketSource, OffsetClock, VenueStartupError, VirtualClock, WebSocketUnreachable
 
 __all__ = ["Bot", "StartupError", "first_sample_tick", "parse_duration", "parse_start_ms", "unreachable_message"]
 
@@ -99,11 +99,13 @@ def unreachable_message(s: Settings, exc: Exception) -> str:
     (``backend.credentials``), since an exchange URL may carry a user and token.
     """
     venue = venue_of(s.source)
+    # a WebSocket source talks REST first (symbols, clock, candles): name the endpoint that failed
+    ws = isinstance(exc, WebSocketUnreachable)
     if venue == "binance":
-        url, names, api = (s.binance_ws_url if s.source.endswith("-ws") else s.binance_rest_url,
+        url, names, api = (s.binance_ws_url if ws else s.binance_rest_url,
                            "BINANCE_REST_URL / BINANCE_WS_URL", "Binance USD-M's")
     else:
-        url, names, api = (s.bybit_ws_url if s.source.endswith("-ws") else s.bybit_rest_url,
+        url, names, api = (s.bybit_ws_url if ws else s.bybit_rest_url,
                            "BYBIT_REST_URL / BYBIT_WS_URL", "Bybit's")
     return (
         f"Cannot reach the exchange: the '{s.source}' source failed to connect to {mask_url(url)} "

@@ -30,7 +30,7 @@ from typing import Any, Awaitable, Callable, Sequence
 
 from backend.metrics import Metrics
 from backend.venues.health import CLOCK_WARN_MS
-from backend.venues.source import Clock, MarketSource
+from backend.venues.source import Clock, MarketSource, WebSocketUnreachable
 from backend.venues.types import CANDLE_MS, Candle, MarketSnapshot, Trade
 
 __all__ = ["CandleFeed", "LiveSourceBase", "TIME_SYNC_S", "describe"]
@@ -255,7 +255,7 @@ class LiveSourceBase(MarketSource):
         if never:
             # REST answered but no WebSocket connection ever opened (a wrong URL or path, a blocked port):
             # said at start like an unreachable REST endpoint, instead of reconnecting silently forever
-            raise ConnectionError(f"no WebSocket connection opened within {self.sync_timeout_s:g} s "
+            raise WebSocketUnreachable(f"no WebSocket connection opened within {self.sync_timeout_s:g} s "
                                   f"({never[0].last_error or 'no answer'})")
 
     def _ws_skipped(self, sym: str, ws: Any, offset: int) -> MarketSnapshot | None:

@@ -19,6 +19,10 @@ __all__ = ["Clock", "MarketSource", "OffsetClock", "UnknownSymbolError", "VenueB
            "VenueStartupError", "VirtualClock"]
 
 
+class WebSocketUnreachable(ConnectionError):
+    """REST answered but no WebSocket connection opened at start (a wrong URL or path, a blocked port)."""
+
+
 class VenueStartupError(RuntimeError):
     """An expected condition that stops a live source at start; the message is complete and says nothing
     about the network (the bot prints it as is, exit code 1)."""

@@ -35,3 +35,18 @@ async def test_a_websocket_that_never_opens_ends_the_start_with_the_unreachable_
     assert text.startswith("Cannot reach the exchange: the 'bybit-ws' source failed to connect to ws://"), text
     assert "no WebSocket connection opened" in text and "BYBIT_WS_URL" in text, text
     assert bot.ticks == 0
+
+
+async def test_a_dead_rest_endpoint_of_a_websocket_source_is_the_url_named(tmp_path):
+    """A WebSocket source asks REST first (symbols, clock, candles): when that fails, the paragraph
+    names the REST URL the user set, not the WebSocket one."""
+    rest = f"http://127.0.0.1:{_closed_port()}"
+    settings = Settings(data_dir=tmp_path / "data", source="bybit-ws", symbols=["BTCUSDT"], interval=0.2,
+                        max_iterations=5, BYBIT_REST_URL=rest, BYBIT_WS_URL="ws://127.0.0.1:9/v5/public/linear",
+                        http_timeout_s=1.0, http_max_retries=0, spool_fsync=False, use_legacy_format=False)
+    bot = Bot(settings)
+    with pytest.raises(StartupError) as err:
+        await bot.run()
+    text = str(err.value)
+    assert text.startswith(f"Cannot reach the exchange: the 'bybit-ws' source failed to connect to {rest} "), text
+    assert "ws://127.0.0.1:9" not in text
