@@ -50,6 +50,17 @@ def test_cli_schema_failure_names_file(run_cli, tmp_path):
     assert "features_000000_bad.parquet" in proc.stderr and "ob_spread_bps" in proc.stderr
 
 
+def test_a_corrupt_file_is_named_with_what_to_do_not_the_schema_hint(tmp_path):
+    store = write_store(tmp_path, [make_samples("BTCUSDT", 700)], tape=False)
+    path = store.group_dir("training_features") / "date=2025-11-07" / "features_000002_torn.parquet"
+    path.write_bytes(b"PAR1 not a parquet file")
+    with pytest.raises(TrainingDataError) as err:
+        load_training_data(store, DataConfig())
+    text = str(err.value)
+    assert "features_000002_torn.parquet: unreadable parquet file" in text
+    assert "truncated or corrupt" in text and "Every sample needs the 110 features" not in text
+
+
 def test_non_finite_features_fail_schema(tmp_path):
     store = write_store(tmp_path, [make_samples("BTCUSDT", 700)], tape=False)
     bad = make_samples("ETHUSDT", 20, seed=4)

@@ -133,12 +133,15 @@ def _footer_checks(files: list[Path], cfg: DataConfig, columns: list[str]) -> tu
 
 def _schema_failed(lines: list[str]) -> TrainingDataError:
     body = "\n".join(f"  - {line}" for line in lines)
-    return TrainingDataError(
-        "Schema validation failed:\n"
-        + body
-        + "\nEvery sample needs the 110 features of backend/ml_engine/feature_store/feature_schema.py "
-        "(float32, finite) plus timestamp, symbol and mid_price."
-    )
+    hints = []
+    if any(": unreadable parquet file (" in line for line in lines):
+        # a damaged file is not a schema question: say what to do with it
+        hints.append("An unreadable file is truncated or corrupt: restore it from a backup, or move it out of the "
+                     "store (its samples are lost) and train again.")
+    if not all(": unreadable parquet file (" in line for line in lines):
+        hints.append("Every sample needs the 110 features of backend/ml_engine/feature_store/feature_schema.py "
+                     "(float32, finite) plus timestamp, symbol and mid_price.")
+    return TrainingDataError("Schema validation failed:\n" + body + "\n" + "\n".join(hints))
 
 
 def load_training_data(store: FeatureStore, cfg: DataConfig) -> LoadedData:
