@@ -120,3 +120,32 @@ def test_training_refuses_naming_the_file(store):
     text = str(err.value)
     for kind in ("int_seconds", "naive_ns", "float64_column", "missing_column", "foreign", "truncated"):
         assert f"features_000000_{kind}.parquet" in text, kind
+
+
+def test_web_data_audit_names_bad_files_and_counts_only_the_good(store):
+    """The web app's Data panel reader: each bad file is named with its reason, counts no rows
+    (no 1970 day from the int-seconds file, no exception from the truncated or foreign one),
+    is left untouched, and a restarted app (disk cache) says the same."""
+    from backend.ml_engine.feature_store.inspect import StoreInspector, cache_path
+
+    good, bad = _fill(store)
+    before = snapshot(bad.values())
+    first = StoreInspector(store.root).audit(GROUP)
+    assert cache_path(store.root, GROUP).exists()
+    again = StoreInspector(store.root).audit(GROUP)  # a restart: summaries from the disk cache, bad files checked again
+    for audit in (first, again):
+        body = audit.as_dict()
+        assert body["total_rows"] == len(good) * 20
+        assert body["days"] == ["2025-11-07", "2025-11-08"] and body["first"].startswith("2025-11-07")
+        skipped = {row["path"]: row["reason"] for row in body["skipped_files"]}
+        assert set(skipped) == {str(p) for p in bad.values()}
+        assert "refused rather than guessed" in skipped[str(bad["int_seconds"])]
+        assert "truncated or corrupt footer" in skipped[str(bad["truncated"])]
+        assert "is double, expected float" in skipped[str(bad["float64_column"])]
+        assert body["files"] == len(good) + 1 + len(bad)  # on disk: the good, the empty one, the bad
+    assert snapshot(bad.values()) == before
+    # a bad file replaced by a good one is counted from then on
+    bad["int_seconds"].unlink()
+    store.write_offline_features(GROUP, good_table(20, DAY0 + DAY_MS + 30_000_000), fsync=False)
+    later = StoreInspector(store.root).audit(GROUP).as_dict()
+    assert later["total_rows"] == len(good) * 20 + 20 and len(later["skipped_files"]) == len(bad) - 1

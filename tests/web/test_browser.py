@@ -76,6 +76,32 @@ async def test_data_panel_rows_and_gaps(tmp_path, serve, browser):
     assert errors == []
 
 
+async def test_data_panel_names_skipped_files(tmp_path, serve, browser):
+    """A truncated file and one of int-seconds timestamps in the store: the panel counts only the
+    good rows (no 1970 day) and lists each bad file with its reason."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    btc = samples("BTCUSDT", 200)
+    store = write(tmp_path / "feature_store" / "offline", [btc])
+    day_dir = store.group_dir("training_features") / "date=2025-11-07"
+    good_file = sorted(day_dir.glob("*.parquet"))[0]
+    table = pq.read_table(good_file)
+    secs = pa.compute.divide(table.column("timestamp").cast(pa.int64()), 1000)
+    pq.write_table(table.set_column(0, "timestamp", secs), day_dir / "features_000000_seconds.parquet")
+    (day_dir / "features_000000_cut.parquet").write_bytes(good_file.read_bytes()[:3000])
+    base, _ = await serve(tmp_path)
+    page, errors = await _open(browser, base + "/")
+    items = page.locator("#data-skipped li")
+    assert await items.count() == 2
+    texts = await items.all_inner_texts()
+    assert "features_000000_cut.parquet" in texts[0] and "truncated or corrupt footer" in texts[0]
+    assert "features_000000_seconds.parquet" in texts[1] and "refused rather than guessed" in texts[1]
+    assert await page.locator("#heatmap tr[data-symbol='BTCUSDT'] td").count() == 1  # one day, no 1970 column
+    assert "Files skipped (not counted)" in await page.locator("#data-summary").inner_text()
+    assert errors == []
+
+
 async def test_collector_updates_live(tmp_path, serve, browser):
     metrics = Metrics()
     provider = MetricsStatus(metrics, ["BTCUSDT", "ETHUSDT"], "sim", lambda: "live")

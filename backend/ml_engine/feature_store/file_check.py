@@ -1,7 +1,7 @@
 """Check one store file's footer against its group's schema before anyone reads its data.
 
 Every reader of the store (the labeller, training, ``read_offline_features``, migration's
-duplicate check) calls ``check_file`` first, so a file that another tool wrote, a file cut
+duplicate check, the web app's data audit) calls ``check_file`` first, so a file that another tool wrote, a file cut
 short by a crash, or a file whose columns have other types is named with the reason and
 never read under a wrong interpretation (nor rewritten).
 

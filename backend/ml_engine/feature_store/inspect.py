@@ -8,7 +8,11 @@
   timestamp steps;
 * label coverage per horizon (share of rows whose ``future_direction_<h>s`` is set) and
   the class balance per horizon per day (DOWN / NEUTRAL / UP / unlabelled counts);
-* the feature versions present, from the ``feature_version`` column's row-group statistics.
+* the feature versions present, from the ``feature_version`` column's row-group statistics;
+* the files skipped, each with the reason: every file's footer is checked against the
+  group's schema first (``file_check``, as every other store reader does), and a file that
+  cannot be read or interpreted (truncated, foreign columns, integer or zone-less
+  timestamps, wrong dtypes) counts no rows; it is named, never guessed at.
 
 Only the parquet footer and the columns ``timestamp``, ``symbol`` (read dictionary-encoded)
 and ``future_direction_<h>s`` are read, never the 110 features. What one file yields is
@@ -45,7 +49,8 @@ import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
-from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
+from backend.ml_engine.feature_store.feature_schema import HORIZONS_S, schema_for_group
+from backend.ml_engine.feature_store.file_check import check_file
 from backend.ml_engine.feature_store.feature_store import DAY_MS, FeatureStore
 
 __all__ = [
@@ -114,7 +119,9 @@ class StoreAudit:
     ``rows[symbol][day]`` counts rows per UTC day (``YYYY-MM-DD``); ``class_balance[h][day]``
     is ``[down, neutral, up, unlabelled]``; ``label_coverage[h]`` is the labelled share in
     [0, 1] (``None`` without rows); ``gaps`` are the largest first, ``gap_count`` is the full
-    count; ``interval_s[symbol]`` is the sampling interval used for the gap threshold.
+    count; ``interval_s[symbol]`` is the sampling interval used for the gap threshold;
+    ``skipped`` lists the files not counted as ``(path, reason)``, by path (``files`` and
+    ``bytes`` still count them: they are on disk).
     """
 
     group: str
@@ -135,6 +142,7 @@ class StoreAudit:
     last: str | None = None
     seconds: float = 0.0
     files_read: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def as_dict(self) -> dict:
         """The audit as JSON-ready values for ``GET /api/data``."""
@@ -158,6 +166,7 @@ class StoreAudit:
             "feature_versions": self.feature_versions,
             "seconds": round(self.seconds, 4),
             "files_read": self.files_read,
+            "skipped_files": [{"path": p, "reason": r} for p, r in self.skipped],
         }
 
 
@@ -170,7 +179,7 @@ def read_file_summary(path: Path, size: int, mtime_ns: int) -> FileSummary:
 
     Raises:
         OSError, pyarrow.ArrowInvalid: the file cannot be read as parquet.
-        ValueError: the file has no ``timestamp`` column.
+        ValueError: the file has no ``timestamp`` column, or it is not a timestamp type.
     """
     pf = pq.ParquetFile(path, read_dictionary=["symbol"])
     names = set(pf.schema_arrow.names)
@@ -222,7 +231,9 @@ def _summary_of(path: str, size: int, mtime_ns: int, table: pa.Table | None, lab
         empty = np.zeros(0, np.int64)
         return FileSummary(path, size, mtime_ns, 0, empty, ("",), empty.astype(np.int16), {}, frozenset())
     ts = table.column("timestamp")
-    unit = ts.type.unit if pa.types.is_timestamp(ts.type) else "ms"
+    if not pa.types.is_timestamp(ts.type):  # never guessed (seconds? ms?); the footer check keeps such files out
+        raise ValueError(f"{path}: 'timestamp' is {ts.type}, not a timestamp type; its unit cannot be known")
+    unit = ts.type.unit
     ts_ms = ts.cast(pa.int64()).to_numpy()
     ts_ms = {"us": ts_ms // 1000, "ns": ts_ms // 1_000_000, "s": ts_ms * 1000}.get(unit, ts_ms)
     if "symbol" in table.column_names:
@@ -245,7 +256,7 @@ def _summary_of(path: str, size: int, mtime_ns: int, table: pa.Table | None, lab
 
 
 # --- the on-disk cache of file summaries ---------------------------------------------------
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: only files that pass the footer check are summarised (format 1 could hold guessed ones)
 _CACHE_KEY = b"lobbot_audit_cache"
 
 
@@ -405,6 +416,8 @@ class StoreInspector:
         self._disk_lock = threading.Lock()
         # group -> the (path, size, mtime_ns) the cache file holds, once read or written
         self._on_disk: dict[str, frozenset] = {}
+        # path -> (size, mtime_ns, reason) of files whose footer check failed (checked again when they change)
+        self._rejected: dict[str, tuple[int, int, str]] = {}
 
     def groups(self) -> list[str]:
         """Names of the groups present under the root, sorted."""
@@ -431,8 +444,9 @@ class StoreInspector:
             audit = last[1]
             audit.files_read = 0
         else:
-            summaries, read = self._summaries(group, stats)
+            summaries, read, skipped = self._summaries(group, stats)
             audit = _aggregate(group, summaries, gap_factor, self.max_gaps)
+            audit.skipped = skipped
             audit.bytes = sum(s for _, s, _ in stats)
             audit.files = len(stats)
             audit.files_read = read
@@ -487,12 +501,36 @@ class StoreInspector:
                 log.info("data audit: cannot write the cache %s: %s", cache_path(self.store.root, group), exc)
             self._on_disk[group] = now
 
-    def _summaries(self, group: str, stats: list[tuple[str, int, int]]) -> tuple[list[FileSummary], int]:
+    def _rejected_now(self, group: str, todo: list[tuple[str, int, int]]) -> dict[str, str]:
+        """path -> reason for the files of ``todo`` whose footer does not pass ``check_file``."""
+        schema = schema_for_group(group)
+        out = {}
+        for p, s, m in todo:
+            with self._lock:
+                known = self._rejected.get(p)
+            if known is not None and known[:2] == (s, m):
+                out[p] = known[2]
+                continue
+            check = check_file(Path(p), schema)
+            with self._lock:
+                if check.ok:
+                    self._rejected.pop(p, None)
+                else:
+                    self._rejected[p] = (s, m, check.reason)
+            if not check.ok:
+                out[p] = check.reason
+                if known is None or known[:2] != (s, m):
+                    log.warning("data audit: skipped %s: %s; the file is left untouched", p, check.reason)
+        return out
+
+    def _summaries(self, group: str, stats: list[tuple[str, int, int]]) -> tuple[list[FileSummary], int, list[tuple[str, str]]]:
         if self.disk_cache and group not in self._on_disk:
             self._load_disk(group)
         with self._lock:
             cached = {p: self._cache.get(p) for p, _, _ in stats}
         todo = [(p, s, m) for p, s, m in stats if not (cached[p] and cached[p].size == s and cached[p].mtime_ns == m)]
+        rejected = self._rejected_now(group, todo)
+        todo = [t for t in todo if t[0] not in rejected]
         if todo:
             try:
                 fresh = scan_summaries(todo)
@@ -512,10 +550,10 @@ class StoreInspector:
                     if not os.path.exists(p):
                         del self._cache[p]
                 self._cache.update({f.path: f for f in fresh})
-        out = [cached[p] for p, _, _ in stats if cached.get(p) is not None]
+        out = [cached[p] for p, _, _ in stats if cached.get(p) is not None and p not in rejected]
         if self.disk_cache:
             self._save_disk(group, stats, out)
-        return out, len(todo)
+        return out, len(todo), sorted(rejected.items())
 
 
 def _aggregate(group: str, summaries: list[FileSummary], gap_factor: float, max_gaps: int) -> StoreAudit:

@@ -134,7 +134,12 @@
     const items = [[t("rows"), d.total_rows.toLocaleString("en")], [t("files"), d.files], [t("size"), bytes(d.bytes)],
       [t("versions"), d.feature_versions.join(", ") || "–"], [t("first"), d.first || "–"], [t("last"), d.last || "–"],
       [t("audit_time"), fmt(d.seconds * 1000, 0) + " ms"]];
+    const skipped = d.skipped_files || [];
+    if (skipped.length) items.push([t("skipped_files"), skipped.length]);
     for (const [k, v] of items) dl.append(el("dt", {}, k), el("dd", {}, v));
+    // files not counted (unreadable, another schema): each named with the reason
+    const sk = $("#data-skipped"); sk.hidden = !skipped.length;
+    sk.replaceChildren(...skipped.map((f) => el("li", { "data-path": f.path }, f.path + ": " + f.reason)));
     // heat map: one row per symbol, one cell per day
     const hm = $("#heatmap"); hm.replaceChildren();
     if (!d.total_rows) { hm.append(el("tr", {}, el("td", {}, t("empty_store")))); }
