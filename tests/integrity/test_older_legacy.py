@@ -122,3 +122,69 @@ def test_labels_added_after_migration_reach_parquet(legacy: Path, capsys):
     assert len(df) == 9 * 4 and (df["future_direction_30s"] == 0).sum() == 4
     assert main(["--data-dir", str(legacy), "--no-progress"]) == 0
     assert "carried over" not in capsys.readouterr().out
+
+
+def test_more_older_forms_and_refusals_with_a_bad_store_file(legacy: Path, capsys):
+    """Microsecond stamps, NaN labels and float64 within float32 rounding migrate exactly; stamps
+    off the file's date, of mixed units, float64 beyond float32, an oversized metadata file and a
+    disagreeing count are refused per file; a bad file already in the store is named by the
+    duplicate check and left untouched."""
+    from backend.ml_engine.feature_store.legacy_format import MAX_JSON_BYTES
+    from tests.integrity.bad_files import snapshot, write_bad_files
+
+    base = legacy / "ml_training" / "BTCUSDT"
+    dump = json.dumps
+    _edit(base, 1, lambda m: dump({**m, "timestamps": [t * 1000 for t in m["timestamps"]]}),
+          lambda rows: dump([{**r, "timestamp": r["timestamp"] * 1000} for r in rows]))
+    _edit(base, 2, labels_fn=lambda rows: dump([{**r, "future_direction_10s": float("nan"), "future_movement_10s": float("nan"),
+                                                 "future_direction_30s": 1} for r in rows]))
+    _edit(base, 3, lambda m: dump({**m, "timestamps": [t + 86_400_000 for t in m["timestamps"]]}),
+          lambda rows: dump([{**r, "timestamp": r["timestamp"] + 86_400_000} for r in rows]))
+    _edit(base, 4, lambda m: dump({**m, "timestamps": [m["timestamps"][0] // 1000] + m["timestamps"][1:]}),
+          lambda rows: dump([{k: v for k, v in r.items() if k != "timestamp"} for r in rows]))
+    feats5 = np.load(base / "features" / "2025-11-07_batch_0005.npy").astype(np.float64)
+    feats5[0, 0] = 1e39
+    np.save(base / "features" / "2025-11-07_batch_0005.npy", feats5, allow_pickle=False)
+    meta6 = base / "metadata" / "2025-11-07_batch_0006.json"
+    meta6.write_text(meta6.read_text()[:-1] + ', "padding": "' + "x" * (MAX_JSON_BYTES + 10) + '"}')
+    _edit(base, 7, lambda m: dump({**m, "sample_count": 5}))
+    wide = _samples(4, T0 + 7 * 600_000, seed=7)[0].astype(np.float64) + 0.1  # not float32 numbers
+    np.save(base / "features" / "2025-11-07_batch_0008.npy", wide, allow_pickle=False)
+    refused = {3: "outside the batch date 2025-11-07", 4: "no single unit", 5: "beyond float32 range",
+               6: "more than", 7: "sample_count=5"}
+    store = FeatureStore(legacy / "feature_store" / "offline")
+    bad = write_bad_files(store.group_dir("training_features") / "date=2025-11-07", T0 + 3_600_000)
+    bad_before = snapshot(bad.values())
+    before = _digest(legacy / "ml_training")
+
+    assert main(["--data-dir", str(legacy), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "Traceback" not in out
+    for number, reason in refused.items():
+        lines = [ln for ln in out.splitlines() if f"batch_{number:04d}" in ln and reason in ln]
+        assert lines, (number, reason, out)
+    for phrase in ("timestamps in us", "NaN/Infinity value(s): read as null", "float64 converted to float32"):
+        assert phrase in out, (phrase, out)
+    for path in bad.values():
+        assert f"store file skipped: {path}" in out, path
+    assert snapshot(bad.values()) == bad_before  # named, not touched
+    assert _digest(legacy / "ml_training") == before  # sources untouched
+
+    df = store.read_offline_features("training_features", "2025-11-07", "2025-11-07")
+    df = df[df["source"] == "bybit"]
+    migrated = {0, 1, 7, 8}  # batches 1, 2, 8, 9 (batch n holds _samples(seed=n - 1))
+    assert len(df) == 4 * len(migrated) and not df.duplicated(["symbol", "timestamp"]).any()
+    for k in migrated:
+        feats, ts, mids = _samples(4, T0 + k * 600_000, seed=k)
+        rows = df[_ms(df).isin(ts)].sort_values("timestamp")
+        expect = (wide if k == 7 else feats).astype(np.float32)
+        np.testing.assert_array_equal(rows[["ob_spread_bps"]].to_numpy()[:, 0], expect[:, 0])
+        np.testing.assert_array_equal(rows["mid_price"].to_numpy(), mids)
+    two = df[_ms(df).isin(_samples(4, T0 + 600_000, 1)[1])]
+    assert two["future_direction_10s"].isna().all() and two["future_movement_10s"].isna().all()
+    assert (two["future_direction_30s"] == 1).all()
+
+    files = store.list_files("training_features")
+    assert main(["--data-dir", str(legacy), "--no-progress"]) == 1  # still refused: still non-zero
+    assert "Samples migrated: 0" in capsys.readouterr().out
+    assert store.list_files("training_features") == files
