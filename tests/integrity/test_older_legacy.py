@@ -188,3 +188,26 @@ def test_more_older_forms_and_refusals_with_a_bad_store_file(legacy: Path, capsy
     assert main(["--data-dir", str(legacy), "--no-progress"]) == 1  # still refused: still non-zero
     assert "Samples migrated: 0" in capsys.readouterr().out
     assert store.list_files("training_features") == files
+
+
+def test_deep_metadata_costs_only_its_batch_in_the_legacy_labeller_and_writer(legacy: Path, capsys):
+    """A metadata file nested 200,000 deep: the legacy labeller names it and labels the other
+    batches (no RecursionError); the bot's legacy writer for that symbol still writes the next batch."""
+    from backend.apps.label import main_legacy
+    from backend.ml_engine.feature_store.legacy_format import list_batches, read_batch
+    from tests.labelling.helpers import write_tape
+
+    deep = legacy / "ml_training" / "BTCUSDT" / "metadata" / "2025-11-07_batch_0003.json"
+    deep.write_text("[" * 200_000 + "]" * 200_000)
+    tape_ts = np.arange(T0, T0 + 9 * 600_000 + 120_000, 3_000)
+    write_tape(FeatureStore(legacy / "feature_store" / "offline"), "BTCUSDT", tape_ts, 100 + np.sin(tape_ts / 1e6))
+    assert main_legacy(["--data-dir", str(legacy), "--no-progress"]) == 1
+    out = capsys.readouterr().out
+    assert "Traceback" not in out and f"{deep}: invalid JSON in metadata file: nested too deeply" in out
+    assert "Label files rewritten: 8 of 9" in out
+    refs = [r for r in list_batches(legacy / "ml_training", "BTCUSDT") if r.number != 3]
+    assert all(row["future_direction_60s"] is not None for r in refs for row in read_batch(r).labels)
+
+    writer = LegacyBatchWriter(legacy / "ml_training", fsync=False)
+    [written] = writer.write_batch("BTCUSDT", *_samples(4, T0 + 10 * 600_000, seed=10), "bybit")
+    assert written.name == "2025-11-07_batch_0010.json"
