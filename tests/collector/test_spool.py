@@ -221,3 +221,76 @@ def test_close_before_begin_finished_keeps_the_old_segments(tmp_path, monkeypatc
     monkeypatch.undo()
     sp.close(remove_segments=True)
     assert {p.name: p.read_bytes() for p in folder.glob("wal_*.log")} == originals
+
+
+async def test_bot_starts_and_collects_over_a_spool_of_another_feature_count(tmp_path):
+    """The whole bot (``python -m backend.main``'s ``Bot``), not only the collector, starts."""
+    from backend.config import Settings
+    from backend.engine.bot import Bot
+
+    data = tmp_path / "data"
+    _write_other_build_spool(data / "spool", 111, samples=20, tape=30)
+    originals = {p.name: p.read_bytes() for p in (data / "spool").glob("wal_*.log")}
+    bot = Bot(Settings(data_dir=data, source="sim", symbols=["BTCUSDT"], fast=True, sim_start="2025-11-07T06:00:00Z",
+                       seed=1, collection_interval=10, max_iterations=400, spool_fsync=False))
+    assert await bot.run() == 0, bot.summary
+    aside = [p for p in (data / "spool").iterdir() if p.name.startswith(".incompatible-")]
+    assert len(aside) == 1
+    assert {p.name: p.read_bytes() for p in aside[0].glob("wal_*.log")} == originals
+    store = FeatureStore(data / "feature_store" / "offline")
+    samples = store.read_offline_features("training_features")
+    # only this run's samples, with this build's 110 features: none came from the 111-feature spool
+    assert len(samples) == bot.ml_data_collector.stats.collected > 0
+    assert samples[list(FEATURE_NAMES)].notna().all().all()
+    # the spool's tape rows (which do not depend on the features) were recovered beside the run's own
+    tape = store.read_offline_features("price_tape")
+    ts = tape["timestamp"].astype("int64").to_numpy() // 1_000_000
+    assert sorted(tape["mid_price"][ts < T0 + 30 * 3000].tolist()) == [100.0 + i for i in range(30)]
+
+
+def test_short_writes_are_completed_and_a_torn_append_is_taken_back(tmp_path, monkeypatch):
+    """``os.write`` may write fewer bytes than asked: every record is still written whole. An
+    append that fails half-way (ENOSPC after part of the record) is cut back, so the segment
+    ends on a whole record and later appends decode with no damage."""
+    import errno
+    import os
+
+    from backend.ml_engine.data_collection import spool as spool_module
+
+    folder = tmp_path / "spool"
+    layouts = _layouts(len(FEATURE_NAMES))
+    key = StreamKey("sample", "BTCUSDT", "sim")
+    real_write = os.write
+    calls = {"n": 0, "fail_after": None}
+
+    def write(fd, data):
+        calls["n"] += 1
+        if calls["fail_after"] is not None:
+            if calls["fail_after"] == 0:
+                calls["fail_after"] = None
+                raise OSError(errno.ENOSPC, "No space left on device")
+            calls["fail_after"] -= 1
+        return real_write(fd, bytes(data[:7]))  # a short write: 7 bytes at most
+
+    monkeypatch.setattr(spool_module.os, "write", write)
+    sp = Spool(folder, layouts, fsync=False)
+    sp.begin(sp.recover())
+    vec = lambda i: np.full(len(FEATURE_NAMES), i, np.float32)  # noqa: E731
+    for i in range(5):
+        sp.append_row(key, i, (T0 + i * 30_000, T0), (100.0 + i,), vec(i))
+    assert calls["n"] > 5 * 60  # each record took many short writes
+    size = sp.segments()[-1].stat().st_size
+    calls["fail_after"] = 10  # the next record: 70 bytes written, then the disk is full
+    with pytest.raises(OSError):
+        sp.append_row(key, 5, (T0 + 5 * 30_000, T0), (105.0,), vec(5))
+    assert sp.segments()[-1].stat().st_size == size  # the torn part was taken back
+    for i in range(6, 9):
+        sp.append_row(key, i, (T0 + i * 30_000, T0), (100.0 + i,), vec(i))
+    sp.close()
+    monkeypatch.undo()
+    rec = Spool(folder, layouts, fsync=False).recover()
+    assert not rec.damage and rec.torn_records == 0
+    cols = rec.rows[key]
+    assert cols.seq.tolist() == [0, 1, 2, 3, 4, 6, 7, 8]
+    assert cols.floats["mid"].tolist() == [100.0, 101.0, 102.0, 103.0, 104.0, 106.0, 107.0, 108.0]
+    np.testing.assert_array_equal(cols.matrix[:, 0], [0, 1, 2, 3, 4, 6, 7, 8])
