@@ -48,7 +48,7 @@ async def test_depth_snapshot_is_the_true_book_and_weight_is_tracked(fake):
         book = fake.book("BTCUSDT")
         assert snap.last_update_id == book.update_id
         assert snap.bids[:, 0].tolist() == book.bid_prices.tolist() and snap.asks[:, 1].tolist() == book.ask_sizes.tolist()
-        assert c.weights.used == fake._weight == 20  # our count agrees with X-MBX-USED-WEIGHT-1M
+        assert c.weights.used == fake.used_weight == 20  # our count agrees with X-MBX-USED-WEIGHT-1M
         assert abs(await c.get_server_time() - time.time() * 1000) < 1000
         assert len(await c.get_closed_candles("BTCUSDT", count=30)) == 30
 
@@ -119,9 +119,16 @@ async def test_rest_source_polls_books_trades_and_candles(fake):
         snaps = await src.poll()
         out = engine.step(snaps, src.clock.now_ms(), collect=False)
         assert out.rejected == {} and set(out.tape) == set(SYMS)
-        await asyncio.sleep(1.1)
-        snaps = await src.poll()
-        assert snaps["BTCUSDT"].trades and snaps["BTCUSDT"].book.update_id is not None
+        # The simulator's trade rate varies; poll on (as the bot would) with a bound rather than
+        # betting that one trade lands within a fixed second on a loaded machine.
+        deadline = asyncio.get_running_loop().time() + 15
+        trades = []
+        while not trades and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(0.5)
+            snaps = await src.poll()
+            assert snaps["BTCUSDT"].book.update_id is not None
+            trades = snaps["BTCUSDT"].trades
+        assert trades, "no simulated trade reached the REST source within 15 s of polling"
     finally:
         await src.close()
 
