@@ -178,6 +178,60 @@ async def test_start_training_shows_epochs_and_run_beside_baselines(labelled_dir
     assert errors == []
 
 
+async def test_runs_list_shows_each_verdict_and_the_persistence_warning(tmp_path, serve, browser):
+    """The runs list reads the evaluation's verdict tags: green only when every verdict is "beats" (a
+    model ahead of logreg by 0.004 is not), the persistence warning shown, the form offers --folds."""
+    from mlflow import MlflowClient
+
+    from backend.ml_engine.training_orchestrator.evaluation.verdict import BEATS, NOT_DISTINGUISHABLE, PHRASES, WORSE
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    writer = MlflowClient(tracking_uri=uri)
+    exp = writer.create_experiment("lob_direction", artifact_location=(tmp_path / "artifacts").as_uri())
+
+    def run(metrics, verdicts, warning=None):
+        r = writer.create_run(exp).info.run_id
+        for k, v in metrics.items():
+            writer.log_metric(r, k, v)
+        for b, outcome in verdicts.items():
+            writer.set_tag(r, f"verdict_{b}", PHRASES[outcome])
+        if verdicts:
+            writer.set_tag(r, "verdict_summary", "Model macro-F1 ...")
+        if warning:
+            writer.set_tag(r, "evaluation_warning", warning)
+        writer.set_terminated(r)
+        return r
+
+    ahead = {"test_macro_f1": 0.548, "baseline_majority_macro_f1": 0.2, "baseline_persistence_macro_f1": 0.45, "baseline_logreg_macro_f1": 0.544}
+    close = run(ahead, {"majority": BEATS, "persistence": BEATS, "logreg": NOT_DISTINGUISHABLE})
+    clear = run(ahead, {"majority": BEATS, "persistence": BEATS, "logreg": BEATS})
+    warning = "WARNING: the model scores below the persistence baseline on macro-F1 (difference -0.050)."
+    weak = run({**ahead, "test_macro_f1": 0.243}, {"logreg": NOT_DISTINGUISHABLE, "persistence": WORSE, "majority": BEATS}, warning)
+    before = run(ahead, {})  # a run logged before the evaluation had verdicts
+
+    base, _ = await serve(tmp_path, tracking_uri=uri)
+    page, errors = await _open(browser, base + "/")
+    row = lambda r: page.locator(f"#runs tr[data-run='{r}']")  # noqa: E731
+    await row(before).wait_for(timeout=30_000)
+    assert await row(close).locator("td.verdict").inner_text() == "beats majority, persistence; not distinguishable from logreg"
+    assert await row(close).locator("td.baseline-logreg").get_attribute("data-verdict") == "not distinguishable from"
+    assert "best" not in await row(close).locator("td.model").get_attribute("class")
+    assert await row(clear).locator("td.verdict").inner_text() == "beats majority, persistence, logreg"
+    assert "best" in await row(clear).locator("td.model").get_attribute("class")
+    cell = row(weak).locator("td.verdict")
+    text = await cell.inner_text()
+    assert text.startswith("beats majority; not distinguishable from logreg; worse than persistence"), text
+    assert "does not beat persistence" in text and await cell.get_attribute("title") == warning
+    assert "warn" in await cell.get_attribute("class")
+    assert await row(before).locator("td.verdict").inner_text() == "no verdict (run before the evaluation)"
+    assert "best" not in await row(before).locator("td.model").get_attribute("class")
+    form = page.locator("#train-form")
+    assert "5 recommended" in await form.locator("input[name=folds]").get_attribute("placeholder")
+    assert await form.locator("input[name=window]").count() == 1
+    await _shot(page, tmp_path, "runs_verdicts", "#runs")
+    assert errors == []
+
+
 async def test_page_in_russian_follows_the_browser_and_switches(tmp_path, serve):
     base, _ = await serve(tmp_path)
     async with playwright_api.async_playwright() as p:

@@ -238,20 +238,40 @@
   }
 
   // --- runs -----------------------------------------------------------------------------------
+  // The run's verdicts grouped as the console prints them: "beats majority; not distinguishable from
+  // persistence, logreg", and the persistence warning (full text on hover) when the run has one.
+  const VERDICT_KEYS = [["beats", "verdict_beats"], ["not distinguishable from", "verdict_nd"], ["worse than", "verdict_worse"]];
+  const BASELINE_ORDER = ["majority", "persistence", "logreg"];
+  function verdictCell(r) {
+    const v = r.verdicts || {};
+    const names = Object.keys(v).sort((a, b) => (BASELINE_ORDER.indexOf(a) + 1 || 99) - (BASELINE_ORDER.indexOf(b) + 1 || 99) || a.localeCompare(b));
+    const groups = VERDICT_KEYS.map(([phrase, key]) => [key, names.filter((n) => v[n] === phrase)])
+      .filter(([, ns]) => ns.length).map(([key, ns]) => t(key) + " " + ns.join(", "));
+    const td = el("td", { class: "verdict" + (r.warning ? " warn" : "") }, groups.join("; ") || (names.length ? "" : t("verdict_none")));
+    if (r.warning) { td.title = r.warning; td.append(el("div", { class: "warning" }, "⚠ " + t("no_skill"))); }
+    return td;
+  }
   async function loadRuns() {
     const { status, data } = await api("GET", "/api/runs");
     const tb = $("#runs tbody"); tb.replaceChildren();
-    if (status !== 200) { tb.append(el("tr", {}, el("td", { colspan: 9 }, data && data.error))); return; }
-    if (!data.length) { tb.append(el("tr", {}, el("td", { colspan: 9 }, t("no_runs")))); return; }
+    if (status !== 200) { tb.append(el("tr", {}, el("td", { colspan: 10 }, data && data.error))); return; }
+    if (!data.length) { tb.append(el("tr", {}, el("td", { colspan: 10 }, t("no_runs")))); return; }
     for (const r of data) {
       const m = r.metrics; const f1 = m.test_macro_f1;
-      const base = (n) => { const v = m["baseline_" + n + "_macro_f1"]; return el("td", { class: "baseline-" + n }, fmt(v)); };
-      const best = f1 != null && ["majority", "persistence", "logreg"].every((n) => m["baseline_" + n + "_macro_f1"] == null || f1 > m["baseline_" + n + "_macro_f1"]);
+      const base = (n) => {
+        const td = el("td", { class: "baseline-" + n }, fmt(m["baseline_" + n + "_macro_f1"]));
+        if (r.verdicts && r.verdicts[n]) td.setAttribute("data-verdict", r.verdicts[n]);
+        return td;
+      };
+      // green only when the evaluation says "beats" against every baseline (a paired interval
+      // above zero), never from the bare point estimates (docs/evaluation.md)
+      const v = r.verdicts || {}; const names = Object.keys(v);
+      const best = f1 != null && names.length > 0 && names.every((n) => v[n] === "beats");
       const btn = el("button", { type: "button" }, t("details"));
       btn.addEventListener("click", () => loadRun(r.run_id));
       tb.append(el("tr", { "data-run": r.run_id }, el("td", {}, el("code", {}, r.run_id.slice(0, 8))), el("td", {}, r.start_time || ""),
         el("td", {}, r.status), el("td", {}, r.params.horizon_s || ""), el("td", { class: "model" + (best ? " best" : "") }, fmt(f1)),
-        base("majority"), base("persistence"), base("logreg"), el("td", {}, btn)));
+        base("majority"), base("persistence"), base("logreg"), verdictCell(r), el("td", {}, btn)));
     }
   }
   async function loadRun(id) {

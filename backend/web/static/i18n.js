@@ -24,6 +24,8 @@ window.I18N = {
     job_title: "Job", job_state: "State", job_epoch: "Epoch", job_cancel: "Cancel",
     runs_title: "Runs (test macro-F1 beside baselines)", run_id: "Run", run_start: "Started (UTC)", run_status: "Status",
     run_model: "Model macro-F1", run_detail: "Run", run_open_mlflow: "open in MLflow UI",
+    run_verdict: "Verdict (paired interval, docs/evaluation.md)", verdict_beats: "beats", verdict_nd: "not distinguishable from",
+    verdict_worse: "worse than", verdict_none: "no verdict (run before the evaluation)", no_skill: "does not beat persistence: do not trade on it",
     run_confusion: "Confusion matrix (test split, rows = true class)", details: "details", no_runs: "No runs yet.",
     started: "Started job {id}", invalid: "Invalid options:", busy: "Another job is running: {msg}",
     unauthorized: "The token was refused: enter it again.", mlflow_run: "MLflow run", lang_label: "Language",
@@ -64,6 +66,8 @@ window.I18N = {
     job_title: "Задача", job_state: "Состояние", job_epoch: "Эпоха", job_cancel: "Отменить",
     runs_title: "Запуски (тестовый macro-F1 рядом с базовыми моделями)", run_id: "Запуск", run_start: "Начат (UTC)",
     run_status: "Статус", run_model: "Macro-F1 модели", run_detail: "Запуск", run_open_mlflow: "открыть в MLflow UI",
+    run_verdict: "Вердикт (парный интервал, docs/evaluation.md)", verdict_beats: "лучше, чем", verdict_nd: "неотличима от",
+    verdict_worse: "хуже, чем", verdict_none: "нет вердикта (запуск до оценки)", no_skill: "не лучше persistence: не торгуйте на ней",
     run_confusion: "Матрица ошибок (тестовая выборка, строки = истинный класс)", details: "подробнее", no_runs: "Запусков пока нет.",
     started: "Задача {id} запущена", invalid: "Неверные параметры:", busy: "Уже выполняется другая задача: {msg}",
     unauthorized: "Токен отклонён: введите его ещё раз.", mlflow_run: "Запуск MLflow", lang_label: "Язык"
