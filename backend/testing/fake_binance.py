@@ -148,6 +148,11 @@ class FakeBinance(FakeServerBase):
         """``ws://host:port`` (clients add ``/stream?streams=...``)."""
         return f"ws://{self.host}:{self.port}"
 
+    @property
+    def used_weight(self) -> int:
+        """Request weight counted in the current UTC minute (what ``X-MBX-USED-WEIGHT-1M`` reports)."""
+        return self._weight
+
     # --- control --------------------------------------------------------------------------
     def ban(self, seconds: float) -> None:
         """Answer every REST request with HTTP 418 (``Retry-After``: the seconds left) for ``seconds`` from now."""

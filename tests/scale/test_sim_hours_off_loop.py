@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 
 import numpy as np
 import pytest
@@ -24,8 +23,8 @@ async def _polls(wait_for_thread: bool) -> tuple[list, SimSource]:
     for _ in range(240):  # 12 simulated minutes at 3 s: across 12:00
         await clock.sleep_until(clock.now_ms() + 3000)
         out.append((clock.now_ms(), await src.poll()))
-        if wait_for_thread and src._prefetch is not None:
-            await asyncio.wait([src._prefetch])  # the thread made the next hour before the loop needs it
+        if wait_for_thread:
+            await src.wait_next_hour()  # the thread made the next hour before the loop needs it
     await src.close()
     return out, src
 
@@ -33,7 +32,7 @@ async def _polls(wait_for_thread: bool) -> tuple[list, SimSource]:
 @pytest.mark.parametrize("wait_for_thread", [True, False], ids=["thread-first", "loop-outpaces-thread"])
 async def test_next_hour_made_on_a_thread_gives_the_same_books_trades_and_bars(wait_for_thread):
     polls, src = await _polls(wait_for_thread)
-    assert src._prefetch is not None  # the next hour was handed to the background thread
+    assert src.next_hour_started  # the next hour was handed to the background thread
     # the reference: every hour made inline on this thread, in one go
     ref = SimMarket(SYMBOLS, seed=7, start_ms=START, history_minutes=HISTORY)
     prev = START

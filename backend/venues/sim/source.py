@@ -107,10 +107,20 @@ class SimSource(MarketSource):
             self._executor, self._market().prepare, self._origin_ms + nxt * hour_ms)
         self._prefetch.add_done_callback(_log_failure)
 
-    async def close(self) -> None:
-        """Wait for the background thread to finish the hour it is making."""
+    @property
+    def next_hour_started(self) -> bool:
+        """True once a poll has handed a next simulated hour to the background thread."""
+        return self._prefetch is not None
+
+    async def wait_next_hour(self) -> None:
+        """Wait until the hour the background thread is making (if any) is made; never raises
+        for a failed one (that hour is then made by the poll that needs it)."""
         if self._prefetch is not None:
             await asyncio.wait([self._prefetch])
+
+    async def close(self) -> None:
+        """Wait for the background thread to finish the hour it is making."""
+        await self.wait_next_hour()
         if self._executor is not None:
             self._executor.shutdown(wait=True)
             self._executor = None
