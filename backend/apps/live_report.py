@@ -24,6 +24,7 @@ import pyarrow as pa
 
 from backend.config import add_data_dir_argument, configure_or_exit
 from backend.contracts.groups import PAPER_TRADES, PREDICTIONS
+from backend.contracts.labels import direction_column
 from backend.contracts.labels import DEFAULT_TOLERANCE_S
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
 from backend.ml_engine.live.records import column_numpy as _np
@@ -73,7 +74,7 @@ def model_report(store, uri: str, preds: pa.Table, trades: pa.Table, test_metric
     (what is logged to MLflow).
     """
     horizon = int(_np(preds, "horizon_s")[0]) if preds.num_rows else 0
-    realised = preds.column(f"future_direction_{horizon}s").cast(pa.float64()).fill_null(np.nan).to_numpy() if preds.num_rows else np.zeros(0)
+    realised = preds.column(direction_column(horizon)).cast(pa.float64()).fill_null(np.nan).to_numpy() if preds.num_rows else np.zeros(0)
     predicted = _np(preds, "predicted_direction").astype(np.int64) if preds.num_rows else np.zeros(0, np.int64)
     scores = live_scores(np.full(predicted.shape, uri, dtype=object), predicted, realised).get(uri, (None, 0, 0))
     report = live_report(uri, scores, test_metrics)

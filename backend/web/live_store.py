@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from backend.contracts.groups import PAPER_TRADES, PREDICTIONS
+from backend.contracts.labels import direction_column
 from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.live.records import column_numpy as _np
@@ -157,7 +158,7 @@ class StoredLive:
         return body
 
     def _build(self, since: dt.date) -> dict:
-        labels = [f"future_direction_{h}s" for h in HORIZONS_S]
+        labels = [direction_column(h) for h in HORIZONS_S]
         cols = ["timestamp", "symbol", "model_uri", "horizon_s", "prob_down", "prob_neutral", "prob_up",
                 "predicted_direction"] + labels
         preds = self.store.read_offline_table(PREDICTIONS, since, None, columns=cols)
@@ -175,7 +176,7 @@ class StoredLive:
         horizon = int(_np(mine, "horizon_s")[order][-1])
         prob = np.stack([_np(mine, c).astype(np.float64)[order] for c in ("prob_down", "prob_neutral", "prob_up")], axis=1)
         pred = _np(mine, "predicted_direction").astype(np.int64)[order]
-        label_col = f"future_direction_{horizon}s"
+        label_col = direction_column(horizon)
         if label_col in mine.column_names:
             realised = mine.column(label_col).cast(pa.int64()).fill_null(-1).to_numpy()[order]
         else:
