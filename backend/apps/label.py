@@ -30,7 +30,7 @@ from backend.ml_engine.labelling.store_labelling import StoreAdapter
 from backend.ml_engine.labelling.summary import LabelEvent, RunSummary
 from backend.symbols import InvalidSymbolError, validate_symbol
 
-EPILOG = f"""\
+EPILOG = """\
 How labels are computed: for a sample at time t and horizon h, the future price is the
 mid-price of the first price-tape row (or, where there is no tape, sample) of the same
 symbol with timestamp in [t+h, t+h+tolerance]. future_movement_<h>s = (p_future / mid_price_t
@@ -40,10 +40,10 @@ fills it once the data exists. Re-running with the same settings changes nothing
 The threshold and tolerance are stored with the labels (parquet file metadata; the legacy
 batch's metadata JSON), so training classifies its baseline with the same threshold.
 
-Defaults: tolerance {core.DEFAULT_TOLERANCE_S:g} s (one 3 s tape interval plus jitter, below the
-smallest horizon); threshold {core.DEFAULT_THRESHOLD_PCT:g}% (about 0.67 sigma of a 10 s move and
-0.3 sigma of a 60 s move of a liquid perpetual, so no class is degenerate; the class balance
-it gives on your data is printed at the end).
+Why the defaults: the tolerance is one 3 s tape interval plus jitter, below the smallest
+horizon; the threshold is about 0.67 sigma of a 10 s move and 0.3 sigma of a 60 s move of a
+liquid perpetual, so no class is degenerate (the class balance it gives on your data is
+printed at the end).
 """
 
 

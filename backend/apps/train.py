@@ -68,7 +68,7 @@ labels:
   was recorded train as before, with a warning (settings unknown).
 
 tracking:
-  default: SQLite at <data-dir>/mlflow/mlflow.db, artifacts in <data-dir>/mlflow/artifacts.
+  the default SQLite store is the file <data-dir>/mlflow/mlflow.db.
   MLFLOW_TRACKING_URI or --tracking-uri postgresql://user@host:5432/mlflow uses
   PostgreSQL through psycopg2 (see docs/mlflow_postgres.md). Passwords are never printed.
 
@@ -114,14 +114,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--sequence-length",
         type=int,
         default=DEFAULT_SEQUENCE_LENGTH,
-        help=f"samples per input sequence (default {DEFAULT_SEQUENCE_LENGTH}; 30 s apart by default)",
+        help=f"samples per input sequence, one per collection interval (30 s with the bot's defaults) (default {DEFAULT_SEQUENCE_LENGTH})",
     )
     d.add_argument(
         "--threshold",
         type=float,
         default=None,
         help="percent move separating UP/DOWN from NEUTRAL for the persistence baseline (default: the threshold "
-        f"stored with the labels; {DEFAULT_THRESHOLD_PCT:g}, the labeller's default, for labels that record none)",
+        f"stored with the labels, else {DEFAULT_THRESHOLD_PCT:g} (the labeller's) for labels that record none)",
     )
     d.add_argument(
         "--tolerance",

@@ -20,8 +20,8 @@ The page: open http://127.0.0.1:PORT/ in a browser. Starting or cancelling a job
 for the API token once per browser session: it is $LOBBOT_API_TOKEN, else the content of
 <data-dir>/api_token (created at the first start, mode 0600).
 
-On a remote server keep the default --api-host 127.0.0.1 and tunnel:
-  ssh -N -L 8765:127.0.0.1:8765 user@server     then open http://127.0.0.1:8765/
+On a remote server leave --api-host alone (loopback only) and tunnel the port:
+  ssh -N -L PORT:127.0.0.1:PORT user@server     then open http://127.0.0.1:PORT/
 See docs/web.md.
 """
 
