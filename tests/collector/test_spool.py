@@ -6,6 +6,7 @@ import logging
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from backend.contracts.versions import FEATURE_VERSIONS, current_feature_version
@@ -221,6 +222,31 @@ def test_close_before_begin_finished_keeps_the_old_segments(tmp_path, monkeypatc
     monkeypatch.undo()
     sp.close(remove_segments=True)
     assert {p.name: p.read_bytes() for p in folder.glob("wal_*.log")} == originals
+
+
+async def test_bot_starts_and_collects_over_a_spool_of_another_feature_count(tmp_path):
+    """The whole bot (``python -m backend.main``'s ``Bot``), not only the collector, starts."""
+    from backend.config import Settings
+    from backend.engine.bot import Bot
+
+    data = tmp_path / "data"
+    _write_other_build_spool(data / "spool", 111, samples=20, tape=30)
+    originals = {p.name: p.read_bytes() for p in (data / "spool").glob("wal_*.log")}
+    bot = Bot(Settings(data_dir=data, source="sim", symbols=["BTCUSDT"], fast=True, sim_start="2025-11-07T06:00:00Z",
+                       seed=1, collection_interval=10, max_iterations=400, spool_fsync=False))
+    assert await bot.run() == 0, bot.summary
+    aside = [p for p in (data / "spool").iterdir() if p.name.startswith(".incompatible-")]
+    assert len(aside) == 1
+    assert {p.name: p.read_bytes() for p in aside[0].glob("wal_*.log")} == originals
+    store = FeatureStore(data / "feature_store" / "offline")
+    samples = store.read_offline_features("training_features")
+    # only this run's samples, with this build's 110 features: none came from the 111-feature spool
+    assert len(samples) == bot.ml_data_collector.stats.collected > 0
+    assert samples[list(FEATURE_NAMES)].notna().all().all()
+    # the spool's tape rows (which do not depend on the features) were recovered beside the run's own
+    tape = store.read_offline_features("price_tape")
+    spooled = tape["timestamp"] < pd.Timestamp(T0 + 30 * 3000, unit="ms", tz="UTC")  # the run starts hours later
+    assert sorted(tape["mid_price"][spooled].tolist()) == [100.0 + i for i in range(30)]
 
 
 def test_short_writes_are_completed_and_a_torn_append_is_taken_back(tmp_path, monkeypatch):
