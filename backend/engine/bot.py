@@ -28,8 +28,10 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+import shutil
 import signal
 import time
+from pathlib import Path
 
 from backend.config import Settings, duration_seconds
 from backend.i18n import _
@@ -46,12 +48,14 @@ from backend.venues.factory import make_source, venue_of
 from backend.venues.raw import encode_history, encode_tick
 from backend.venues.source import Clock, MarketSource, OffsetClock, VenueStartupError, VirtualClock, WebSocketUnreachable
 
-__all__ = ["Bot", "StartupError", "first_sample_tick", "parse_duration", "parse_start_ms", "unreachable_message"]
+__all__ = ["Bot", "StartupError", "first_sample_tick", "parse_duration", "parse_start_ms", "raw_disk_warning",
+           "unreachable_message"]
 
 log = logging.getLogger(__name__)
 
 #: raw events' delta form at BTCUSDT-like activity: ~6.3 MB per symbol-hour (bench/replay_bench.py --ws)
 RAW_DELTA_MB_PER_SYMBOL_DAY = 150
+RAW_WARN_DAYS = 7.0  # warn when raw events would fill the free disk space sooner than this
 SYNC_PERIOD_S = 1.0  # at most one spool fsync per second of wall time
 RETRY_BACKOFF_S = (1.0, 2.0, 5.0, 10.0, 30.0, 60.0)  # waits between start attempts with keep_retrying
 
@@ -67,6 +71,25 @@ def parse_duration(text: str) -> float:
     (``backend.config.duration_seconds`` with ``unit_required``).
     """
     return duration_seconds(text, unit_required=True)
+
+
+def raw_disk_warning(n_symbols: int, free_bytes: int | None, where: Path,
+                     warn_days: float = RAW_WARN_DAYS) -> str | None:
+    """A warning when raw events for ``n_symbols`` would fill ``free_bytes`` within ``warn_days`` days.
+
+    The rate is ``RAW_DELTA_MB_PER_SYMBOL_DAY`` (MB = 10**6 bytes) per symbol, measured against
+    the fake exchange (bench/replay_bench.py --ws); real books can be busier. Returns None when
+    the space lasts longer, when ``n_symbols`` is 0 or when the free space is unknown (None).
+    """
+    if not n_symbols or free_bytes is None:
+        return None
+    per_day = n_symbols * RAW_DELTA_MB_PER_SYMBOL_DAY * 1e6
+    days = free_bytes / per_day
+    if days >= warn_days:
+        return None
+    return (f"Raw events for {n_symbols} symbols would fill the {free_bytes / 1e9:.1f} GB free under {where} in about "
+            f"{days:.1f} days at {per_day / 1e9:.1f} GB a day; pass --no-record-raw, collect fewer symbols or free "
+            f"space (the collector keeps running when the disk fills, but stops persisting until space returns)")
 
 
 def first_sample_tick(collection_interval: int, interval_s: float) -> int:
@@ -280,6 +303,13 @@ class Bot:
             log.info("Recording raw events (every book message, docs/replay.md) for %d symbol%s: up to about %.1f GB "
                      "a day at BTCUSDT-like activity (%d MB per symbol-day); --no-record-raw turns it off",
                      n, "" if n == 1 else "s", n * RAW_DELTA_MB_PER_SYMBOL_DAY / 1000, RAW_DELTA_MB_PER_SYMBOL_DAY)
+            try:
+                free = shutil.disk_usage(s.data_dir).free
+            except OSError:
+                free = None  # the collect path reports disk trouble itself; this is only a forecast
+            warning = raw_disk_warning(n, free, s.data_dir)
+            if warning:
+                log.warning(warning)
         if s.symbols_all:
             self.symbols[:] = self.source.symbols  # in place: services hold this list
         self.symbols_at_start = len(self.symbols)
