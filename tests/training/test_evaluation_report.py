@@ -7,6 +7,7 @@ from backend.ml_engine.training_orchestrator.evaluation import report
 from backend.ml_engine.training_orchestrator.evaluation.assess import FoldOutcome, assess
 from backend.ml_engine.training_orchestrator.evaluation.bootstrap import Comparison, Interval
 from backend.ml_engine.training_orchestrator.evaluation.calibration import brier_score, reliability, softmax
+from backend.ml_engine.training_orchestrator.evaluation.metrics import confusion
 from backend.ml_engine.training_orchestrator.evaluation.verdict import (
     BEATS,
     NOT_DISTINGUISHABLE,
@@ -141,7 +142,8 @@ def test_assess_warns_when_persistence_is_not_beaten_and_rejects_mismatched_fold
 
 def test_report_text_markdown_plots_and_mlflow_fields(tmp_path):
     rng = np.random.default_rng(6)
-    a = assess([_fold(k, 600, rng) for k in range(2)], dependence_ms=6 * 30_000, resamples=300)
+    folds = [_fold(k, 600, rng) for k in range(2)]
+    a = assess(folds, dependence_ms=6 * 30_000, resamples=300)
     text = report.console_text(a)
     assert "2 folds, 1200 test sequences" in text and "blocks of 36 samples" in text
     assert text.count("2025-11-") >= 4  # two fold windows, start and end
@@ -154,6 +156,19 @@ def test_report_text_markdown_plots_and_mlflow_fields(tmp_path):
     md = report.markdown(a, [str(p) for p in plots])
     assert md.startswith("# Evaluation") and "![folds](folds.png)" in md and "## Calibration" in md
     assert md.count("\n| 1 |") == 1 and md.count("\n| 2 |") == 1
+    # Per-class precision/recall, the confusion matrix and calibration, in both the console and evaluation.md.
+    cm = a.confusion["model"]
+    y_all = np.concatenate([f.y_true for f in folds])
+    np.testing.assert_array_equal(cm, confusion(y_all, np.concatenate([f.predictions["model"] for f in folds])))
+    p, r = a.precision_recall("model")
+    np.testing.assert_allclose(p, np.diag(cm) / cm.sum(axis=0))
+    np.testing.assert_allclose(r, np.diag(cm) / cm.sum(axis=1))
+    assert "| model | " + " | ".join(f"{pi:.3f} | {ri:.3f}" for pi, ri in zip(p, r)) + " |" in md
+    assert "".join(f"{f'{pi:.2f}/{ri:.2f}':>14}" for pi, ri in zip(p, r)) in text
+    for i, c in enumerate(("DOWN", "NEUTRAL", "UP")):
+        row = f"{c:<9}" + "".join(f"{int(v):>9}" for v in cm[i])
+        assert row in text and row in md, row
+    assert f"Brier score {a.brier:.3f}" in text and f"Brier score {a.brier:.3f}" in md and "| confidence bin |" in md
 
     m = report.mlflow_metrics(a)
     model_f1 = a.overall.scores["model"]["macro_f1"]
