@@ -49,6 +49,7 @@ import pyarrow.dataset as ds
 import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 
+from backend.contracts.labels import direction_column
 from backend.ml_engine.feature_store.feature_schema import HORIZONS_S, schema_for_group
 from backend.ml_engine.feature_store.file_check import check_file
 from backend.ml_engine.feature_store.feature_store import DAY_MS, FeatureStore
@@ -185,7 +186,7 @@ def read_file_summary(path: Path, size: int, mtime_ns: int) -> FileSummary:
     names = set(pf.schema_arrow.names)
     if "timestamp" not in names:
         raise ValueError(f"{path}: no 'timestamp' column; not a feature-store file")
-    label_cols = {h: f"future_direction_{h}s" for h in HORIZONS_S if f"future_direction_{h}s" in names}
+    label_cols = {h: direction_column(h) for h in HORIZONS_S if direction_column(h) in names}
     cols = [c for c in ("timestamp", "symbol", "feature_version") if c in names] + list(label_cols.values())
     return _summary_of(str(path), size, mtime_ns, pf.read(columns=cols, use_threads=False), label_cols)
 
@@ -211,7 +212,7 @@ def scan_summaries(stats: list[tuple[str, int, int]]) -> list[FileSummary]:
     if dict_cols:
         i = schema.get_field_index("symbol")
         schema = schema.set(i, schema.field(i).with_type(pa.dictionary(pa.int32(), pa.string())))
-    label_cols = {h: f"future_direction_{h}s" for h in HORIZONS_S if f"future_direction_{h}s" in names}
+    label_cols = {h: direction_column(h) for h in HORIZONS_S if direction_column(h) in names}
     cols = [c for c in ("timestamp", "symbol", "feature_version") if c in names] + list(label_cols.values())
     fmt = ds.ParquetFileFormat(read_options=ds.ParquetReadOptions(dictionary_columns=dict_cols))
     dataset = ds.dataset([p for p, _, _ in stats], schema=schema, format=fmt)
