@@ -20,7 +20,7 @@ from prometheus_client import Counter
 
 TOKEN_ENV = "LOBBOT_API_TOKEN"
 TOKEN_FILE = "api_token"
-_TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-.~+/=]{16,512}$")
+_TOKEN_RE = re.compile(r"^[A-Za-z0-9_\-.~+/=]{16,512}\Z")
 
 
 class TokenError(ValueError):

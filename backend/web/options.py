@@ -24,8 +24,8 @@ from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
 from backend.ml_engine.labelling.labels import DEFAULT_HORIZONS_S, LabelConfig
 from backend.symbols import InvalidSymbolError, validate_symbol
 
-GROUP_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
-EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}$")
+GROUP_RE = re.compile(r"^[a-z][a-z0-9_]{0,63}\Z")  # \Z: "$" would accept a trailing newline
+EXPERIMENT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\- ]{0,99}\Z")
 MAX_SYMBOLS = 500
 
 
@@ -138,7 +138,7 @@ def _group(v: Any) -> str:
     return v
 
 
-_WINDOW_RE = re.compile(r"^\d{1,6}(\.\d{1,3})?[smhd]$")
+_WINDOW_RE = re.compile(r"^\d{1,6}(\.\d{1,3})?[smhd]\Z")
 
 
 def _window(v: Any) -> str:
@@ -168,7 +168,7 @@ def _horizons(v: Any) -> str:
     return ",".join(str(h) for h in sorted(out))
 
 
-_SOURCE_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}$")
+_SOURCE_RE = re.compile(r"^[a-z][a-z0-9-]{0,29}\Z")
 
 
 def _sources(v: Any) -> str:

@@ -23,7 +23,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-RUN_ID_RE = re.compile(r"^[0-9a-f]{32}$")
+RUN_ID_RE = re.compile(r"^[0-9a-f]{32}\Z")
 CURVES = ("train_loss", "val_loss", "val_accuracy", "val_macro_f1")
 CLASS_LABELS = ("DOWN", "NEUTRAL", "UP")
 # params shown in the list; the rest are in the detail

@@ -91,3 +91,29 @@ def test_links_inside_the_data_dir_and_a_linked_data_dir_are_fine(tmp_path):
     (group / "date=2025-01-01").symlink_to(tmp_path, target_is_directory=True)
     with pytest.raises(ValidationError, match="date=2025-01-01"):
         Settings(data_dir=link)
+
+
+def test_names_that_reach_paths_argv_or_lookups_are_matched_in_full(tmp_path):
+    """A trailing newline passes ``^...$``; every validator of the web app's inputs, the run id,
+    the API token and legacy batch names refuses it (``\\Z`` / ``fullmatch``)."""
+    import numpy as np
+
+    from backend.ml_engine.feature_store.legacy_format import LegacyBatchWriter, list_batches
+    from backend.web.auth import TokenError, load_or_create_token
+    from backend.web.options import OptionsError, training_argv
+    from backend.web.runs import RunsReader
+
+    for field, value in (("feature_group", "training_features\n"), ("experiment", "lob\n")):
+        with pytest.raises(OptionsError) as err:
+            training_argv({field: value}, python=sys.executable, data_dir=str(tmp_path))
+        assert field in err.value.fields, field
+    with pytest.raises(ValueError, match="32 lower-case hex"):
+        RunsReader(f"sqlite:///{tmp_path / 'mlflow.db'}").run_detail("0" * 32 + "\n")
+    with pytest.raises(TokenError):
+        load_or_create_token(tmp_path, environ={"LOBBOT_API_TOKEN": "a" * 20 + "\n"})
+    w = LegacyBatchWriter(tmp_path / "ml_training", fsync=False)
+    w.write_batch("BTCUSDT", np.zeros((2, 110), np.float32), np.array([1_762_509_600_000, 1_762_509_630_000]),
+                  np.array([100.0, 100.1]), "sim")
+    features = tmp_path / "ml_training" / "BTCUSDT" / "features"
+    (features / "2025-11-07_batch_0007\n.npy").write_bytes((features / "2025-11-07_batch_0001.npy").read_bytes())
+    assert [r.number for r in list_batches(tmp_path / "ml_training", "BTCUSDT")] == [1]

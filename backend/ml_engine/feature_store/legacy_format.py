@@ -42,7 +42,7 @@ from backend.symbols import InvalidSymbolError, validate_symbol
 
 DAY_MS = 86_400_000
 FEATURES_DIR, LABELS_DIR, METADATA_DIR = "features", "labels", "metadata"
-BATCH_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_batch_(\d{4,})$")
+BATCH_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_batch_(\d{4,})\Z")
 LABEL_KEYS: tuple[str, ...] = LABEL_COLUMNS
 ROW_KEYS: tuple[str, ...] = LABEL_KEYS + ("current_mid_price", "timestamp")
 METADATA_KEYS: tuple[str, ...] = (
