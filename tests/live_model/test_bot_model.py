@@ -108,6 +108,79 @@ def test_bot_predicts_and_paper_trades_through_the_spool(live_run):
     assert len(t) > 0
 
 
+def test_stored_predictions_equal_offline_predictions_of_the_stored_samples(live_run, sim_run):
+    """Parity through the whole bot (issue 17): every prediction the bot stored equals the offline
+    prediction of the same model on the window training would build from the stored samples
+    (max abs difference <= 1e-5), and the bot predicted at every such window and nowhere else."""
+    import torch
+
+    from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES
+    from backend.ml_engine.live.model_loader import load_live_model
+    from backend.ml_engine.live.records import column_numpy
+    from backend.ml_engine.training_orchestrator.data import LoadedData
+    from backend.ml_engine.training_orchestrator.sequences import find_segments, gather_windows
+
+    data_dir, uri, _ = live_run
+    live = load_live_model(uri, sim_run.tracking_uri)
+    L = live.spec.sequence_length
+    store = _store(data_dir)
+    samples = store.read_offline_table("training_features", columns=["timestamp", "symbol", *FEATURE_NAMES])
+    ts = column_numpy(samples, "timestamp").astype(np.int64)
+    sym = column_numpy(samples, "symbol").astype(str)
+    symbols = sorted(set(sym.tolist()))
+    codes = np.searchsorted(symbols, sym).astype(np.int32)
+    order = np.lexsort((ts, codes))
+    feats = np.column_stack([column_numpy(samples, c) for c in FEATURE_NAMES]).astype(np.float32)[order]
+    n = ts.size
+    data = LoadedData(np.ascontiguousarray(feats), ts[order], codes[order], symbols, np.ones(n), np.zeros(n, np.int8),
+                      np.zeros(n), n)
+    seg = find_segments(data, live.spec.gap_factor)
+    ends = np.flatnonzero(seg.position >= L - 1)
+    with torch.inference_mode():
+        offline = torch.softmax(live.module(torch.from_numpy(gather_windows(data.features, ends, L))), dim=1).numpy()
+    expected = {(symbols[data.symbol_codes[e]], int(data.timestamps_ms[e])): p for e, p in zip(ends, offline)}
+
+    preds = store.read_offline_table("predictions")
+    prob = np.column_stack([column_numpy(preds, c) for c in ("prob_down", "prob_neutral", "prob_up")])
+    online = dict(zip(zip(column_numpy(preds, "symbol").astype(str).tolist(),
+                          column_numpy(preds, "timestamp").astype(np.int64).tolist()), prob))
+    assert len(online) == preds.num_rows > 0
+    assert online.keys() == expected.keys()
+    diff = max(float(np.abs(online[k] - expected[k]).max()) for k in expected)
+    assert diff <= 1e-5, diff
+
+
+def test_predictions_and_fills_do_not_depend_on_later_market_data(live_run, sim_run, tmp_path):
+    """No look-ahead through the whole bot (issue 17): the same simulated market stopped early
+    gives the same predictions and paper fills, bit for bit, up to where it stopped; neither run
+    has one in that span that the other lacks."""
+    import pandas as pd
+
+    data_dir, uri, _ = live_run
+    full_store = _store(data_dir)
+    full_p = full_store.read_offline_features("predictions")
+    full_t = full_store.read_offline_features("paper_trades")
+    # stop a few minutes after the full run's first fill, so the short run has fills to compare
+    minutes = int((full_t["timestamp"].min() - pd.Timestamp(START)) / pd.Timedelta(minutes=1)) + 3
+    assert minutes < 40, "the full run's first fill comes too late to stop before it"
+    res = subprocess.run(_cmd(tmp_path, "--duration", f"{minutes}m", "--model", uri, "--paper-enter-prob", "0.51"),
+                         cwd=REPO, env=_env(sim_run.tracking_uri), capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
+    cut_p, cut_t = _check_groups(tmp_path, uri)
+    end = cut_p["timestamp"].max()
+    assert len(cut_p) > 0 and (cut_t["timestamp"] <= end).any() and full_p["timestamp"].max() > end
+    key = ["symbol", "timestamp"]
+    for cut, full, cols in ((cut_p, full_p, ["prob_down", "prob_neutral", "prob_up", "predicted_direction"]),
+                            (cut_t, full_t, ["side", "qty", "price", "fee", "reason"])):
+        # compared up to the short run's last prediction
+        cut, full = cut[cut["timestamp"] <= end], full[full["timestamp"] <= end]
+        assert len(full) == len(cut)
+        both = cut[key + cols].merge(full[key + cols], on=key, how="left", suffixes=("_cut", "_full"), indicator=True)
+        assert (both["_merge"] == "both").all()
+        for c in cols:
+            assert (both[f"{c}_cut"].to_numpy() == both[f"{c}_full"].to_numpy()).all(), c
+
+
 def test_sigterm_loses_nothing(sim_run, tmp_path):
     uri = f"models:/{sim_run.name}/1"
     proc = subprocess.Popen(_cmd(tmp_path, "--duration", "30d", "--model", uri, "--paper-enter-prob", "0.51",
