@@ -225,6 +225,47 @@ def test_unflushed_samples_survive_a_kill_9_and_are_flushed_exactly_once(tmp_pat
     assert len(parquet_rows(tmp_path)) == 75
 
 
+def test_predictions_and_paper_fills_survive_a_kill_9_under_their_model_uri(tmp_path):
+    """The --model streams (DESIGN.md 6.6) are spooled like samples: rows never flushed before a
+    SIGKILL reach the predictions and paper_trades groups at the next start, once, with their model URI."""
+    from backend.ml_engine.feature_store.feature_schema import PAPER_TRADES_SCHEMA, PREDICTIONS_SCHEMA
+    from backend.ml_engine.live.records import column_numpy
+
+    run_and_kill(tmp_path, """
+        from backend.ml_engine.data_collection.streams import PAPER_TRADE, PREDICTION
+        for i in range(7):
+            for sym, uri in (("BTCUSDT", "models:/a/1"), ("ETHUSDT", "models:/b@champion")):
+                c.add_record(PREDICTION, sym, (T0 + i * 30_000, 60, i % 3), (0.125 * i / 7, 0.25, 1 - 0.25 - 0.125 * i / 7), source=uri)
+        c.add_record(PAPER_TRADE, "BTCUSDT", (T0 + 30_000, 1, 0), (0.01, 100.5, 0.0005), source="models:/a/1")
+        c.add_record(PAPER_TRADE, "BTCUSDT", (T0 + 90_000, -1, 1), (0.01, 100.25, 0.0004), source="models:/a/1")
+    """)
+    store = FeatureStore(tmp_path / "feature_store" / "offline")
+    assert not list((tmp_path / "feature_store").rglob("*.parquet"))  # nothing was flushed before the kill
+    c2 = MLDataCollector(storage_path=tmp_path / "ml_training", max_samples_per_file=50, source="sim", fsync=False)
+    c2.recover()
+    c2.close_sync()
+    p = store.read_offline_table("predictions")
+    t = store.read_offline_table("paper_trades")
+    assert p.schema.equals(PREDICTIONS_SCHEMA, check_metadata=False)
+    assert t.schema.equals(PAPER_TRADES_SCHEMA, check_metadata=False)
+    order = np.lexsort((column_numpy(p, "timestamp"), column_numpy(p, "symbol").astype(str)))
+    col = {name: column_numpy(p, name)[order] for name in p.column_names}
+    assert p.num_rows == 14 and col["model_uri"].tolist() == ["models:/a/1"] * 7 + ["models:/b@champion"] * 7
+    np.testing.assert_array_equal(col["timestamp"].astype(np.int64), np.tile(T0 + np.arange(7) * 30_000, 2))
+    assert (col["horizon_s"] == 60).all() and col["predicted_direction"].tolist() == [i % 3 for i in range(7)] * 2
+    np.testing.assert_allclose(col["prob_down"] + col["prob_neutral"] + col["prob_up"], 1.0, atol=1e-6)
+    assert p.column("future_direction_60s").null_count == 14
+    rows = t.drop(["timestamp"]).to_pylist()
+    assert rows == [
+        {"symbol": "BTCUSDT", "side": "buy", "qty": 0.01, "price": 100.5, "fee": 0.0005, "reason": "enter", "model_uri": "models:/a/1"},
+        {"symbol": "BTCUSDT", "side": "sell", "qty": 0.01, "price": 100.25, "fee": 0.0004, "reason": "exit", "model_uri": "models:/a/1"},
+    ]
+    assert column_numpy(t, "timestamp").astype(np.int64).tolist() == [T0 + 30_000, T0 + 90_000]
+    # a third start finds nothing left to write
+    make(tmp_path).close_sync()
+    assert store.read_offline_table("predictions").num_rows == 14 and store.read_offline_table("paper_trades").num_rows == 2
+
+
 def test_interrupted_flush_is_completed_with_the_same_id(tmp_path):
     # A file where the legacy symbol folder belongs makes the legacy sink fail after parquet was written.
     (tmp_path / "ml_training").mkdir(parents=True)
