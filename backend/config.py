@@ -26,6 +26,7 @@ from pydantic import AliasChoices, Field, ValidationError, ValidationInfo, field
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from backend.contracts.groups import MARKET_GROUPS, PAPER_TRADES, PREDICTIONS, validate_group_name
+from backend.contracts.labels import DEFAULT_THRESHOLD_PCT
 from backend.credentials import CredentialError, parse_url
 from backend.symbols import SymbolsFileError, read_symbols_file, validate_symbol
 
@@ -141,6 +142,10 @@ class Settings(BaseSettings):
     model_uri: str | None = Field(
         default=None, description="MLflow model to predict with at every collection tick "
         "(models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model); none by default.")
+    model_label_threshold_pct: float = Field(
+        default=DEFAULT_THRESHOLD_PCT, ge=0, allow_inf_nan=False,
+        description="The label threshold (%) the predictions will be labelled with; a --model must have been "
+        "trained on labels made with the same threshold.")
     paper_enter_prob: float = Field(default=0.6, gt=0.5, le=1.0,
                                     description="Paper trading: enter when P(up) or P(down) reaches this.")
     paper_notional_quote: float = Field(default=1000.0, gt=0, description="Paper trading: quote notional per trade.")

@@ -85,6 +85,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="predict with this MLflow model at every collection tick and paper-trade on its signals "
                    "(models:/NAME/VERSION, models:/NAME@ALIAS or runs:/RUN_ID/model; see docs/paper_trading.md); "
                    "predictions and paper fills go to the predictions and paper_trades groups (default: no model)")
+    p.add_argument("--label-threshold", type=float, default=None, metavar="PCT",
+                   help="with --model: the threshold (%%) you will label the predictions group with; the model must "
+                   "have been trained on labels made with it (default: the labeller's, "
+                   f"{d['model_label_threshold_pct']})")
     p.add_argument("--paper-enter-prob", type=float, default=None,
                    help=f"paper trading: enter long/short when P(up)/P(down) reaches this (default: {d['paper_enter_prob']})")
     p.add_argument("--paper-notional", type=float, default=None,
@@ -156,6 +160,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         feature_store_group=args.feature_store_group,
         allow_mixed_versions=True if args.allow_mixed_versions else None,
         model_uri=args.model,
+        model_label_threshold_pct=args.label_threshold,
         paper_enter_prob=args.paper_enter_prob,
         paper_notional_quote=args.paper_notional,
         paper_taker_fee_bps=args.paper_fee_bps,
@@ -190,9 +195,9 @@ def _web_service(args: argparse.Namespace, settings: Settings, lang: str):
 def _live_model_service(settings: Settings):
     """The model in the loop as a bot service (``--model``): the model loaded from MLflow and checked
     against what this bot produces. Raises ``ModelLoadError`` / ``ModelCompatibilityError`` (clear messages)."""
-    from backend.contracts.labels import DEFAULT_THRESHOLD_PCT
+    from backend.credentials import CredentialError, parse_url
     from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
-    from backend.ml_engine.live.model_loader import BotProfile, load_live_model
+    from backend.ml_engine.live.model_loader import BotProfile, ModelLoadError, load_live_model
     from backend.ml_engine.live.paper import PaperConfig
     from backend.ml_engine.live.service import LiveModelService
     from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
@@ -200,8 +205,13 @@ def _live_model_service(settings: Settings):
     # MLflow draws a progress bar per downloaded artifact; the bot's console is a log
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     target = resolve_tracking(None, settings.mlflow_tracking_uri, settings.data_dir)
+    try:  # a password SQLAlchemy would split is refused before MLflow retries (and logs) a host holding its tail
+        parse_url(target.uri)
+    except CredentialError as exc:
+        raise ModelLoadError(f"MLflow tracking store (from {target.source}): {exc}") from None
     profile = BotProfile(tuple(FEATURE_NAMES), FEATURE_SCHEMA_VERSION,
-                         int(round(settings.interval * settings.collection_interval * 1000)), DEFAULT_THRESHOLD_PCT)
+                         int(round(settings.interval * settings.collection_interval * 1000)),
+                         settings.model_label_threshold_pct)
     model = load_live_model(settings.model_uri, target.uri, profile, settings.symbols)
     paper = PaperConfig(horizon_s=model.spec.horizon_s, enter_prob=settings.paper_enter_prob,
                         notional_quote=settings.paper_notional_quote, taker_fee_bps=settings.paper_taker_fee_bps,

@@ -28,13 +28,14 @@ from backend.contracts.labels import direction_column
 from backend.contracts.labels import DEFAULT_TOLERANCE_S
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
 from backend.ml_engine.live.records import column_numpy as _np
-from backend.ml_engine.live.live_metrics import fills_pnl, live_report, live_scores
+from backend.ml_engine.labelling.symbol_codes import symbol_codes
+from backend.ml_engine.live.live_metrics import live_report, live_scores, paper_stats
 from backend.ml_engine.live.model_loader import ModelLoadError, label_threshold, resolve_run_id
 from backend.ml_engine.training_orchestrator.baselines import persistence_predictions, read_tape
 from backend.ml_engine.training_orchestrator.evaluate import score
 from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
 
-__all__ = ["build_parser", "main", "model_report"]
+__all__ = ["build_parser", "last_mids", "main", "mids_at", "model_report", "threshold_notes"]
 
 #: how far past the last prediction or fill the tape is read for the last mid (the bot's last ticks)
 TAPE_TAIL_MS = 86_400_000
@@ -79,40 +80,99 @@ def model_report(store, uri: str, preds: pa.Table, trades: pa.Table, test_metric
     scores = live_scores(np.full(predicted.shape, uri, dtype=object), predicted, realised).get(uri, (None, 0, 0))
     report = live_report(uri, scores, test_metrics)
     ts = _np(preds, "timestamp").astype(np.int64) if preds.num_rows else np.zeros(0, np.int64)
-    symbols = sorted(set(_np(preds, "symbol").tolist())) if preds.num_rows else []
+    symbols = np.unique(_np(preds, "symbol").astype(str)).tolist() if preds.num_rows else []
     persistence = float("nan")
     tape = None
     if preds.num_rows:
-        sym = _np(preds, "symbol")
-        codes = np.array([symbols.index(s) for s in sym], dtype=np.int32)
+        codes = symbol_codes(preds.column("symbol"), symbols)
         # to the end of the recorded tape after the last prediction: open paper positions are marked at its last mid
         trade_end = int(_np(trades, "timestamp").max()) if trades.num_rows else 0
         end = max(int(ts.max()), trade_end) + horizon * 1000 + TAPE_TAIL_MS
         tape = read_tape(store, symbols, int(ts.min()) - (horizon + int(DEFAULT_TOLERANCE_S) + 1) * 1000, end)
         # the price at prediction time is the tape row of the same book (same symbol and timestamp)
-        key = {(int(c), int(t)): float(m) for t, c, m in zip(*tape)}
-        mid = np.array([key.get((int(c), int(t)), np.nan) for c, t in zip(codes, ts)])
+        mid = mids_at(tape, codes, ts)
         labelled = np.isfinite(realised) & np.isfinite(mid)
         if labelled.any():
             pers, _info = persistence_predictions(ts[labelled], codes[labelled], mid[labelled], horizon, threshold_pct,
                                                   DEFAULT_TOLERANCE_S, tape=tape)
             persistence = score("live persistence", realised[labelled].astype(np.int64), pers.astype(np.int64)).macro_f1
-    last_mid: dict[str, float] = {}
-    if tape is not None and tape[0].size:
-        order = np.argsort(tape[0], kind="stable")
-        for c, m in zip(tape[1][order], tape[2][order]):
-            last_mid[symbols[int(c)]] = float(m)
+    last_mid = last_mids(tape, symbols) if tape is not None else {}
     if trades.num_rows:
-        side = np.where(_np(trades, "side") == "buy", 1.0, -1.0)
-        paper = fills_pnl(_np(trades, "symbol"), side * _np(trades, "qty"), _np(trades, "price"), _np(trades, "fee"), last_mid)
+        order = np.argsort(_np(trades, "timestamp").astype(np.int64), kind="stable")
+        side = np.where(_np(trades, "side")[order] == "buy", 1.0, -1.0)
+        paper = paper_stats(_np(trades, "symbol")[order], side * _np(trades, "qty")[order], _np(trades, "price")[order],
+                            _np(trades, "fee")[order], last_mid)
     else:
-        paper = fills_pnl(np.zeros(0, str), np.zeros(0), np.zeros(0), np.zeros(0), {})
+        paper = paper_stats(np.zeros(0, str), np.zeros(0), np.zeros(0), np.zeros(0), {})
     metrics = dict(report.as_metrics())
     if np.isfinite(persistence):
         metrics["live_persistence_macro_f1"] = persistence
     metrics.update({"paper_gross_pnl": paper["gross"], "paper_net_pnl": paper["net"], "paper_fees": paper["fees"],
-                    "paper_turnover": paper["turnover"], "paper_fills": paper["fills"]})
+                    "paper_turnover": paper["turnover"], "paper_fills": paper["fills"],
+                    "paper_round_trips": paper["round_trips"], "paper_max_drawdown_gross": paper["max_drawdown_gross"],
+                    "paper_max_drawdown_net": paper["max_drawdown_net"]})
+    if paper["hit_rate"] is not None:
+        metrics["paper_hit_rate"] = paper["hit_rate"]
     return {"report": report, "persistence": persistence, "paper": paper, "metrics": metrics}
+
+
+def _tape_keys(codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    # one sortable int64 per (symbol code, ms): codes are small and ms since 1970 stay below 2**42
+    return codes.astype(np.int64) * (1 << 42) + ts.astype(np.int64)
+
+
+def mids_at(tape: tuple[np.ndarray, np.ndarray, np.ndarray], codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The tape's mid at exactly each (symbol code, timestamp ms) pair; NaN where the tape has no such row.
+
+    ``tape``: (ts ms, codes, mid) as ``read_tape`` returns it, each (m,); ``codes``/``ts``: (n,).
+    Returns (n,) float64. Where the tape holds a pair twice, the later row wins.
+    """
+    out = np.full(ts.shape, np.nan)
+    if tape[0].size == 0 or ts.size == 0:
+        return out
+    keys = _tape_keys(tape[1], tape[0])
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    want = _tape_keys(codes, ts)
+    pos = np.searchsorted(sorted_keys, want, side="right") - 1
+    hit = (pos >= 0) & (codes >= 0)
+    hit[hit] = sorted_keys[pos[hit]] == want[hit]
+    out[hit] = tape[2][order[pos[hit]]]
+    return out
+
+
+def last_mids(tape: tuple[np.ndarray, np.ndarray, np.ndarray], symbols: list[str]) -> dict[str, float]:
+    """Each symbol's mid at its latest tape timestamp (``tape`` as ``read_tape`` returns it, codes into
+    ``symbols``); symbols without a tape row are absent."""
+    ts, codes, mid = tape
+    if ts.size == 0:
+        return {}
+    order = np.lexsort((ts, codes))  # by symbol, then time (stable: the later row of a tie last)
+    c = codes[order]
+    last = np.flatnonzero(np.r_[c[1:] != c[:-1], True])
+    return {symbols[int(c[i])]: float(mid[order[i]]) for i in last}
+
+
+def threshold_notes(store, files, horizon: int, model_threshold_pct: float) -> list[str]:
+    """Warnings when the predictions' labels at ``horizon`` were made with another threshold than the model's.
+
+    ``files``: the prediction files read. Labels without provenance are not judged. Returns
+    the lines to print (empty when every labelled file agrees).
+    """
+    seen: set[float] = set()
+    for path in files:
+        try:
+            record = store.label_provenance(path)
+        except (OSError, ValueError):
+            continue  # the reader names unreadable files; a provenance it cannot parse is simply not judged
+        seen.update(s.threshold_pct for s in record.get(horizon, ()) if s is not None)
+    other = sorted(t for t in seen if not np.isclose(t, model_threshold_pct, rtol=1e-9, atol=1e-12))
+    if not other:
+        return []
+    return [f"  WARNING: the predictions' {horizon} s labels were made with threshold "
+            f"{', '.join(f'{t:g}' for t in other)} %, the model was trained on {model_threshold_pct:g} % labels: live "
+            f"accuracy would compare different classes; label them again with "
+            f"preprocessing_add_future_labels_parquet.py --feature-group predictions --threshold {model_threshold_pct:g}"]
 
 
 def _fmt(v) -> str:
@@ -129,6 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     settings = configure_or_exit(parser, data_dir=args.data_dir)
     store = get_feature_store()
     try:
+        pred_files = store.list_files(PREDICTIONS, start, end)
         preds = store.read_offline_table(PREDICTIONS, start, end)
         trades = store.read_offline_table(PAPER_TRADES, start, end)
     except FeatureStoreError as exc:
@@ -172,6 +233,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  persistence baseline macro-F1  live {_fmt(out['persistence'])}   test {_fmt(r.baselines.get('persistence'))}")
         print(f"  paper trading: gross PnL {paper['gross']:+.2f}, net PnL {paper['net']:+.2f} (fees {paper['fees']:.2f}), "
               f"{int(paper['fills'])} fills, turnover {paper['turnover']:.0f} (quote units)")
+        hit = "n/a" if paper["hit_rate"] is None else f"{paper['hit_rate']:.1%}"
+        print(f"  paper round trips {paper['round_trips']}, hit rate {hit}, max drawdown gross "
+              f"{paper['max_drawdown_gross']:.2f}, net {paper['max_drawdown_net']:.2f}, "
+              f"open positions {paper['open_positions']}")
+        for line in threshold_notes(store, pred_files, int(_np(rows, "horizon_s")[0]), threshold):
+            print(line)
         if not args.no_log:
             for k, v in out["metrics"].items():
                 client.log_metric(run_id, k, float(v))

@@ -40,7 +40,7 @@ from backend.contracts.labels import direction_column
 from backend.ml_engine.feature_store.feature_schema import HORIZONS_S
 from backend.ml_engine.feature_store.feature_store import FeatureStore
 from backend.ml_engine.live.records import column_numpy as _np
-from backend.ml_engine.live.live_metrics import fills_pnl, rolling_macro_f1
+from backend.ml_engine.live.live_metrics import equity_at_fills, paper_stats, rolling_macro_f1
 
 __all__ = ["StoredLive"]
 
@@ -58,56 +58,6 @@ def _num(v):
         return None
     v = float(v)
     return v if np.isfinite(v) else None
-
-
-def round_trips(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, fee: np.ndarray) -> np.ndarray:
-    """Net PnL (quote) of each completed round trip in fills given in time order.
-
-    Per symbol, a round trip runs from a flat position back to flat; a fill that flips
-    the position closes the trip with the part of its quantity that reaches zero (and that
-    share of its fee) and opens the next trip with the rest. Trips still open are left out.
-    """
-    out: list[float] = []
-    for sym in np.unique(symbol):
-        rows = np.flatnonzero(symbol == sym)
-        pos, pnl = 0.0, 0.0
-        for q, p, f in zip(signed_qty[rows].tolist(), price[rows].tolist(), fee[rows].tolist()):
-            if q == 0:
-                continue
-            closing = -pos if pos and (pos > 0) != (q > 0) else 0.0
-            if closing and abs(q) > abs(closing) + 1e-12:  # a flip: close, then open with the rest
-                share = abs(closing) / abs(q)
-                out.append(pnl - closing * p - f * share)
-                pos, pnl = q - closing, -(q - closing) * p - f * (1 - share)
-                continue
-            pos += q
-            pnl += -q * p - f
-            if abs(pos) <= 1e-12:
-                out.append(pnl)
-                pos, pnl = 0.0, 0.0
-    return np.array(out, dtype=np.float64)
-
-
-def equity_at_fills(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, fee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(gross, net) equity after each fill (time order), positions marked at their symbol's last fill price."""
-    cash = -np.cumsum(signed_qty * price)
-    marked = np.zeros(signed_qty.size)
-    for sym in np.unique(symbol):
-        rows = symbol == sym
-        pos = np.cumsum(np.where(rows, signed_qty, 0.0))
-        # each symbol's last fill price so far (forward-filled over the other symbols' fills)
-        idx = np.maximum.accumulate(np.where(rows, np.arange(signed_qty.size), -1))
-        last_px = np.where(idx >= 0, price[np.maximum(idx, 0)], 0.0)
-        marked += pos * last_px
-    gross = cash + marked
-    return gross, gross - np.cumsum(fee)
-
-
-def _max_drawdown(equity: np.ndarray) -> float:
-    if equity.size == 0:
-        return 0.0
-    peak = np.maximum.accumulate(np.maximum(equity, 0.0))
-    return float((peak - equity).max())
 
 
 class StoredLive:
@@ -229,19 +179,17 @@ class StoredLive:
         px = _np(trades, "price").astype(np.float64)[order]
         fee = _np(trades, "fee").astype(np.float64)[order]
         last_mid = self._last_mids(sorted(set(symbols) | set(sym.tolist())), max(last_ms, int(ts[-1])))
-        totals = fills_pnl(sym, q, px, fee, last_mid)
+        stats = paper_stats(sym, q, px, fee, last_mid)
         gross, net = equity_at_fills(sym, q, px, fee)
-        trips = round_trips(sym, q, px, fee)
-        open_pos = sum(1 for s in np.unique(sym) if abs(float(q[sym == s].sum())) > 1e-12)
         keep = slice(max(0, ts.size - MAX_POINTS), ts.size)
         return {
             "equity": [{"ts": int(t), "gross": float(g), "net": float(n)} for t, g, n in zip(ts[keep], gross[keep], net[keep])],
             "paper": {
-                "gross_pnl": totals["gross"], "net_pnl": totals["net"], "fees": totals["fees"],
-                "turnover": totals["turnover"], "hit_rate": _num((trips > 0).mean()) if trips.size else None,
-                "round_trips": int(trips.size), "fills": int(ts.size),
-                "max_drawdown_gross": _max_drawdown(gross), "max_drawdown_net": _max_drawdown(net),
-                "open_positions": int(open_pos),
+                "gross_pnl": stats["gross"], "net_pnl": stats["net"], "fees": stats["fees"],
+                "turnover": stats["turnover"], "hit_rate": _num(stats["hit_rate"]),
+                "round_trips": stats["round_trips"], "fills": int(ts.size),
+                "max_drawdown_gross": stats["max_drawdown_gross"], "max_drawdown_net": stats["max_drawdown_net"],
+                "open_positions": stats["open_positions"],
             },
         }
 

@@ -81,6 +81,12 @@ def test_bad_uri_and_mismatch_exit_2(trained_run, tmp_path):
                            cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert wrong.returncode == 2, wrong.stdout + wrong.stderr
     assert "does not match what this bot produces" in wrong.stderr and "sample spacing" in wrong.stderr
+    # the threshold the predictions will be labelled with is the user's to state; the model's is named with the way out
+    other = subprocess.run(_cmd(tmp_path / "d", "--duration", "10m", "--label-threshold", "0.05", "--model",
+                                f"models:/{trained_run.name}/1"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2, other.stdout + other.stderr
+    assert "label threshold" in other.stderr and "--label-threshold 0.02" in other.stderr, other.stderr
+    assert "sample spacing" not in other.stderr
     assert "not a model URI" in subprocess.run(
         _cmd(tmp_path / "c", "--model", "mymodel"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120).stderr
 
@@ -240,3 +246,8 @@ def test_labelled_predictions_and_live_report(live_run, sim_run):
     # PnL from the stored fills equals the trader's own account (open positions at the last mid)
     gross = float(re.search(r"gross PnL ([-+][\d.]+), net PnL ([-+][\d.]+)", stdout).group(1))
     assert abs(logged["paper_gross_pnl"] - gross) < 0.01
+    # round trips and hit rate from the stored fills are the trader's too, printed and logged
+    trips, hit = re.search(r"(\d+) round trips, hit rate ([\d.]+%|n/a)", stdout).groups()
+    assert f"paper round trips {trips}, hit rate {hit}, max drawdown gross" in rep.stdout, rep.stdout
+    assert logged["paper_round_trips"] == int(trips) and logged["paper_max_drawdown_net"] >= 0
+    assert "WARNING" not in rep.stdout  # labelled at the model's own threshold

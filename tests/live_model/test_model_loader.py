@@ -86,7 +86,7 @@ def test_every_mismatch_is_named_at_once(trained_run):
     text = str(err.value)
     assert len(err.value.mismatches) == 5, text
     for piece in ("feature version: model 1, bot 2", f"position 3: model {FEATURE_NAMES[3]!r}", "horizon: model 60 s",
-                  "label threshold: model 0.02 %, bot 0.05 %", "samples 30 s apart, bot collects every 3 s"):
+                  "label threshold: model trained on labels made with 0.02 %, the predictions would be labelled with 0.05 % (to run this model, pass --label-threshold 0.02", "samples 30 s apart, bot collects every 3 s"):
         assert piece in text, text
     with pytest.raises(ModelCompatibilityError, match="feature count: model 110, bot 109"):
         check_compatibility(live.spec, _bot(feature_names=tuple(FEATURE_NAMES[:-1])))

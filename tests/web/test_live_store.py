@@ -3,7 +3,8 @@
 import numpy as np
 import pytest
 
-from backend.web.live_store import StoredLive, equity_at_fills, round_trips
+from backend.ml_engine.live.live_metrics import equity_at_fills, round_trips
+from backend.web.live_store import StoredLive
 
 
 def test_round_trips_split_a_flip_and_leave_open_trips_out():

@@ -14,6 +14,7 @@ from typing import Mapping
 
 import numpy as np
 
+from backend.ml_engine.live.paper import max_drawdown
 from backend.ml_engine.training_orchestrator.evaluate import Scores, score
 
 
@@ -120,3 +121,79 @@ def fills_pnl(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, fee
             gross += pos * float(last_mid.get(str(sym), p[rows][-1]))
     fees = float(np.asarray(fee, dtype=np.float64).sum())
     return {"gross": gross, "fees": fees, "net": gross - fees, "turnover": float(np.abs(q * p).sum()), "fills": float(q.size)}
+
+
+def round_trips(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, fee: np.ndarray) -> np.ndarray:
+    """Net PnL (quote) of each completed round trip in fills given in time order; (k,) float64.
+
+    Per symbol, a round trip runs from a flat position back to flat; a fill that flips
+    the position closes the trip with the part of its quantity that reaches zero (and that
+    share of its fee) and opens the next trip with the rest. Trips still open are left out.
+    The loop is over fills (one per paper decision, far fewer than samples), and each fill's
+    effect depends on the position the earlier ones left.
+    """
+    out: list[float] = []
+    for sym in np.unique(symbol):
+        rows = np.flatnonzero(symbol == sym)
+        pos, pnl = 0.0, 0.0
+        for q, p, f in zip(signed_qty[rows].tolist(), price[rows].tolist(), fee[rows].tolist()):
+            if q == 0:
+                continue
+            closing = -pos if pos and (pos > 0) != (q > 0) else 0.0
+            if closing and abs(q) > abs(closing) + 1e-12:  # a flip: close, then open with the rest
+                share = abs(closing) / abs(q)
+                out.append(pnl - closing * p - f * share)
+                pos, pnl = q - closing, -(q - closing) * p - f * (1 - share)
+                continue
+            pos += q
+            pnl += -q * p - f
+            if abs(pos) <= 1e-12:
+                out.append(pnl)
+                pos, pnl = 0.0, 0.0
+    return np.array(out, dtype=np.float64)
+
+
+def equity_at_fills(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, fee: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(gross, net) equity (quote, (n,) each) after each fill (time order), positions marked at
+    their symbol's last fill price."""
+    cash = -np.cumsum(signed_qty * price)
+    marked = np.zeros(signed_qty.size)
+    for sym in np.unique(symbol):
+        rows = symbol == sym
+        pos = np.cumsum(np.where(rows, signed_qty, 0.0))
+        # each symbol's last fill price so far (forward-filled over the other symbols' fills)
+        idx = np.maximum.accumulate(np.where(rows, np.arange(signed_qty.size), -1))
+        last_px = np.where(idx >= 0, price[np.maximum(idx, 0)], 0.0)
+        marked += pos * last_px
+    gross = cash + marked
+    return gross, gross - np.cumsum(fee)
+
+
+def paper_stats(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, fee: np.ndarray,
+                last_mid: Mapping[str, float]) -> dict[str, float | int | None]:
+    """Everything reported of stored paper fills given in time order (``symbol``, ``signed_qty`` base
+    units + buy / - sell, ``price`` quote per base, ``fee`` quote; (n,) each).
+
+    ``fills_pnl``'s ``gross``/``fees``/``net``/``turnover``/``fills`` (open positions at
+    ``last_mid``), plus ``round_trips`` and ``hit_rate`` (share of completed round trips with
+    net PnL > 0; None before the first), ``max_drawdown_gross``/``max_drawdown_net`` (largest
+    fall of the equity at each fill from its running peak, ``paper.max_drawdown``) and
+    ``open_positions`` (symbols not flat after the last fill). PnL, fees, turnover, round
+    trips and hit rate are ``PaperTrader.summary``'s definitions; the drawdown here sees the
+    equity only at fills (marked at fill prices), the trader's at every tick's mid, so it can
+    be smaller.
+    """
+    symbol = np.asarray(symbol).astype(str)
+    q = np.asarray(signed_qty, dtype=np.float64)
+    p = np.asarray(price, dtype=np.float64)
+    f = np.asarray(fee, dtype=np.float64)
+    out: dict[str, float | int | None] = dict(fills_pnl(symbol, q, p, f, last_mid))
+    gross, net = equity_at_fills(symbol, q, p, f)
+    trips = round_trips(symbol, q, p, f)
+    names, codes = np.unique(symbol, return_inverse=True)
+    open_positions = int((np.abs(np.bincount(codes, weights=q, minlength=names.size)) > 1e-12).sum()) if q.size else 0
+    out.update({"round_trips": int(trips.size), "hit_rate": float((trips > 0).mean()) if trips.size else None,
+                "max_drawdown_gross": max_drawdown(gross), "max_drawdown_net": max_drawdown(net),
+                "open_positions": open_positions})
+    return out
+

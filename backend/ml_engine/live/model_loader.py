@@ -313,7 +313,10 @@ def check_compatibility(spec: ModelSpec, bot: BotProfile) -> list[str]:
     if spec.sequence_length < 1:
         problems.append(f"sequence length {spec.sequence_length} < 1")
     if not math.isfinite(spec.label_threshold_pct) or not math.isclose(spec.label_threshold_pct, bot.label_threshold_pct, rel_tol=1e-9, abs_tol=1e-12):
-        problems.append(f"label threshold: model {spec.label_threshold_pct:g} %, bot {bot.label_threshold_pct:g} %")
+        problems.append(f"label threshold: model trained on labels made with {spec.label_threshold_pct:g} %, the "
+                        f"predictions would be labelled with {bot.label_threshold_pct:g} % (to run this model, pass "
+                        f"--label-threshold {spec.label_threshold_pct:g} and label the predictions group with "
+                        f"--threshold {spec.label_threshold_pct:g})")
     elif not spec.threshold_known:
         notes.append(f"the model's labels carried no threshold provenance; assumed {spec.label_threshold_pct:g} %")
     intervals = [v for v in spec.interval_ms.values() if v > 0]
