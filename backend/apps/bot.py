@@ -195,20 +195,20 @@ def _web_service(args: argparse.Namespace, settings: Settings, lang: str):
 def _live_model_service(settings: Settings):
     """The model in the loop as a bot service (``--model``): the model loaded from MLflow and checked
     against what this bot produces. Raises ``ModelLoadError`` / ``ModelCompatibilityError`` (clear messages)."""
-    from backend.credentials import CredentialError, parse_url
     from backend.ml_engine.feature_store.feature_schema import FEATURE_NAMES, FEATURE_SCHEMA_VERSION
     from backend.ml_engine.live.model_loader import BotProfile, ModelLoadError, load_live_model
     from backend.ml_engine.live.paper import PaperConfig
     from backend.ml_engine.live.service import LiveModelService
-    from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
+    from backend.ml_engine.training_orchestrator.errors import TrackingError
+    from backend.ml_engine.training_orchestrator.tracking import probe_database, resolve_tracking
 
     # MLflow draws a progress bar per downloaded artifact; the bot's console is a log
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     target = resolve_tracking(None, settings.mlflow_tracking_uri, settings.data_dir)
-    try:  # a password SQLAlchemy would split is refused before MLflow retries (and logs) a host holding its tail
-        parse_url(target.uri)
-    except CredentialError as exc:
-        raise ModelLoadError(f"MLflow tracking store (from {target.source}): {exc}") from None
+    try:  # one quick connect (MLflow retries a dead store ~100 s and logs a raw-'@' password's tail as the host)
+        probe_database(target)
+    except TrackingError as exc:
+        raise ModelLoadError(str(exc)) from None
     profile = BotProfile(tuple(FEATURE_NAMES), FEATURE_SCHEMA_VERSION,
                          int(round(settings.interval * settings.collection_interval * 1000)),
                          settings.model_label_threshold_pct)

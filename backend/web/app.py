@@ -424,4 +424,7 @@ async def get_run(request: web.Request) -> web.Response:
         return _error(400, str(exc))
     except RunNotFound:
         return _error(404, f"no MLflow run {run_id!r}")
+    except Exception as exc:  # tracking store unreachable or refused: said as for the list, masked
+        text = scrub(f"{type(exc).__name__}: {exc}", reader.tracking_uri).splitlines()[0][:300]
+        return _error(502, f"cannot read MLflow run {run_id!r} from {mask_uri(reader.tracking_uri)}: {text}")
     return web.json_response(run)

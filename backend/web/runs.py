@@ -53,6 +53,12 @@ class RunsReader:
     def _get_client(self):
         with self._lock:
             if self._client is None:
+                from backend.ml_engine.training_orchestrator.tracking import TrackingTarget, probe_database
+
+                # one quick connect first (raises TrackingError, masked, with the fix): MLflow itself
+                # retries a dead database for ~100 s, logging the driver's error each time, and with a
+                # raw '@' in the password that error quotes the password's tail as the host name
+                probe_database(TrackingTarget(self.tracking_uri, "", "the web app's tracking URI"), timeout_s=5)
                 from backend.ml_engine.training_orchestrator.tracking import quiet_mlflow_logs
 
                 quiet_mlflow_logs()

@@ -61,3 +61,62 @@ async def test_web_training_job_with_a_password_in_the_tracking_uri_never_shows_
     text = json.dumps(job)
     assert "127.0.0.1:1" in text or "mlflow" in text.lower(), text[-2000:]
     assert SECRET not in text, text[-3000:]
+
+
+SPECIAL_PARTS = ["Sx/7", "7#qZ", "qZ@v", "v9Kp", "Sx%2F7", "%23qZ", "%40v9"]  # every piece of Sx/7#qZ@v9Kp
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("password", ["Sx/7#qZ%40v9Kp", "Sx%2F7%23qZ%40v9Kp", "Sx/7#qZ@v9Kp"],
+                         ids=["raw-slash-hash", "all-encoded", "raw-at"])
+async def test_web_training_job_and_runs_panel_with_special_characters_never_show_them(
+        labelled_dir, serve, monkeypatch, caplog, capfd, password):
+    """Passwords with ``/``, ``#``, ``%40`` and a raw ``@``: neither the training job's reply and
+    log, the runs panel's error, the app's log nor any file under the data dir holds any piece of it."""
+    uri = f"postgresql://bob:{password}@127.0.0.1:1/mlflow"  # nothing listens on port 1
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    base, _ = await serve(labelled_dir, tracking_uri=normalize_tracking_uri(uri))
+    caplog.set_level("DEBUG")
+    async with aiohttp.ClientSession(headers=AUTH) as s:
+        async with s.post(f"{base}/api/training", json={"epochs": 1, "sequence_length": 10, "threads": 1}) as r:
+            assert r.status == 202, await r.text()
+            job_id = (await r.json())["job_id"]
+        deadline = time.monotonic() + 240
+        while True:
+            async with s.get(f"{base}/api/training/{job_id}?lines=500") as r:
+                job = await r.json()
+            if job["state"] not in ("queued", "running") or time.monotonic() > deadline:
+                break
+            await __import__("asyncio").sleep(0.5)
+        async with s.get(f"{base}/api/runs") as r:
+            runs_status, runs_text = r.status, await r.text()
+        async with s.get(f"{base}/api/runs/{'0' * 32}") as r:
+            assert r.status == 502, await r.text()
+            runs_text += await r.text()
+    assert job["state"] == "failed", job
+    text = json.dumps(job)
+    assert runs_status != 200, runs_text
+    if "@v9Kp" in password:  # a raw '@': refused before connecting (training and the runs panel), the fix named
+        assert "percent-encode" in text and "percent-encode" in runs_text, (text[-2000:], runs_text)
+    else:
+        assert "bob:***@" in runs_text, runs_text
+    std = capfd.readouterr()  # MLflow logs through its own stderr handler, not through caplog
+    surfaces = {"job": text, "runs": runs_text, "log": caplog.text, "stdio": std.out + std.err,
+                "files": _files_text(labelled_dir)}
+    for name, body in surfaces.items():
+        leaked = [p for p in SPECIAL_PARTS if p in body]
+        assert not leaked, (name, leaked, body[-2000:] if name != "files" else "")
+
+
+def test_bot_with_a_model_and_a_raw_at_in_the_tracking_password_refuses_it_masked(tmp_path):
+    """``--model`` with a tracking URI whose password holds a raw ``@``: refused before MLflow is
+    asked (which would retry a host name holding the password's tail, logging it each time)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOBBOT_", "MLFLOW_")) and k != "DATA_DIR"}
+    env.update(MLFLOW_TRACKING_URI="postgresql://bob:Sx/7#qZ@v9Kp@127.0.0.1:1/mlflow", PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "backend.main", "--source", "sim", "--fast", "--duration", "1m",
+                           "--data-dir", str(tmp_path / "data"), "--model", "models:/lob/1"],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 2, out[-2000:]
+    assert "--model:" in out and "percent-encode" in out and "Traceback" not in out, out[-2000:]
+    assert not [p for p in SPECIAL_PARTS if p in out], out[-2000:]
