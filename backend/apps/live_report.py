@@ -33,7 +33,8 @@ from backend.ml_engine.live.live_metrics import live_report, live_scores, paper_
 from backend.ml_engine.live.model_loader import ModelLoadError, label_threshold, resolve_run_id
 from backend.ml_engine.training_orchestrator.baselines import persistence_predictions, read_tape
 from backend.ml_engine.training_orchestrator.evaluate import score
-from backend.ml_engine.training_orchestrator.tracking import resolve_tracking
+from backend.ml_engine.training_orchestrator.errors import TrackingError
+from backend.ml_engine.training_orchestrator.tracking import probe_database, resolve_tracking, scrub
 
 __all__ = ["build_parser", "last_mids", "main", "mids_at", "model_report", "threshold_notes"]
 
@@ -187,6 +188,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     start, end = _date(parser, args.start_date), _date(parser, args.end_date)
     settings = configure_or_exit(parser, data_dir=args.data_dir)
+    target = resolve_tracking(args.tracking_uri, settings.mlflow_tracking_uri, settings.data_dir)
+    try:  # one quick connect: MLflow retries a dead store ~100 s, logging a raw-'@' password's tail as the host
+        probe_database(target)
+    except TrackingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     store = get_feature_store()
     try:
         pred_files = store.list_files(PREDICTIONS, start, end)
@@ -200,7 +207,6 @@ def main(argv: list[str] | None = None) -> int:
     pred_uri = _np(preds, "model_uri")
     trade_uri = _np(trades, "model_uri") if trades.num_rows else np.zeros(0, dtype=object)
     models = args.model or sorted(set(pred_uri.tolist()))
-    target = resolve_tracking(args.tracking_uri, settings.mlflow_tracking_uri, settings.data_dir)
     client = mlflow.MlflowClient(tracking_uri=target.uri, registry_uri=target.uri)
     code = 0
     for uri in models:
@@ -217,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
             code = 1
             continue
         except Exception as exc:  # MLflow's own errors carry a readable first line
-            print(f"error: {uri}: run not found: {str(exc).splitlines()[0]}", file=sys.stderr)
+            print(f"error: {uri}: run not found: {scrub(str(exc), target.uri).splitlines()[0]}", file=sys.stderr)
             code = 1
             continue
         threshold, _known = label_threshold(run.data.params)

@@ -195,3 +195,21 @@ def test_settings_refuse_an_ambiguous_exchange_url_without_quoting_it(tmp_path):
         Settings(data_dir=tmp_path, bybit_rest_url="http://alice:Sx/7#qZ@v9Kp@api.example/")
     for text in (str(err.value), settings_error_text(err.value), repr(err.value)):
         assert "percent-encoded" in text and not _leaks(text) and "alice" not in text, text
+
+
+@pytest.mark.parametrize("uri, words", [
+    ("postgresql://alice:Sx/7#qZ@v9Kp@127.0.0.1:1/mlflow", "percent-encode"),  # a raw @: refused, never connected
+    ("postgresql://alice:Sx/7#qZ%40v9Kp@127.0.0.1:1/mlflow", "not reachable"),  # nothing listens on port 1
+])
+def test_live_report_checks_the_tracking_store_first_and_masks_it(tmp_path, uri, words):
+    """The live report asks MLflow only after one quick connect: no ~100 s of MLflow retries, and no
+    driver error (which, for a raw '@', names the password's tail as the host) on the console."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOBBOT_", "MLFLOW_"))}
+    env.pop("DATA_DIR", None)
+    env["MLFLOW_TRACKING_URI"] = uri
+    proc = subprocess.run([sys.executable, "-m", "backend.apps.live_report", "--data-dir", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=60)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 1 and words in out and "Traceback" not in out, out
+    assert "alice:***@" in out or "***@127.0.0.1" in out, out
+    assert not _leaks(out), out
