@@ -163,3 +163,44 @@ def test_bot_started_on_a_full_disk_keeps_collecting_and_stores_every_row_once(s
     assert (df["timestamp"] < pd.Timestamp("2025-11-20", tz="UTC")).sum() == int(recovered.group(1))
     assert "All collected samples are on disk." in out
     assert not list((data / "spool").glob("wal_*.log"))
+
+
+def test_past_the_memory_cap_during_an_outage_drops_are_counted_by_reason_and_the_rest_stored_once(small_disk):
+    """In-process, on the full tmpfs: the collector holds rows up to its memory cap, drops the
+    oldest queued flushes past it, counts them by reason (metric and summary lines), stays
+    under the cap, and once space returns stores every row it did not drop, exactly once."""
+    import numpy as np
+
+    from backend.ml_engine.data_collection import MLDataCollector
+    from backend.ml_engine.feature_store.feature_store import FeatureStore
+
+    t0 = 1_762_473_600_000
+    c = MLDataCollector(storage_path=small_disk / "data" / "ml_training", max_samples_per_file=50, source="sim",
+                        fsync=False, max_buffer_memory_mb=1.0, retry_delay_s=0.05)
+    c.recover()
+    filler = _fill(small_disk)
+    for i in range(3000):
+        for sym in ("BTCUSDT", "ETHUSDT"):
+            assert c.collect_sample(sym, np.full(110, i % 7, np.float32), t0 + i * 30_000, 100.0 + i * 0.01)
+        c.maybe_flush()
+        assert c.memory_bytes <= c.max_buffer_bytes
+    dropped = c.dropped
+    assert set(dropped) == {"memory_cap_not_persisted"} and dropped["memory_cap_not_persisted"] > 0
+    n_dropped = dropped["memory_cap_not_persisted"]
+    assert c.metrics.value("lobbot_rows_dropped_total", stream="sample", reason="memory_cap_not_persisted") == n_dropped
+    lines = c.persistence_lines()
+    assert lines[0].startswith("Disk: could not persist") and "ENOSPC" in lines[0] and "still failing" in lines[0]
+    assert lines[1] == f"Dropped rows by reason: memory_cap_not_persisted={n_dropped}"
+
+    assert c.metrics.value("lobbot_persisting") == 0
+    filler.unlink()
+    deadline = time.monotonic() + 60
+    while c.metrics.value("lobbot_persisting") != 1:  # resumes by itself: a later probe succeeds
+        assert time.monotonic() < deadline, c.persistence_lines()
+        c.maybe_flush()
+        time.sleep(0.06)
+    assert c.close_sync()  # the held rows' flushes, then the rest
+    assert "resumed by itself" in c.persistence_lines()[0]
+    df = FeatureStore(small_disk / "data" / "feature_store" / "offline").read_offline_features("training_features")
+    assert not df.duplicated(["symbol", "timestamp"]).any()
+    assert len(df) + n_dropped == c.stats.collected == 6000 and c.stats.flushed == len(df)
