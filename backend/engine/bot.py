@@ -517,8 +517,16 @@ class Bot:
             if offset:
                 lines.append(_("Exchange clock: {venue} minus local = {offset} s (staleness and future timestamps "
                                "judged in exchange time)").format(venue=venue, offset=f"{offset[0]:+.3f}"))
-        lines.append(_("All collected samples are on disk.") if clean else
-                     _("Some rows could not be written; they stay in the spool and are flushed on the next start."))
+        # rows dropped past the memory cap during an outage are lost unless they were already in the spool
+        lost = int(sum(v for labels, v in m.samples("lobbot_rows_dropped_total")
+                       if labels.get("reason") != "memory_cap_kept_in_spool"))
+        if lost:
+            lines.append(_("Not every collected row is on disk: {n} were dropped past the memory cap while the disk "
+                           "refused writes (see 'Dropped rows by reason').").format(n=lost))
+        if not clean:
+            lines.append(_("Some rows could not be written; they stay in the spool and are flushed on the next start."))
+        elif not lost:
+            lines.append(_("All collected samples are on disk."))
         return lines
 
 

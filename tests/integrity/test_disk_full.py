@@ -204,3 +204,39 @@ def test_past_the_memory_cap_during_an_outage_drops_are_counted_by_reason_and_th
     df = FeatureStore(small_disk / "data" / "feature_store" / "offline").read_offline_features("training_features")
     assert not df.duplicated(["symbol", "timestamp"]).any()
     assert len(df) + n_dropped == c.stats.collected == 6000 and c.stats.flushed == len(df)
+
+
+def test_bot_that_drops_rows_past_its_cap_says_so_and_exits_1(small_disk, tmp_path):
+    """A long outage with a small memory cap: the bot drops the oldest held rows, counts them by
+    reason in the summary, and its exit status is 1 (rows were lost), while every row it did not
+    drop is on disk exactly once."""
+    data = small_disk / "data"
+    log = tmp_path / "bot.log"
+    proc = start_bot(data, "--source", "sim", "--fast", "--duration", "30d", "--symbols", "BTCUSDT,ETHUSDT",
+                     "--sim-start", "2025-11-07T00:00:00Z", "--stats-interval", "50", "--max-samples-per-file", "40",
+                     "--interval", "3", "--max-buffer-memory-mb", "0.5", log_path=log)
+    try:
+        _wait_for(log, proc, lambda t: len(stats_lines(t)) >= 2, "statistics line")
+        filler = _fill(small_disk)
+        _wait_for(log, proc, lambda t: "CANNOT PERSIST" in t, "report of the full disk")
+        _wait_for(log, proc, lambda t: "past the memory cap" in t, "rows dropped past the cap", timeout_s=240)
+        filler.unlink()
+        _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
+        time.sleep(0.5)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=120)
+    out = log.read_text()
+    assert proc.returncode == 1, out[-3000:]
+    assert "Traceback" not in out and out.count("CANNOT PERSIST") == 1, out[-3000:]
+    m = re.search(r"Dropped rows by reason: memory_cap_not_persisted=(\d+)", out)
+    assert m, out[-3000:]
+    final = stats_lines(out)[-1]
+    df = assert_formats_identical(data)
+    assert not df.duplicated(["symbol", "timestamp"]).any()
+    dropped_samples = sum(int(n) for n in re.findall(r"Dropped (\d+) sample rows past the memory cap", out))
+    assert dropped_samples > 0 and len(df) + dropped_samples == final["collected"] == final["flushed"] + dropped_samples
+    assert int(m.group(1)) >= dropped_samples  # the summary counts every stream's rows
+    # the summary tells the truth: not "all on disk"
+    assert "All collected samples are on disk." not in out
+    assert f"Not every collected row is on disk: {m.group(1)} were dropped past the memory cap" in out
