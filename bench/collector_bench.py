@@ -41,6 +41,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from backend.ml_engine.data_collection import MLDataCollector  # noqa: E402
+from backend.engine.heap import freeze_startup_heap  # noqa: E402
 
 T0 = 1_762_473_600_000
 RAW_BYTES = 110 * 4
@@ -122,6 +123,7 @@ def bench_tick_loop(tmp: Path, symbols: list[str], prefill_ticks: int, ticks: in
     c = MLDataCollector(storage_path=data / "ml_training", max_samples_per_file=per_file, collection_interval=10,
                         max_buffer_memory_mb=200, source="sim", spool_dir=spool, fsync=True)
     c.recover()
+    freeze_startup_heap()  # as the bot does after start-up, before its first tick
     t = time.perf_counter()
     for k in range(prefill_ticks):
         ts, mid, vec = _tick_rows(symbols, k, feats)

@@ -35,6 +35,7 @@ from pathlib import Path
 
 from backend.config import Settings, duration_seconds
 from backend.i18n import _
+from backend.engine.heap import freeze_startup_heap
 from backend.engine.replay import ReplayScheduler, replay_problem
 from backend.engine.scheduler import Scheduler
 from backend.engine.tick import TickEngine, TickOutput
@@ -322,6 +323,8 @@ class Bot:
                 TICKS_NEEDED, TRADE_WINDOW_MS // 1000, self.first_sample_tick, _span(wait_s), self.first_sample_tick,
             )
         self.engine = self._new_engine()
+        frozen = freeze_startup_heap()  # full GC passes would otherwise walk the start-up heap on the loop
+        log.debug("start-up heap: %d objects frozen out of the cyclic collector's passes", frozen)
         if self.replay:
             self.scheduler = ReplayScheduler(self.clock, self.source, metrics=self.metrics, stop=self.stop_event,
                                              max_ticks=s.max_iterations)
