@@ -6,6 +6,7 @@ filler file; deleting the filler gives the space back. Needs root to mount (CI r
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import signal
@@ -165,7 +166,7 @@ def test_bot_started_on_a_full_disk_keeps_collecting_and_stores_every_row_once(s
     assert not list((data / "spool").glob("wal_*.log"))
 
 
-def test_past_the_memory_cap_during_an_outage_drops_are_counted_by_reason_and_the_rest_stored_once(small_disk):
+def test_past_the_memory_cap_during_an_outage_drops_are_counted_by_reason_and_the_rest_stored_once(small_disk, caplog):
     """In-process, on the full tmpfs: the collector holds rows up to its memory cap, drops the
     oldest queued flushes past it, counts them by reason (metric and summary lines), stays
     under the cap, and once space returns stores every row it did not drop, exactly once."""
@@ -179,6 +180,7 @@ def test_past_the_memory_cap_during_an_outage_drops_are_counted_by_reason_and_th
                         fsync=False, max_buffer_memory_mb=1.0, retry_delay_s=0.05)
     c.recover()
     filler = _fill(small_disk)
+    caplog.set_level(logging.ERROR, logger="backend.ml_engine.data_collection")
     for i in range(3000):
         for sym in ("BTCUSDT", "ETHUSDT"):
             assert c.collect_sample(sym, np.full(110, i % 7, np.float32), t0 + i * 30_000, 100.0 + i * 0.01)
@@ -201,6 +203,12 @@ def test_past_the_memory_cap_during_an_outage_drops_are_counted_by_reason_and_th
         time.sleep(0.06)
     assert c.close_sync()  # the held rows' flushes, then the rest
     assert "resumed by itself" in c.persistence_lines()[0]
+    # many flushes were dropped, but the log says it once at once and the rest summed when the outage ended,
+    # and the lines add up to the count
+    said = [r.getMessage() for r in caplog.records if "past the memory cap" in r.getMessage()]
+    assert len(said) == 2 and "at most every 60 s" in said[0], said
+    assert sum(int(re.search(r"Dropped (\d+) sample rows", m).group(1)) for m in said) == n_dropped
+    assert n_dropped > 10 * 50  # more than ten 50-row flushes: one line each would have flooded the log
     df = FeatureStore(small_disk / "data" / "feature_store" / "offline").read_offline_features("training_features")
     assert not df.duplicated(["symbol", "timestamp"]).any()
     assert len(df) + n_dropped == c.stats.collected == 6000 and c.stats.flushed == len(df)

@@ -67,6 +67,7 @@ log = logging.getLogger("backend.ml_engine.data_collection")
 PACKAGE_DIR = Path(__file__).resolve().parents[2]  # backend/
 GIL_SWITCH_INTERVAL_S = 0.001
 PROBE_INTERVAL_S = 1.0  # while the spool refuses writes, try it again at most this often
+DROP_LOG_PERIOD_S = 60.0  # during an outage, rows dropped past the memory cap are logged at most this often
 
 
 def errno_name(exc: OSError) -> str:
@@ -161,6 +162,8 @@ class MLDataCollector:
         self._begin_rec: RecoveredSpool | None = None  # recovery whose spool writes wait for disk space
         self._outage: tuple[float, str] | None = None  # (monotonic start, first error) of the current outage
         self.outages: list[tuple[float, str]] = []  #: (seconds, first error) of every outage that ended
+        self._drops_unlogged: dict[tuple[str, str], int] = {}  # (stream, reason) -> rows dropped, not yet logged
+        self._drops_logged_at: float | None = None  # monotonic time of the last drop log line
         self.metrics.persisting.set(1)
         self._maintenance = ThreadPoolExecutor(max_workers=1, thread_name_prefix="spool-maint")
         self._rotation: Future | None = None
@@ -494,6 +497,7 @@ class MLDataCollector:
             started, why = self._outage
             self.outages.append((time.monotonic() - started, why))
             self._outage = None
+            self._log_drops(force=True)
             log.warning("Persisting again after %.0f s without (%s).", self.outages[-1][0], why)
 
     def _drop_past_cap(self) -> None:
@@ -509,8 +513,24 @@ class MLDataCollector:
             self.metrics.rows_dropped.labels(stream=job.spec.name, reason=reason).inc(job.rows)
             self._buffered_rows[job.spec.name] -= job.rows
             self._job_bytes -= job.nbytes_at_start
-            log.error("Dropped %d %s rows past the memory cap while the disk refuses writes (%s)",
-                      job.rows, job.spec.name, reason)
+            key = (job.spec.name, reason)
+            self._drops_unlogged[key] = self._drops_unlogged.get(key, 0) + job.rows
+        self._log_drops()
+
+    def _log_drops(self, force: bool = False) -> None:
+        # a long outage drops a flush's worth of rows every few ticks: one line per stream and
+        # reason at most every DROP_LOG_PERIOD_S (the first at once), the rest at the end
+        now = time.monotonic()
+        if not self._drops_unlogged or not (force or self._drops_logged_at is None
+                                            or now - self._drops_logged_at >= DROP_LOG_PERIOD_S):
+            return
+        first = self._drops_logged_at is None
+        for (stream, reason), rows in sorted(self._drops_unlogged.items()):
+            log.error("Dropped %d %s rows past the memory cap while the disk refuses writes (%s)%s", rows, stream,
+                      reason, f"; further drops are summed and said at most every {DROP_LOG_PERIOD_S:.0f} s"
+                      if first else "")
+        self._drops_unlogged.clear()
+        self._drops_logged_at = now
 
     @property
     def dropped(self) -> dict[str, int]:
@@ -704,6 +724,7 @@ class MLDataCollector:
         return self._finish_close()
 
     def _finish_close(self) -> bool:
+        self._log_drops(force=True)
         clean = not self._runner.jobs and not any(len(ln.buf) for ln in self._lanes.values())
         if self._rotation is not None:
             self._rotation.result()
