@@ -49,7 +49,8 @@ def _layouts() -> dict:
 
 @pytest.fixture(scope="module")
 def recorded(tmp_path_factory) -> Path:
-    """A spool as a crash leaves it: several segments, finished and unfinished flushes, live rows."""
+    """A spool as a crash leaves it: the segment left after rotations (the older ones, all
+    flushed, were dropped by the checkpoints), finished and unfinished flushes, live rows."""
     root = tmp_path_factory.mktemp("recorded")
     c = MLDataCollector(storage_path=root / "ml_training", max_samples_per_file=60, source="sim", fsync=False,
                         spool_segment_bytes=60_000)
