@@ -123,9 +123,11 @@ def loop_lag(n_symbols: int, seq_len: int, with_model: bool, seconds: float, int
         rc = asyncio.run(main())
     lag = np.array(lags) * 1000
     d = np.array(durations) * 1000
-    return {"symbols": n_symbols, "model": with_model, "rc": rc, "probes": lag.size,
-            "lag_p99_ms": float(np.percentile(lag, 99)), "lag_max_ms": float(lag.max()),
-            "tick_p99_ms": float(np.percentile(d, 99)), "predictions": service.predictions if service else 0}
+    # a run that ended before the measured window (rc != 0, or stopped) has no probes: say so, not a traceback
+    pct = lambda a, q: float(np.percentile(a, q)) if a.size else float("nan")  # noqa: E731
+    return {"symbols": n_symbols, "model": with_model, "rc": rc, "probes": lag.size, "ticks": bot.ticks,
+            "lag_p99_ms": pct(lag, 99), "lag_max_ms": pct(lag, 100),
+            "tick_p99_ms": pct(d, 99), "predictions": service.predictions if service else 0}
 
 
 def run(n_symbols: int, seq_len: int, ticks: int) -> dict:
@@ -184,7 +186,8 @@ def main(argv=None) -> int:
             for with_model in (False, True):
                 r = loop_lag(n, args.seq_len, with_model, args.lag_seconds, args.lag_interval)
                 print(f"{n:>8} {'yes' if with_model else 'no':>6} {r['lag_p99_ms']:>17.2f} {r['lag_max_ms']:>8.1f} "
-                      f"{r['tick_p99_ms']:>12.1f} {r['predictions']:>12}")
+                      f"{r['tick_p99_ms']:>12.1f} {r['predictions']:>12}"
+                      + ("" if r["probes"] else f"   (no probe in the window: exit {r['rc']} after {r['ticks']} ticks)"))
     print(f"torch {torch.__version__}, {args.threads} thread(s), sequence length {args.seq_len}, {args.ticks} timed ticks")
     print(f"{'symbols':>8} {'batched ms':>11} {'p99':>7} {'per-symbol loop ms':>19} {'p99':>8} {'speed-up':>9} {'policy ms':>10}  off-loop?")
     for n in args.symbols:
