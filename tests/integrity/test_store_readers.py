@@ -149,3 +149,20 @@ def test_web_data_audit_names_bad_files_and_counts_only_the_good(store):
     store.write_offline_features(GROUP, good_table(20, DAY0 + DAY_MS + 30_000_000), fsync=False)
     later = StoreInspector(store.root).audit(GROUP).as_dict()
     assert later["total_rows"] == len(good) * 20 + 20 and len(later["skipped_files"]) == len(bad) - 1
+
+
+def test_check_schema_names_duplicates_missing_extra_and_types():
+    from backend.ml_engine.feature_store.file_check import check_schema
+
+    fields = list(TRAINING_SCHEMA)
+    assert check_schema(TRAINING_SCHEMA, TRAINING_SCHEMA) == ([], [])
+    dup = pa.schema(fields + [fields[5]])
+    problems, _ = check_schema(dup, TRAINING_SCHEMA)
+    assert problems == [f"duplicate columns ['{fields[5].name}']"]
+    changed = pa.schema([pa.field(f.name, pa.float64()) if i == 7 else f for i, f in enumerate(fields[:-1])]
+                        + [pa.field("foreign", pa.int8())])
+    problems, differences = check_schema(changed, TRAINING_SCHEMA)
+    assert any(fields[-1].name in p and p.startswith("missing columns (1)") for p in problems), problems
+    assert any(repr(fields[7].name) in p for p in problems + differences), (problems, differences)
+    assert "extra columns ['foreign']" in differences
+    assert check_schema(pa.schema(fields[::-1]), TRAINING_SCHEMA) == ([], ["columns in another order"])

@@ -110,22 +110,27 @@ def check_schema(schema: pa.Schema, expected: pa.Schema) -> tuple[list[str], lis
     differences: list[str] = []
     names = schema.names
     present = set(names)
+    # counted once: this runs for every file of every read (thousands of files, ~122 columns each)
+    dupes: set[str] = set()
     if len(present) != len(names):
-        dupes = sorted({n for n in names if names.count(n) > 1})
-        problems.append(f"duplicate columns {dupes}")
+        seen: set[str] = set()
+        dupes = {n for n in names if n in seen or seen.add(n)}
+        problems.append(f"duplicate columns {sorted(dupes)}")
     missing = [n for n in expected.names if n not in present]
     if missing:
         shown = ", ".join(missing[:8]) + (f", ... (+{len(missing) - 8} more)" if len(missing) > 8 else "")
         problems.append(f"missing columns ({len(missing)}): {shown}")
+    types = dict(zip(names, schema.types))
     for f in expected:
-        if f.name not in present or f.name in {n for n in names if names.count(n) > 1}:
+        if f.name not in present or f.name in dupes:
             continue
-        problem, difference = _compare(f.name, f.type, schema.field(f.name).type)
+        problem, difference = _compare(f.name, f.type, types[f.name])
         if problem:
             problems.append(problem)
         if difference:
             differences.append(difference)
-    extra = [n for n in names if n not in set(expected.names)]
+    wanted = set(expected.names)
+    extra = [n for n in names if n not in wanted]
     if extra:
         differences.append(f"extra columns {extra[:8]}")
     if not problems and not differences and names != expected.names:
