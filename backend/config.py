@@ -273,7 +273,16 @@ class Settings(BaseSettings):
     def _absolute_data_dir(cls, value: Path) -> Path:
         # A relative DATA_DIR is taken relative to the repository, not the cwd.
         value = value.expanduser()
-        return value if value.is_absolute() else (REPO_ROOT / value).resolve()
+        value = value if value.is_absolute() else (REPO_ROOT / value).resolve()
+        # the folder is created on first use; a file on its way (or in its place) can never hold it
+        for part in (value, *value.parents):
+            if part.exists() or part.is_symlink():
+                if not part.is_dir():
+                    what = "is" if part == value else "lies under"
+                    raise ValueError(f"{value} {what} {part}, which is a file, not a folder: point DATA_DIR "
+                                     f"(--data-dir) at a folder")
+                break
+        return value
 
     # --- derived paths -------------------------------------------------------------
     @property
@@ -360,6 +369,16 @@ def duration_seconds(text: str, *, unit_required: bool = False, what: str = "dur
         raise ValueError(f"invalid {what} {text!r}: give a unit, e.g. {n}h for hours "
                          f"({n}s, {n}m and {n}d are seconds, minutes and days)")
     return float(m.group(1)) * _UNIT_S[m.group(2)]
+
+
+def field_name(loc: str) -> str:
+    """The ``Settings`` field an error location names: itself, or the field whose alias it is
+    (pydantic reports an aliased field by the alias it was given, e.g. ``LOBBOT_DATA_DIR``)."""
+    for name, info in Settings.model_fields.items():
+        alias = info.validation_alias
+        if name == loc or (isinstance(alias, AliasChoices) and loc in alias.choices) or alias == loc:
+            return name
+    return loc
 
 
 def settings_error_text(exc: ValidationError) -> str:

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from pydantic import ValidationError
 
 from backend import i18n
-from backend.config import Settings, add_data_dir_argument, configure
+from backend.config import Settings, add_data_dir_argument, configure, field_name
 from backend.venues.factory import SOURCES
 
 if TYPE_CHECKING:
@@ -112,7 +112,8 @@ def build_parser() -> argparse.ArgumentParser:
 # settings fields set by an option of another name (the rest share the option's dest)
 _DEST_OF_FIELD = {"instruments_refresh_s": "instruments_refresh", "use_legacy_format": "no_legacy",
                   "enable_feature_store": "no_feature_store", "model_uri": "model",
-                  "paper_notional_quote": "paper_notional", "paper_taker_fee_bps": "paper_fee_bps"}
+                  "paper_notional_quote": "paper_notional", "paper_taker_fee_bps": "paper_fee_bps",
+                  "model_label_threshold_pct": "label_threshold"}
 
 
 def settings_problems(exc: ValidationError, parser: argparse.ArgumentParser) -> str:
@@ -122,7 +123,7 @@ def settings_problems(exc: ValidationError, parser: argparse.ArgumentParser) -> 
     parts = []
     for e in exc.errors():
         msg = str(e["msg"]).removeprefix("Value error, ")
-        field = str(e["loc"][0]) if e["loc"] else ""
+        field = field_name(str(e["loc"][0])) if e["loc"] else ""
         option = options.get(_DEST_OF_FIELD.get(field, field))
         if option:
             parts.append(f"{option} (or LOBBOT_{field.upper()}): {msg}")

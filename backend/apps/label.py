@@ -250,6 +250,12 @@ def main_parquet(argv: list[str] | None = None) -> int:
         rows, symbols = adapter.count()
     except FeatureStoreError as exc:
         parser.error(str(exc))
+    if rows == 0 and not (store.root / group).is_dir():
+        # nothing was ever collected here: most likely the wrong --data-dir, not an empty day
+        print(f"error: {store.root / group} does not exist: no sample was ever stored under this data dir. Collect "
+              "first (python -m backend.main), or point --data-dir (DATA_DIR) at the folder the bot wrote to.",
+              file=sys.stderr)
+        return 1
     if rows == 0:
         c.out(f"No samples found in {store.root / group} for this date range; nothing to label.")
         c.footer()

@@ -212,7 +212,9 @@ def main(argv: list[str] | None = None) -> int:
     for uri in models:
         rows = preds.filter(pa.array(pred_uri == uri))
         if rows.num_rows == 0:
-            print(f"{uri}: no predictions in this range", file=sys.stderr)
+            where = "in this date range" if (start or end) else "in the predictions group"
+            present = ", ".join(sorted(set(pred_uri.tolist())))
+            print(f"{uri}: no predictions {where}; the models with predictions there: {present}", file=sys.stderr)
             code = 1
             continue
         try:

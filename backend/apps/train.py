@@ -14,9 +14,12 @@ import sys
 import threading
 from pathlib import Path
 
+from pydantic import ValidationError
+
 from backend.apps import console as c
-from backend.config import add_data_dir_argument, configure, duration_seconds
+from backend.config import add_data_dir_argument, configure, duration_seconds, settings_error_text
 from backend.i18n import _, add_lang_argument, setup_or_exit
+from backend.symbols import validate_symbol
 from backend.contracts.groups import TRAINING_FEATURES
 from backend.contracts.labels import DEFAULT_THRESHOLD_PCT, DEFAULT_TOLERANCE_S, HORIZONS_S
 from backend.ml_engine.training_orchestrator.config import (
@@ -198,6 +201,15 @@ def _symbols(text: str | None) -> list[str] | None:
     return [s for s in text.replace(" ", "").split(",") if s]
 
 
+def _valid_symbols(text: str | None) -> list[str] | None:
+    """``--symbols``: checked here, so a bad one is a bad argument (exit 2), not a failed run.
+    Raises ``ValueError`` (``InvalidSymbolError``) naming the symbol."""
+    symbols = _symbols(text)
+    for sym in symbols or ():
+        validate_symbol(sym)
+    return symbols
+
+
 class Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the process stands so it ends like Ctrl+C (the MLflow run marked KILLED)."""
 
@@ -232,7 +244,7 @@ def _main(argv: list[str] | None) -> int:
             feature_group=args.feature_group or settings.feature_store_group,
             start_date=args.start_date,
             end_date=args.end_date,
-            symbols=_symbols(args.symbols),
+            symbols=_valid_symbols(args.symbols),
             horizon_s=args.horizon,
             sequence_length=args.sequence_length,
             threshold_pct=args.threshold,
@@ -254,6 +266,9 @@ def _main(argv: list[str] | None) -> int:
             num_threads=args.threads,
             show_progress=not args.no_progress,
         )
+    except ValidationError as exc:  # settings from the environment / --data-dir
+        print(f"error: invalid settings: {settings_error_text(exc)}", file=sys.stderr)
+        return 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

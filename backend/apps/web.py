@@ -73,7 +73,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from aiohttp import web
 
-    from backend.config import configure
+    from pydantic import ValidationError
+
+    from backend.config import configure, settings_error_text
     from backend.ml_engine.training_orchestrator.tracking import mask_uri, resolve_tracking
     from backend.web.address import exposure_warning, page_url
     from backend.web.app import WebSettings, create_app
@@ -85,6 +87,9 @@ def main(argv: list[str] | None = None) -> int:
         ui = _check_url(args.mlflow_ui_url)
         settings = configure(data_dir=args.data_dir)
         token = load_or_create_token(settings.data_dir)
+    except ValidationError as exc:
+        print(f"error: invalid settings: {settings_error_text(exc)}", file=sys.stderr)
+        return 2
     except (ValueError, TokenError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -117,3 +117,29 @@ def test_names_that_reach_paths_argv_or_lookups_are_matched_in_full(tmp_path):
     features = tmp_path / "ml_training" / "BTCUSDT" / "features"
     (features / "2025-11-07_batch_0007\n.npy").write_bytes((features / "2025-11-07_batch_0001.npy").read_bytes())
     assert [r.number for r in list_batches(tmp_path / "ml_training", "BTCUSDT")] == [1]
+
+
+def test_a_data_dir_on_or_under_a_file_is_refused_by_every_command(tmp_path):
+    """A file where the data dir (or one of its parents) should be: one clear line and exit 2 from
+    each command, never a NotADirectoryError traceback from the first folder it tries to make."""
+    afile = tmp_path / "notes.txt"
+    afile.write_text("not a folder")
+    with pytest.raises(ValidationError) as err:
+        Settings(data_dir=afile / "data")
+    assert f"lies under {afile}, which is a file, not a folder" in settings_error_text(err.value)
+    with pytest.raises(ValidationError, match="is a file, not a folder"):
+        Settings(data_dir=afile)
+    commands = [
+        [str(REPO / "backend" / "main.py"), "--source", "sim", "--fast", "--duration", "1h"],
+        ["-m", "backend.web", "--port", "18799"],
+        ["-m", "backend.ml_engine.training_orchestrator"],
+        ["-m", "backend.apps.live_report"],
+        [str(REPO / "preprocessing_add_future_labels_parquet.py")],
+        [str(REPO / "migrate_legacy_to_parquet.py")],
+        [str(REPO / "preprocessing_add_future_labels.py")],
+    ]
+    for cmd in commands:
+        proc = _run(cmd + ["--data-dir", str(afile / "data")], {}, tmp_path)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode == 2 and "Traceback" not in out, (cmd, out[-2000:])
+        assert "which is a file, not a folder" in out and "LOBBOT_LOBBOT" not in out, (cmd, out[-2000:])

@@ -89,6 +89,10 @@ def test_a_group_that_does_not_exist_is_an_error(data_dir: Path, capsys):
     # an existing group without samples is still "nothing to label", exit 0
     assert main_parquet(["--data-dir", str(data_dir), "--no-progress", "--feature-group", "empty_group"]) == 0
     assert "nothing to label" in capsys.readouterr().out
+    # a data dir where nothing was ever collected is most likely the wrong one: said, exit 1
+    assert main_parquet(["--data-dir", str(data_dir / "elsewhere"), "--no-progress"]) == 1
+    err = capsys.readouterr().err
+    assert "does not exist: no sample was ever stored under this data dir" in err and "--data-dir" in err
 
 
 def test_legacy_batches_never_take_another_sources_price(data_dir: Path):

@@ -114,6 +114,8 @@ async def test_400_per_field(tmp_path, serve):
 
 async def test_labelling_tolerance_follows_the_labellers_rule(tmp_path, serve):
     """Below the smallest horizon *chosen* (the labelling command's rule), not below 10 s."""
+    # a store whose group exists but holds nothing yet: the labeller accepts the settings and has nothing to do
+    (tmp_path / "feature_store" / "offline" / "training_features").mkdir(parents=True)
     base, _ = await serve(tmp_path)
     async with aiohttp.ClientSession(headers=AUTH) as s:
         async with s.post(f"{base}/api/labelling", json={"tolerance": 15}) as r:
