@@ -322,6 +322,9 @@ class Bot:
                 "(the statistics line shows warmup=<ticks>/%d until then)",
                 TICKS_NEEDED, TRADE_WINDOW_MS // 1000, self.first_sample_tick, _span(wait_s), self.first_sample_tick,
             )
+            if self.duration_s is not None and self.duration_s < wait_s:
+                log.warning("--duration %s ends before the features warm up (%s): this run will store no sample; "
+                            "run for longer than that", _span(self.duration_s), _span(wait_s))
         self.engine = self._new_engine()
         frozen = freeze_startup_heap()  # full GC passes would otherwise walk the start-up heap on the loop
         log.debug("start-up heap: %d objects frozen out of the cyclic collector's passes", frozen)
@@ -460,7 +463,14 @@ class Bot:
         elif self.record_raw:  # before anything is derived: a crash keeps no sample without its raw events
             for sym, (ints, floats) in encode_tick(snaps, now_ms, collect, self.symbols).items():
                 collector.add_raw_events(sym, ints, floats)
-        out = self._step(engine, snaps, now_ms, collect)
+        if self.fast or self.replay:
+            out = self._step(engine, snaps, now_ms, collect)
+        else:
+            # in real time the step (features of every symbol: ~100 ms at 500 symbols, ~250 ms when
+            # a minute bar closes) runs on a worker thread, so WebSocket readers, the web page and
+            # the probe keep being served; ticks stay sequential and the step is pure, so its
+            # output is the same (a --fast or replay run has nothing else to serve and stays inline)
+            out = await asyncio.to_thread(self._step, engine, snaps, now_ms, collect)
         for sym in self.symbols:
             candles = out.candles.get(sym)
             if candles:

@@ -212,3 +212,12 @@ def test_real_time_simulator_honours_sim_start(tmp_path):
     tape = FeatureStore(data / "feature_store" / "offline").read_offline_features("price_tape")
     assert len(tape) == 20
     assert (tape["timestamp"].dt.strftime("%Y-%m-%d %H") == "2024-03-01 12").all()
+
+
+def test_a_real_time_run_shorter_than_the_warm_up_says_it_will_store_nothing(tmp_path):
+    res = run_bot(tmp_path / "d", "--source", "sim", "--duration", "3s", "--symbols", "BTCUSDT", timeout=120)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0, out[-3000:]
+    assert "--duration 3 s ends before the features warm up (5 min): this run will store no sample" in out, out[-3000:]
+    longer = run_bot(tmp_path / "e", "--source", "sim", "--fast", "--duration", "1h", "--symbols", "BTCUSDT", timeout=120)
+    assert "ends before the features warm up" not in longer.stdout + longer.stderr
