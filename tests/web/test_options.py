@@ -110,6 +110,8 @@ def test_labelling_accepts_exactly_what_the_labeller_accepts(body, tmp_path, cap
     refusal is worded as the command words it."""
     from backend.apps.label import main_parquet
 
+    # an existing, still empty group: accepted values end in "nothing to label", exit 0
+    (tmp_path / "feature_store" / "offline" / "training_features").mkdir(parents=True)
     try:
         argv, _ = labelling_argv(body, python=PY, script="l.py", data_dir=str(tmp_path))
         web_error = None
