@@ -342,7 +342,13 @@ def run(settings, dcfg: DataConfig, tcfg: TrainConfig, args: argparse.Namespace)
         print(f"{c.FAIL} {a.warning}")
     if summary.run_id:
         print(f"{c.OK} MLflow run: {summary.run_id} (experiment {args.experiment!r}, {target.shown})")
-        print(f"{c.OK} Model: {summary.model_uri}" + (f", registered as {args.register_model!r}" if args.register_model else ""))
+        version = summary.facts.get("registered_model_version")
+        registered = ""
+        if args.register_model:
+            # the version is what the bot's --model needs (models:/NAME/VERSION)
+            registered = (f", registered as {args.register_model!r} version {version} (models:/{args.register_model}/{version})"
+                          if version is not None else f", registered as {args.register_model!r}")
+        print(f"{c.OK} Model: {summary.model_uri}" + registered)
     print("  " + _("Took {seconds} s").format(seconds=f"{summary.facts.get('seconds', 0):.0f}"))
     print("=" * 80)
     return 0

@@ -1,5 +1,6 @@
 """The model trains and predicts on CPU, deterministically; a full CLI run lands in MLflow (SQLite)."""
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -69,6 +70,8 @@ def test_cli_run_tracked_in_sqlite(run_cli, learnable_store_dir):
     # The verdict, not a bare comparison of point estimates (the simulated signal is strong).
     assert "Model macro-F1" in proc.stdout and "beats majority" in proc.stdout and "beats:" not in proc.stdout, out
     assert "1 fold, " in proc.stdout and "Bonferroni over 3 baselines" in proc.stdout, out
+    # the registered version is printed in the form the bot's --model takes
+    assert re.search(r"registered as 'lob_test' version (\d+) \(models:/lob_test/\1\)", proc.stdout), out
 
     mlflow.set_tracking_uri(f"sqlite:///{(learnable_store_dir / 'mlflow' / 'mlflow.db').as_posix()}")
     runs = mlflow.search_runs(experiment_names=["t_sqlite"])

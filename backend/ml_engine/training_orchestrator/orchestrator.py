@@ -472,6 +472,8 @@ def _log_results(mlflow, tmp: Path, summary: RunSummary, p: PreparedData, dcfg, 
         logging.getLogger("torch._export").setLevel(logging.ERROR)
         info = _log_model(mlflow, exported, signature, p.example_window, register_model, torch_version)
     summary.facts["model_uri"] = info.model_uri
+    if register_model and getattr(info, "registered_model_version", None) is not None:
+        summary.facts["registered_model_version"] = int(info.registered_model_version)
 
 
 def _log_model(mlflow, exported, signature, example, register_model, torch_version):
