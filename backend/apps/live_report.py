@@ -29,14 +29,14 @@ from backend.contracts.labels import DEFAULT_TOLERANCE_S
 from backend.ml_engine.feature_store.feature_store import FeatureStoreError, get_feature_store
 from backend.ml_engine.live.records import column_numpy as _np
 from backend.ml_engine.labelling.symbol_codes import symbol_codes
-from backend.ml_engine.live.live_metrics import live_report, live_scores, paper_stats
+from backend.ml_engine.live.live_metrics import last_mids, live_report, live_scores, mids_at, paper_stats
 from backend.ml_engine.live.model_loader import ModelLoadError, label_threshold, resolve_run_id
 from backend.ml_engine.training_orchestrator.baselines import persistence_predictions, read_tape
 from backend.ml_engine.training_orchestrator.evaluate import score
 from backend.ml_engine.training_orchestrator.errors import TrackingError
 from backend.ml_engine.training_orchestrator.tracking import probe_database, resolve_tracking, scrub
 
-__all__ = ["build_parser", "last_mids", "main", "mids_at", "model_report", "threshold_notes"]
+__all__ = ["build_parser", "main", "model_report", "threshold_notes"]
 
 #: how far past the last prediction or fill the tape is read for the last mid (the bot's last ticks)
 TAPE_TAIL_MS = 86_400_000
@@ -115,43 +115,6 @@ def model_report(store, uri: str, preds: pa.Table, trades: pa.Table, test_metric
     if paper["hit_rate"] is not None:
         metrics["paper_hit_rate"] = paper["hit_rate"]
     return {"report": report, "persistence": persistence, "paper": paper, "metrics": metrics}
-
-
-def _tape_keys(codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    # one sortable int64 per (symbol code, ms): codes are small and ms since 1970 stay below 2**42
-    return codes.astype(np.int64) * (1 << 42) + ts.astype(np.int64)
-
-
-def mids_at(tape: tuple[np.ndarray, np.ndarray, np.ndarray], codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """The tape's mid at exactly each (symbol code, timestamp ms) pair; NaN where the tape has no such row.
-
-    ``tape``: (ts ms, codes, mid) as ``read_tape`` returns it, each (m,); ``codes``/``ts``: (n,).
-    Returns (n,) float64. Where the tape holds a pair twice, the later row wins.
-    """
-    out = np.full(ts.shape, np.nan)
-    if tape[0].size == 0 or ts.size == 0:
-        return out
-    keys = _tape_keys(tape[1], tape[0])
-    order = np.argsort(keys, kind="stable")
-    sorted_keys = keys[order]
-    want = _tape_keys(codes, ts)
-    pos = np.searchsorted(sorted_keys, want, side="right") - 1
-    hit = (pos >= 0) & (codes >= 0)
-    hit[hit] = sorted_keys[pos[hit]] == want[hit]
-    out[hit] = tape[2][order[pos[hit]]]
-    return out
-
-
-def last_mids(tape: tuple[np.ndarray, np.ndarray, np.ndarray], symbols: list[str]) -> dict[str, float]:
-    """Each symbol's mid at its latest tape timestamp (``tape`` as ``read_tape`` returns it, codes into
-    ``symbols``); symbols without a tape row are absent."""
-    ts, codes, mid = tape
-    if ts.size == 0:
-        return {}
-    order = np.lexsort((ts, codes))  # by symbol, then time (stable: the later row of a tie last)
-    c = codes[order]
-    last = np.flatnonzero(np.r_[c[1:] != c[:-1], True])
-    return {symbols[int(c[i])]: float(mid[order[i]]) for i in last}
 
 
 def threshold_notes(store, files, horizon: int, model_threshold_pct: float) -> list[str]:

@@ -70,12 +70,21 @@ def _outage_then_space(log: Path, proc, filler: Path, text: str, during=lambda: 
         before = stats_lines(text)[-1]["collected"]
         _wait_for(log, proc, lambda t: stats_lines(t)[-1]["collected"] > before + 20, "collection during the outage")
         during()
-        filler.unlink()
-        _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
-        time.sleep(0.5)
+        _give_space_back(log, proc, filler)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        _terminate(proc)
+
+
+def _give_space_back(log: Path, proc, filler: Path) -> None:
+    """Delete the filler and wait until the bot says it persists again."""
+    filler.unlink()
+    _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
+    time.sleep(0.5)
+
+
+def _terminate(proc) -> None:
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=120)
 
 
 def _assert_clean_exit_said_once(out: str, proc) -> None:
@@ -228,12 +237,9 @@ def test_bot_that_drops_rows_past_its_cap_says_so_and_exits_1(small_disk, tmp_pa
         filler = _fill(small_disk)
         _wait_for(log, proc, lambda t: "CANNOT PERSIST" in t, "report of the full disk")
         _wait_for(log, proc, lambda t: "past the memory cap" in t, "rows dropped past the cap", timeout_s=240)
-        filler.unlink()
-        _wait_for(log, proc, lambda t: "Persisting again" in t or "takes writes again" in t, "resumption")
-        time.sleep(0.5)
+        _give_space_back(log, proc, filler)
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=120)
+        _terminate(proc)
     out = log.read_text()
     assert proc.returncode == 1, out[-3000:]
     assert "Traceback" not in out and out.count("CANNOT PERSIST") == 1, out[-3000:]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from backend.apps.live_report import last_mids, mids_at, threshold_notes
+from backend.apps.live_report import threshold_notes
 from backend.contracts.labels import LabelSetting, encode_provenance
-from backend.ml_engine.live.live_metrics import paper_stats
+from backend.ml_engine.live.live_metrics import last_mids, mids_at, paper_stats
 from backend.ml_engine.live.paper import PaperConfig, PaperTrader
 
 

@@ -40,6 +40,20 @@ def test_bot_start_with_a_token_in_the_exchange_url_never_shows_it(tmp_path):
         assert SECRET not in _files_text(data)
 
 
+async def _finished_training_job(s, base: str, query: str = "") -> dict:
+    """Start a one-epoch training job through the API and return its record once it has ended (<= 240 s)."""
+    async with s.post(f"{base}/api/training", json={"epochs": 1, "sequence_length": 10, "threads": 1}) as r:
+        assert r.status == 202, await r.text()
+        job_id = (await r.json())["job_id"]
+    deadline = time.monotonic() + 240
+    while True:
+        async with s.get(f"{base}/api/training/{job_id}{query}") as r:
+            job = await r.json()
+        if job["state"] not in ("queued", "running") or time.monotonic() > deadline:
+            return job
+        await __import__("asyncio").sleep(0.5)
+
+
 @pytest.mark.slow
 async def test_web_training_job_with_a_password_in_the_tracking_uri_never_shows_it(labelled_dir, serve, monkeypatch):
     uri = f"postgresql://bob:{SECRET}@127.0.0.1:1/mlflow"  # nothing listens on port 1
@@ -47,16 +61,7 @@ async def test_web_training_job_with_a_password_in_the_tracking_uri_never_shows_
     # the app resolves its store from it (backend.apps.web) and hands that store to the child
     base, _ = await serve(labelled_dir, tracking_uri=normalize_tracking_uri(uri))
     async with aiohttp.ClientSession(headers=AUTH) as s:
-        async with s.post(f"{base}/api/training", json={"epochs": 1, "sequence_length": 10, "threads": 1}) as r:
-            assert r.status == 202, await r.text()
-            job_id = (await r.json())["job_id"]
-        deadline = time.monotonic() + 240
-        while True:
-            async with s.get(f"{base}/api/training/{job_id}") as r:
-                job = await r.json()
-            if job["state"] not in ("queued", "running") or time.monotonic() > deadline:
-                break
-            await __import__("asyncio").sleep(0.5)
+        job = await _finished_training_job(s, base)
     assert job["state"] == "failed", job  # the tracking store cannot be reached
     text = json.dumps(job)
     assert "127.0.0.1:1" in text or "mlflow" in text.lower(), text[-2000:]
@@ -78,16 +83,7 @@ async def test_web_training_job_and_runs_panel_with_special_characters_never_sho
     base, _ = await serve(labelled_dir, tracking_uri=normalize_tracking_uri(uri))
     caplog.set_level("DEBUG")
     async with aiohttp.ClientSession(headers=AUTH) as s:
-        async with s.post(f"{base}/api/training", json={"epochs": 1, "sequence_length": 10, "threads": 1}) as r:
-            assert r.status == 202, await r.text()
-            job_id = (await r.json())["job_id"]
-        deadline = time.monotonic() + 240
-        while True:
-            async with s.get(f"{base}/api/training/{job_id}?lines=500") as r:
-                job = await r.json()
-            if job["state"] not in ("queued", "running") or time.monotonic() > deadline:
-                break
-            await __import__("asyncio").sleep(0.5)
+        job = await _finished_training_job(s, base, "?lines=500")
         async with s.get(f"{base}/api/runs") as r:
             runs_status, runs_text = r.status, await r.text()
         async with s.get(f"{base}/api/runs/{'0' * 32}") as r:

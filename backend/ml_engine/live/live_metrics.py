@@ -1,4 +1,5 @@
-"""Realised (live) accuracy and macro-F1 of a model's predictions, once the labeller has labelled them.
+"""Realised (live) accuracy and macro-F1 of a model's predictions, once the labeller has labelled them;
+the statistics of stored paper fills and the price-tape lookups the live report and panel use.
 
 A prediction row of the ``predictions`` group carries the predicted class and, after the
 labeller ran, the realised class at each horizon; a model is scored at its own horizon
@@ -197,3 +198,39 @@ def paper_stats(symbol: np.ndarray, signed_qty: np.ndarray, price: np.ndarray, f
                 "open_positions": open_positions})
     return out
 
+
+def _tape_keys(codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    # one sortable int64 per (symbol code, ms): codes are small and ms since 1970 stay below 2**42
+    return codes.astype(np.int64) * (1 << 42) + ts.astype(np.int64)
+
+
+def mids_at(tape: tuple[np.ndarray, np.ndarray, np.ndarray], codes: np.ndarray, ts: np.ndarray) -> np.ndarray:
+    """The tape's mid at exactly each (symbol code, timestamp ms) pair; NaN where the tape has no such row.
+
+    ``tape``: (ts ms, codes, mid) as ``read_tape`` returns it, each (m,); ``codes``/``ts``: (n,).
+    Returns (n,) float64. Where the tape holds a pair twice, the later row wins.
+    """
+    out = np.full(ts.shape, np.nan)
+    if tape[0].size == 0 or ts.size == 0:
+        return out
+    keys = _tape_keys(tape[1], tape[0])
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    want = _tape_keys(codes, ts)
+    pos = np.searchsorted(sorted_keys, want, side="right") - 1
+    hit = (pos >= 0) & (codes >= 0)
+    hit[hit] = sorted_keys[pos[hit]] == want[hit]
+    out[hit] = tape[2][order[pos[hit]]]
+    return out
+
+
+def last_mids(tape: tuple[np.ndarray, np.ndarray, np.ndarray], symbols: list[str]) -> dict[str, float]:
+    """Each symbol's mid at its latest tape timestamp (``tape`` as ``read_tape`` returns it, codes into
+    ``symbols``); symbols without a tape row are absent."""
+    ts, codes, mid = tape
+    if ts.size == 0:
+        return {}
+    order = np.lexsort((ts, codes))  # by symbol, then time (stable: the later row of a tie last)
+    c = codes[order]
+    last = np.flatnonzero(np.r_[c[1:] != c[:-1], True])
+    return {symbols[int(c[i])]: float(mid[order[i]]) for i in last}
