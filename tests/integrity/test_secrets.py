@@ -200,6 +200,7 @@ def test_settings_refuse_an_ambiguous_exchange_url_without_quoting_it(tmp_path):
 @pytest.mark.parametrize("uri, words", [
     ("postgresql://alice:Sx/7#qZ@v9Kp@127.0.0.1:1/mlflow", "percent-encode"),  # a raw @: refused, never connected
     ("postgresql://alice:Sx/7#qZ%40v9Kp@127.0.0.1:1/mlflow", "not reachable"),  # nothing listens on port 1
+    ("http://alice:Sx%2F7%23qZ%40v9Kp@127.0.0.1:1/", "tracking server is not reachable"),  # MLflow would retry for minutes
 ])
 def test_live_report_checks_the_tracking_store_first_and_masks_it(tmp_path, uri, words):
     """The live report asks MLflow only after one quick connect: no ~100 s of MLflow retries, and no

@@ -132,11 +132,15 @@ def quiet_mlflow_logs() -> None:
 
 
 def probe_database(target: TrackingTarget, timeout_s: int = 10) -> None:
-    """Connect once, quickly: MLflow itself retries a dead database with backoff for ~100 s before failing."""
+    """Connect once, quickly: MLflow itself retries a dead database with backoff for ~100 s before failing,
+    and a dead HTTP tracking server for longer. Raises ``TrackingError`` (masked, with the fix)."""
     try:
         parse_url(target.uri)  # the parse SQLAlchemy will do: refuses a password it would split
     except CredentialError as exc:
         raise TrackingError(f"Cannot use MLflow tracking store (from {target.source}): {exc}.") from None
+    if target.uri.startswith(("http:", "https:")):
+        _probe_server(target, timeout_s)
+        return
     if not target.uri.startswith(("postgresql", "mysql", "mssql")):
         return
     try:
@@ -152,6 +156,23 @@ def probe_database(target: TrackingTarget, timeout_s: int = 10) -> None:
             engine.dispose()
     except Exception as exc:
         raise _explain(exc, target) from None
+
+
+def _probe_server(target: TrackingTarget, timeout_s: int) -> None:
+    # MLflow's REST client retries a dead tracking server with backoff for minutes, printing nothing
+    import socket
+    import urllib.parse
+
+    u = urllib.parse.urlsplit(target.uri)
+    port = u.port or (443 if u.scheme == "https" else 80)
+    try:
+        socket.create_connection((u.hostname or "", port), timeout=timeout_s).close()
+    except OSError as exc:
+        raise TrackingError(
+            f"Cannot use {target.shown} (from {target.source}): the tracking server is not reachable at "
+            f"{u.hostname}:{port} ({exc.strerror or exc}). Start it (mlflow server ...), fix the URI, or unset "
+            "MLFLOW_TRACKING_URI to use the local SQLite store under the data dir."
+        ) from None
 
 
 def open_experiment(target: TrackingTarget, name: str) -> str:
