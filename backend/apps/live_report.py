@@ -158,14 +158,21 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     store = get_feature_store()
+    bad: list = []  # FileCheck of every store file that could not be used
     try:
         pred_files = store.list_files(PREDICTIONS, start, end)
-        preds = store.read_offline_table(PREDICTIONS, start, end)
-        trades = store.read_offline_table(PAPER_TRADES, start, end)
+        preds = store.read_offline_table(PREDICTIONS, start, end, on_bad_file=bad.append)
+        trades = store.read_offline_table(PAPER_TRADES, start, end, on_bad_file=bad.append)
     except FeatureStoreError as exc:
         parser.error(str(exc))
+    for check in bad:  # named once each; the report goes on without them
+        print(f"skipped {check.path}: {check.reason}; the file is left untouched", file=sys.stderr)
     if preds.num_rows == 0:
-        print(f"No predictions in {store.root / PREDICTIONS}: run the bot with --model URI first.", file=sys.stderr)
+        if any(check.path.is_relative_to(store.root / PREDICTIONS) for check in bad):
+            print(f"No readable predictions in {store.root / PREDICTIONS}: the files named above cannot be used; "
+                  "restore them or move them out.", file=sys.stderr)
+        else:
+            print(f"No predictions in {store.root / PREDICTIONS}: run the bot with --model URI first.", file=sys.stderr)
         return 1
     pred_uri = _np(preds, "model_uri")
     trade_uri = _np(trades, "model_uri") if trades.num_rows else np.zeros(0, dtype=object)

@@ -84,3 +84,23 @@ def test_paper_stats_agree_with_the_trader_on_its_own_fills():
     assert out["open_positions"] == s.open_positions and 0 <= out["max_drawdown_net"]
     empty = paper_stats(np.zeros(0, str), np.zeros(0), np.zeros(0), np.zeros(0), {})
     assert empty["round_trips"] == 0 and empty["hit_rate"] is None and empty["open_positions"] == 0
+
+
+def test_a_bad_predictions_file_is_named_once_and_blamed_not_the_bot(tmp_path, capsys, monkeypatch):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from backend.apps.live_report import main
+    from backend.config import configure
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    part = tmp_path / "feature_store" / "offline" / "predictions" / "date=2025-11-07"
+    part.mkdir(parents=True)
+    pq.write_table(pa.table({"something": [1, 2]}), part / "foreign.parquet")
+    try:
+        assert main(["--data-dir", str(tmp_path), "--no-log"]) == 1
+    finally:
+        configure()
+    err = capsys.readouterr().err
+    assert err.count("foreign.parquet: missing columns") == 1, err
+    assert "No readable predictions" in err and "run the bot" not in err, err

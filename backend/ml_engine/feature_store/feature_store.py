@@ -415,7 +415,8 @@ class FeatureStore:
 def warn_bad_file(result: FileCheck) -> None:
     """Default ``on_bad_file``: name the skipped file and why in a warning and the log."""
     text = f"skipped {result.path}: {result.reason}; the file is left untouched"
-    log.warning("%s", text)
+    if log.hasHandlers():  # without any, logging's last resort would print the warning's text a second time
+        log.warning("%s", text)
     warnings.warn(text, BadStoreFileWarning, stacklevel=4)
 
 
