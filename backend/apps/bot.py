@@ -255,6 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     if settings.source != "sim" and (settings.fast or settings.duration or settings.sim_start):
         print("error: --fast, --duration and --sim-start apply to --source sim only", file=sys.stderr)
         return 2
+    if args.label_threshold is not None and not settings.model_uri:
+        print("error: --label-threshold applies with --model only (it is checked against the model's labels)",
+              file=sys.stderr)
+        return 2
     if args.instruments_refresh is not None and settings.source not in ("bybit", "bybit-ws"):
         print("error: --instruments-refresh applies to the Bybit sources (bybit, bybit-ws) only", file=sys.stderr)
         return 2

@@ -87,6 +87,9 @@ def test_bad_uri_and_mismatch_exit_2(trained_run, tmp_path):
     assert other.returncode == 2, other.stdout + other.stderr
     assert "label threshold" in other.stderr and "--label-threshold 0.02" in other.stderr, other.stderr
     assert "sample spacing" not in other.stderr
+    alone = subprocess.run(_cmd(tmp_path / "e", "--duration", "10m", "--label-threshold", "0.05"), cwd=REPO, env=env,
+                           capture_output=True, text=True, timeout=120)
+    assert alone.returncode == 2 and "--label-threshold applies with --model only" in alone.stderr, alone.stderr
     assert "not a model URI" in subprocess.run(
         _cmd(tmp_path / "c", "--model", "mymodel"), cwd=REPO, env=env, capture_output=True, text=True, timeout=120).stderr
 
